@@ -1,0 +1,16 @@
+"""gluon_ssdcl: GluonCV SSD object detection trained with center loss."""
+try:
+    import mxnet  # noqa: F401  pylint: disable=unused-import
+except ImportError as err:  # MXNet is an extra: the CPU and CUDA builds exclude each other
+    raise ImportError("gluon_ssdcl needs MXNet 1.9.1: pip install 'gluon_ssdcl[cpu]', "
+                      "or 'gluon_ssdcl[gpu]' for the CUDA 11.2 build") from err
+
+from .center_loss import CenterLoss
+from .loss import LossTerms, Mode, MultiBoxCenterLoss
+from .model import SSDCenter, get_ssd_center, initialize_params
+from .model_zoo import get_model, list_models
+
+__version__ = '0.1.0'
+
+__all__ = ['CenterLoss', 'LossTerms', 'Mode', 'MultiBoxCenterLoss', 'SSDCenter',
+           'get_ssd_center', 'initialize_params', 'get_model', 'list_models', '__version__']

@@ -1,0 +1,77 @@
+"""CenterLoss: class-balanced center loss with learned centers in a ``gluon.nn.Embedding``."""
+from mxnet import gluon
+from mxnet.gluon import nn
+
+__all__ = ['CenterLoss', 'class_histogram']
+
+
+def _selected_one_hot(F, labels, num_classes, mask):
+    """(M, num_classes) one-hot rows of the selected samples, zero rows for the others."""
+    one_hot = F.one_hot(labels, num_classes)
+    return one_hot if mask is None else F.broadcast_mul(one_hot, mask.reshape((-1, 1)))
+
+
+def class_histogram(F, labels, num_classes, mask=None):
+    """Number of selected samples per class, with hybridizable ops (one_hot + sum).
+
+    Parameters
+    ----------
+    F : mxnet.nd or mxnet.sym
+    labels : (M,) class indices; values outside [0, num_classes) count for nothing.
+    mask : (M,) 1 for samples to count, 0 for the rest; None counts every sample.
+
+    Returns
+    -------
+    (num_classes,) float counts.
+    """
+    return F.sum(_selected_one_hot(F, labels, num_classes, mask), axis=0)
+
+
+class CenterLoss(gluon.HybridBlock):
+    r"""Center loss of Wen et al. (2016), balanced by the label histogram of the batch.
+
+    For every selected sample ``i``: :math:`\frac{1}{2}\lVert x_i - c_{y_i}\rVert^2 / n_{y_i}`,
+    where ``n_j`` counts the selected samples of class ``j``. Summed over the batch this is
+    :math:`\sum_j \mathrm{mean}_{i: y_i=j} \frac{1}{2}\lVert x_i - c_j\rVert^2`; with nothing
+    selected every value is 0 (never NaN).
+
+    Parameters
+    ----------
+    num_classes : int
+        Number of classes; ``centers`` is an ``nn.Embedding(num_classes, embed_dim)``.
+    embed_dim : int
+        Dimension D of the features.
+
+    Inputs
+    ------
+    features : (M, D) features.
+    labels : (M,) class indices in [0, num_classes); others are ignored.
+    mask : (M,) optional, 1 keeps a sample and 0 drops it (background, ignored anchors).
+    counts : (num_classes,) optional class counts to normalise by, e.g. summed over all
+        devices; by default the histogram of the selected labels.
+
+    Outputs
+    -------
+    (M,) per-sample loss (0 for dropped samples). Call the block with the same optional inputs
+    each time once it is hybridized.
+    """
+
+    def __init__(self, num_classes, embed_dim, **kwargs):
+        super().__init__(**kwargs)
+        if num_classes < 1 or embed_dim < 1:
+            raise ValueError(f"num_classes and embed_dim must be positive, "
+                             f"got {num_classes} and {embed_dim}")
+        self.num_classes = num_classes
+        self.embed_dim = embed_dim
+        with self.name_scope():
+            self.centers = nn.Embedding(num_classes, embed_dim)
+
+    # pylint: disable=arguments-differ
+    def hybrid_forward(self, F, features, labels, mask=None, counts=None):
+        one_hot = _selected_one_hot(F, labels, self.num_classes, mask)
+        if counts is None:
+            counts = F.sum(one_hot, axis=0)
+        # weight_i = 1 / n_{y_i} for selected samples, 0 otherwise
+        weight = F.dot(one_hot, 1.0 / F.maximum(counts, 1.0))
+        distance = 0.5 * F.sum(F.square(features - self.centers(labels)), axis=1)
+        return distance * weight

@@ -1,0 +1,153 @@
+"""MultiBoxCenterLoss: GluonCV's SSD multibox loss plus the center loss, in three modes."""
+from collections import namedtuple
+from enum import Enum
+
+from mxnet import gluon, nd
+
+from .center_loss import CenterLoss, class_histogram
+
+__all__ = ['Mode', 'LossTerms', 'MultiBoxCenterLoss']
+
+
+class Mode(str, Enum):
+    """Training mode: which loss terms are used and which heads are trained."""
+    SOFTMAX = 'softmax'
+    SOFTMAX_CENTER = 'softmax-center'
+    CENTER = 'center'
+
+    @property
+    def uses_center(self):
+        """Whether the center loss (and so the embedding head and the centers) is trained."""
+        return self is not Mode.SOFTMAX
+
+    @property
+    def trains_classifier(self):
+        """Whether the class predictors are trained."""
+        return self is not Mode.CENTER
+
+
+LossTerms = namedtuple('LossTerms', ['total', 'cls', 'box', 'center'])
+LossTerms.__doc__ = """Loss terms, each a list with one (B,) array per device (summed over anchors)."""
+
+
+class _MultiBoxTerms(gluon.HybridBlock):
+    """Per-device SSD confidence (hard negative mining) and smooth-L1 box losses.
+
+    The same computation as :class:`gluoncv.loss.SSDMultiBoxLoss`, but normalised by a
+    given ``inv_num_pos`` array, so no host synchronisation is needed.
+
+    Inputs: cls_pred (B,N,C+1), box_pred (B,N,4), cls_target (B,N), box_target (B,N,4),
+    inv_num_pos (1,) = 1 / max(1, positives in the whole mini-batch).
+    Outputs: cls_loss (B,), box_loss (B,).
+    """
+
+    def __init__(self, negative_mining_ratio=3, rho=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self._negative_mining_ratio = max(0, negative_mining_ratio)
+        self._rho = rho
+
+    # pylint: disable=arguments-differ
+    def hybrid_forward(self, F, cls_pred, box_pred, cls_target, box_target, inv_num_pos):
+        pos = cls_target > 0
+        cls_loss = -F.pick(F.log_softmax(cls_pred, axis=-1), cls_target, axis=-1,
+                           keepdims=False)
+        rank = (cls_loss * (pos - 1)).argsort(axis=1).argsort(axis=1)
+        num_neg = F.sum(pos, axis=1) * self._negative_mining_ratio
+        hard_negative = F.broadcast_lesser(rank, num_neg.expand_dims(-1))
+        cls_loss = F.where((pos + hard_negative) > 0, cls_loss, F.zeros_like(cls_loss))
+        box_loss = F.abs(box_pred - box_target)
+        box_loss = F.where(box_loss > self._rho, box_loss - 0.5 * self._rho,
+                           (0.5 / self._rho) * F.square(box_loss))
+        box_loss = F.broadcast_mul(box_loss, pos.expand_dims(axis=-1))
+        return (F.broadcast_mul(F.sum(cls_loss, axis=0, exclude=True), inv_num_pos),
+                F.broadcast_mul(F.sum(box_loss, axis=0, exclude=True), inv_num_pos))
+
+
+def _as_list(x):
+    return list(x) if isinstance(x, (list, tuple)) else [x]
+
+
+def _sum_over_devices(values):
+    """The sum of per-device arrays, as one copy on each device (no host synchronisation)."""
+    total = values[0]
+    for value in values[1:]:
+        total = total + value.as_in_context(total.context)
+    return [total.as_in_context(value.context) for value in values]
+
+
+class MultiBoxCenterLoss(gluon.Block):
+    r"""SSD multibox loss with a center loss on the embeddings of positive anchors.
+
+    ``softmax``: :math:`(L_{conf} + L_{loc}) / N`, equal to ``gluoncv.loss.SSDMultiBoxLoss``;
+    ``softmax-center``: adds :math:`\lambda L_{center}`; ``center``: :math:`L_{loc}/N +
+    \lambda L_{center}`. ``N`` (positives) and the class histogram of the center loss are
+    counted over the whole mini-batch, across devices.
+
+    Parameters
+    ----------
+    num_classes : int
+        Number of object classes C (background excluded).
+    embed_dim : int
+        Embedding dimension D.
+    mode : Mode or str
+        'softmax', 'softmax-center' or 'center'.
+    lmbd : float
+        Weight λ > 0 of the center loss.
+    negative_mining_ratio, rho : float
+        As in ``SSDMultiBoxLoss``.
+
+    Inputs (lists with one array per device, or single arrays)
+    ------
+    cls_pred (B,N,C+1), box_pred (B,N,4), cls_target (B,N) with 0 background, -1 ignored and
+    k+1 for class k, box_target (B,N,4), embeddings (B,N,D) (needed by the center modes).
+
+    Outputs
+    -------
+    :class:`LossTerms` ``(total, cls, box, center)``, each a list of (B,) arrays per device.
+    """
+
+    def __init__(self, num_classes, embed_dim, mode=Mode.SOFTMAX, lmbd=1.0,
+                 negative_mining_ratio=3, rho=1.0, **kwargs):
+        super().__init__(**kwargs)
+        self.mode = Mode(mode)
+        if not lmbd > 0:
+            raise ValueError(f"lmbd (the center-loss weight) must be > 0, got {lmbd}")
+        self.lmbd = lmbd
+        self.num_classes = num_classes
+        with self.name_scope():
+            self.multibox = _MultiBoxTerms(negative_mining_ratio, rho)
+            self.center_loss = CenterLoss(num_classes, embed_dim)
+
+    def hybridize(self, active=True, **kwargs):
+        """Hybridize the per-device parts (the cross-device sums stay imperative)."""
+        self.multibox.hybridize(active, **kwargs)
+        self.center_loss.hybridize(active, **kwargs)
+
+    # pylint: disable=arguments-differ
+    def forward(self, cls_pred, box_pred, cls_target, box_target, embeddings=None):
+        cls_pred, box_pred, cls_target, box_target = [
+            _as_list(x) for x in (cls_pred, box_pred, cls_target, box_target)]
+        num_pos = _sum_over_devices([(ct > 0).sum() for ct in cls_target])
+        inv_num_pos = [1.0 / nd.maximum(n, 1.0) for n in num_pos]
+        cls_losses, box_losses = zip(*[
+            self.multibox(*inputs)
+            for inputs in zip(cls_pred, box_pred, cls_target, box_target, inv_num_pos)])
+        if not self.mode.uses_center:
+            totals = [c + b for c, b in zip(cls_losses, box_losses)]
+            zeros = [b.zeros_like() for b in box_losses]
+            return LossTerms(totals, list(cls_losses), list(box_losses), zeros)
+        if embeddings is None:
+            raise ValueError(f"mode '{self.mode.value}' needs the embeddings")
+        embeddings = _as_list(embeddings)
+        labels = [(ct - 1).reshape(-1) for ct in cls_target]
+        masks = [(ct > 0).reshape(-1) for ct in cls_target]
+        counts = _sum_over_devices([class_histogram(nd, lab, self.num_classes, mask)
+                                    for lab, mask in zip(labels, masks)])
+        center_losses = [
+            self.lmbd * self.center_loss(emb.reshape((-1, emb.shape[-1])), lab, mask, cnt)
+            .reshape_like(ct).sum(axis=1)
+            for emb, lab, mask, cnt, ct in zip(embeddings, labels, masks, counts, cls_target)]
+        totals = [b + c for b, c in zip(box_losses, center_losses)]
+        if self.mode.trains_classifier:
+            totals = [t + c for t, c in zip(totals, cls_losses)]
+        return LossTerms(totals, list(cls_losses), list(box_losses), center_losses)

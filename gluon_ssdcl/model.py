@@ -1,0 +1,228 @@
+"""SSDCenter: GluonCV's SSD with a per-anchor center-embedding head."""
+import logging
+import os
+
+import mxnet as mx
+from mxnet import autograd
+from mxnet.gluon import nn
+from gluoncv.model_zoo.model_store import short_hash
+from gluoncv.model_zoo.ssd import SSD
+from gluoncv.nn.predictor import ConvPredictor
+
+__all__ = ['SSDCenter', 'TinyFeatures', 'get_ssd_center', 'initialize_params', 'feature_map_sizes']
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_ROOT = os.path.join('~', '.mxnet', 'models')
+
+
+class SSDCenter(SSD):
+    """SSD whose every anchor also predicts an embedding of ``embed_dim`` numbers.
+
+    Takes GluonCV's :class:`~gluoncv.model_zoo.ssd.SSD` arguments plus ``embed_dim``.
+    ``embedding_predictors`` holds one ``ConvPredictor(num_anchors * embed_dim)`` per feature
+    map, flattened exactly like the class and box heads, so embedding row ``i`` belongs to
+    anchor ``i``.
+
+    Outputs
+    -------
+    training (inside ``autograd.record``):
+        ``[cls_preds (B,N,C+1), box_preds (B,N,4), anchors (1,N,4), embeddings (B,N,D)]``;
+        without embeddings (see :meth:`set_embeddings`) GluonCV's first three.
+    inference:
+        ``ids (B,K,1), scores (B,K,1), bboxes (B,K,4)`` like GluonCV, plus ``embeddings (B,K,D)``
+        of the kept detections when switched on (rows of suppressed detections are -1).
+    """
+
+    def __init__(self, network, base_size, *args, embed_dim=16, predictors_kernel=(3, 3),
+                 predictors_pad=(1, 1), **kwargs):
+        super().__init__(network, base_size, *args, predictors_kernel=predictors_kernel,
+                         predictors_pad=predictors_pad, **kwargs)
+        if embed_dim < 1:
+            raise ValueError(f"embed_dim must be a positive integer, got {embed_dim}")
+        self.base_size = base_size
+        self.embed_dim = embed_dim
+        self.train_embeddings = True
+        self.infer_embeddings = False
+        with self.name_scope():
+            self.embedding_predictors = nn.HybridSequential()
+            for generator in self.anchor_generators:
+                self.embedding_predictors.add(ConvPredictor(
+                    generator.num_depth * embed_dim, kernel=predictors_kernel,
+                    pad=predictors_pad))
+
+    def set_embeddings(self, train=None, infer=None):
+        """Choose whether training / inference outputs include embeddings (None: unchanged).
+
+        Clears the cached graph: call ``hybridize()`` again afterwards if you use it.
+        """
+        self._clear_cached_op()
+        if train is not None:
+            self.train_embeddings = bool(train)
+        if infer is not None:
+            self.infer_embeddings = bool(infer)
+
+    def _flat_head(self, F, features, predictors, width):
+        preds = [F.flatten(F.transpose(p(feat), (0, 2, 3, 1)))
+                 for feat, p in zip(features, predictors)]
+        return F.concat(*preds, dim=1).reshape((0, -1, width))
+
+    # pylint: disable=arguments-differ
+    def hybrid_forward(self, F, x):
+        features = self.features(x)
+        cls_preds = self._flat_head(F, features, self.class_predictors, self.num_classes + 1)
+        box_preds = self._flat_head(F, features, self.box_predictors, 4)
+        anchors = [F.reshape(ag(feat), shape=(1, -1))
+                   for feat, ag in zip(features, self.anchor_generators)]
+        anchors = F.concat(*anchors, dim=1).reshape((1, -1, 4))
+        training = autograd.is_training()
+        with_embeddings = self.train_embeddings if training else self.infer_embeddings
+        embeddings = (self._flat_head(F, features, self.embedding_predictors, self.embed_dim)
+                      if with_embeddings else None)
+        if training:
+            outputs = [cls_preds, box_preds, anchors]
+            return outputs + [embeddings] if with_embeddings else outputs
+        return self._detect(F, cls_preds, box_preds, anchors, embeddings)
+
+    def _detect(self, F, cls_preds, box_preds, anchors, embeddings):
+        """Decode boxes and run NMS, carrying embedding columns along with their boxes."""
+        bboxes = self.bbox_decoder(box_preds, anchors)
+        cls_ids, scores = self.cls_decoder(F.softmax(cls_preds, axis=-1))
+        extra = [bboxes] if embeddings is None else [bboxes, embeddings]
+        results = []
+        for i in range(self.num_classes):
+            cls_id = cls_ids.slice_axis(axis=-1, begin=i, end=i + 1)
+            score = scores.slice_axis(axis=-1, begin=i, end=i + 1)
+            results.append(F.concat(cls_id, score, *extra, dim=-1))
+        result = F.concat(*results, dim=1)
+        if 0 < self.nms_thresh < 1:
+            result = F.contrib.box_nms(
+                result, overlap_thresh=self.nms_thresh, topk=self.nms_topk, valid_thresh=0.01,
+                id_index=0, score_index=1, coord_start=2, force_suppress=False)
+            if self.post_nms > 0:
+                result = result.slice_axis(axis=1, begin=0, end=self.post_nms)
+        ids = F.slice_axis(result, axis=2, begin=0, end=1)
+        scores = F.slice_axis(result, axis=2, begin=1, end=2)
+        bboxes = F.slice_axis(result, axis=2, begin=2, end=6)
+        if embeddings is None:
+            return ids, scores, bboxes
+        return ids, scores, bboxes, F.slice_axis(result, axis=2, begin=6, end=None)
+
+
+class TinyFeatures(nn.HybridBlock):
+    """A small conv backbone with one output per stride 8, 16, 32, ... for CPU tests.
+
+    Parameters
+    ----------
+    channels : tuple of int
+        Channels of the stem (stride 8) followed by one entry per output map.
+    norm_layer, norm_kwargs
+        Normalisation layer and its arguments, as in GluonCV.
+    """
+
+    def __init__(self, channels=(8, 16, 16, 16), norm_layer=nn.BatchNorm, norm_kwargs=None,
+                 **kwargs):
+        for key in ('pretrained', 'ctx', 'root'):
+            kwargs.pop(key, None)
+        super().__init__(**kwargs)
+        norm_kwargs = norm_kwargs or {}
+
+        def conv_bn_relu(num_channels):
+            block = nn.HybridSequential()
+            block.add(nn.Conv2D(num_channels, 3, strides=2, padding=1, use_bias=False),
+                      norm_layer(**norm_kwargs), nn.Activation('relu'))
+            return block
+
+        with self.name_scope():
+            self.stem = nn.HybridSequential()
+            for num_channels in (channels[0], channels[0], channels[1]):
+                self.stem.add(conv_bn_relu(num_channels))
+            self.stages = nn.HybridSequential()
+            for num_channels in channels[2:]:
+                self.stages.add(conv_bn_relu(num_channels))
+
+    def hybrid_forward(self, F, x):
+        x = self.stem(x)
+        outputs = [x]
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        return outputs
+
+
+def feature_map_sizes(features, base_size):
+    """Spatial sizes (H, W) of each feature map a backbone gives for a ``base_size`` input.
+
+    Uses symbolic shape inference: no parameter has to be initialised.
+    """
+    outputs = features(mx.sym.var('data'))
+    _, shapes, _ = mx.sym.Group(list(outputs)).infer_shape(data=(1, 3, base_size, base_size))
+    return [tuple(shape[2:]) for shape in shapes]
+
+
+def _check_base_weights(network, root):
+    """Fail fast (never download) when the pretrained base weights are not on disk."""
+    if 'MXNET_HOME' in os.environ:
+        root = os.path.join(os.environ['MXNET_HOME'], 'models')
+    try:
+        file_name = f"{network}-{short_hash(network)}.params"
+    except ValueError as err:
+        raise ValueError(f"No pretrained weights exist for base network '{network}': "
+                         "pass pretrained_base=False.") from err
+    path = os.path.join(os.path.expanduser(root), file_name)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Pretrained weights for '{network}' are not available offline: expected {path}. "
+            f"Pass pretrained_base=False to train from scratch, or put {file_name} "
+            f"in {root} (GluonCV's model store).")
+
+
+def get_ssd_center(network, base_size, features, filters, sizes, ratios, classes,
+                   embed_dim=16, pretrained_base=False, ctx=mx.cpu(), root=DEFAULT_ROOT,
+                   **kwargs):
+    """Build an :class:`SSDCenter` whose anchor steps follow the real feature-map strides.
+
+    Arguments follow :func:`gluoncv.model_zoo.ssd.get_ssd`, except that ``steps`` are computed
+    as ``base_size / feature_map_size`` so anchor centres cover the whole image, and
+    ``pretrained_base=True`` raises at once when the base weights are not in ``root``.
+    ``network`` names the base network (None when ``features`` is a block class).
+    """
+    if pretrained_base:
+        _check_base_weights(network, root)
+    base_name = None if callable(features) else network
+    probe = SSD(base_name, base_size, features, filters, sizes, ratios,
+                steps=[1] * (len(sizes) - 1), classes=classes, pretrained=False, root=root,
+                **kwargs)
+    steps = [base_size / w for _, w in feature_map_sizes(probe.features, base_size)]
+    return SSDCenter(base_name, base_size, features, filters, sizes, ratios, steps,
+                     classes=classes, embed_dim=embed_dim, pretrained=pretrained_base, ctx=ctx,
+                     root=root, **kwargs)
+
+
+_ONE_SUFFIXES = ('gamma', 'running_var', 'moving_var')
+_ZERO_SUFFIXES = ('beta', 'bias', 'running_mean', 'moving_mean')
+
+
+def initialize_params(net, ctx, init=None):
+    """Initialise every parameter of an :class:`SSDCenter` not yet initialised, on ``ctx``.
+
+    Parameters keep their own initialiser (anchors are such constants); 1-D vectors without one
+    (some GluonCV BatchNorms) get ones/zeros by name; the rest get ``init``
+    (default ``Xavier(magnitude=2)``). One inference pass on a blank ``base_size`` image then
+    completes deferred shapes, so every head (embeddings included) has real arrays even if a
+    training mode never runs it. ``ctx`` is a list of contexts.
+    """
+    init = init or mx.init.Xavier(rnd_type='gaussian', factor_type='out', magnitude=2)
+    for name, param in net.collect_params().items():
+        if param.init is None and name.endswith(_ONE_SUFFIXES):
+            param.init = mx.init.One()
+        elif param.init is None and name.endswith(_ZERO_SUFFIXES):
+            param.init = mx.init.Zero()
+    for param in net.collect_params().values():
+        if param._data is None and not param._deferred_init:  # pylint: disable=protected-access
+            param.initialize(default_init=init, ctx=ctx)
+    infer_embeddings = net.infer_embeddings
+    net.set_embeddings(infer=True)
+    with autograd.predict_mode():
+        net(mx.nd.zeros((1, 3, net.base_size, net.base_size), ctx=ctx[0]))
+    net.set_embeddings(infer=infer_embeddings)

@@ -1,0 +1,17 @@
+import os
+
+# MXNet uses half the cores when OMP_NUM_THREADS is unset; must be set before importing it.
+os.environ.setdefault('OMP_NUM_THREADS', str(len(os.sched_getaffinity(0))))
+
+import mxnet as mx  # noqa: E402
+import pytest  # noqa: E402
+
+from gluon_ssdcl import get_model, initialize_params  # noqa: E402
+
+
+@pytest.fixture
+def tiny_net():
+    """An initialised 64-px SSDCenter with 3 classes and 2-D embeddings."""
+    net = get_model('ssd_64_tiny_center_custom', classes=['a', 'b', 'c'], embed_dim=2)
+    initialize_params(net, [mx.cpu()])
+    return net

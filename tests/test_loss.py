@@ -1,0 +1,94 @@
+import mxnet as mx
+import numpy as np
+import pytest
+from gluoncv.loss import SSDMultiBoxLoss
+from mxnet import autograd, gluon, nd
+
+from gluon_ssdcl import Mode, MultiBoxCenterLoss
+from test_center_loss import reference
+
+B, N, C, D = 4, 60, 3, 2
+CTX2 = [mx.cpu(0), mx.cpu(1)]
+
+
+def random_batch(seed, positives=True):
+    rng = np.random.RandomState(seed)
+    choices = [-1, 0, 0, 0, 0, 1, 2, 3] if positives else [-1, 0]
+    return (rng.randn(B, N, C + 1), rng.randn(B, N, 4), rng.choice(choices, size=(B, N)),
+            rng.randn(B, N, 4), rng.randn(B, N, D))
+
+
+def split(arrays, ctx):
+    return [gluon.utils.split_and_load(nd.array(a), ctx, even_split=False) for a in arrays]
+
+
+def make_loss(mode, lmbd=1.0, hybridize=True):
+    loss = MultiBoxCenterLoss(C, D, mode=mode, lmbd=lmbd)
+    loss.initialize(mx.init.Normal(1.0), ctx=CTX2)
+    if hybridize:
+        loss.hybridize()
+    return loss
+
+
+@pytest.mark.parametrize('ctx', [[mx.cpu()], CTX2], ids=['one_ctx', 'two_ctx'])
+@pytest.mark.parametrize('seed', [0, 1])
+def test_softmax_mode_equals_gluoncv(ctx, seed):
+    cp, bp, ct, bt, _ = split(random_batch(seed), ctx)
+    want_sum, want_cls, want_box = SSDMultiBoxLoss()(cp, bp, ct, bt)
+    got = make_loss('softmax')(cp, bp, ct, bt)
+    for got_list, want_list in ((got.total, want_sum), (got.cls, want_cls), (got.box, want_box)):
+        for g, w in zip(got_list, want_list):
+            np.testing.assert_allclose(g.asnumpy(), w.asnumpy(), rtol=1e-5, atol=1e-6)
+    assert all(not c.asnumpy().any() for c in got.center)
+
+
+@pytest.mark.parametrize('mode', list(Mode))
+def test_no_positives_gives_zero_and_finite_gradients(mode):
+    cp, bp, ct, bt, emb = split(random_batch(3, positives=False), [mx.cpu()])
+    loss = make_loss(mode)
+    for x in cp + bp + emb:
+        x.attach_grad()
+    with autograd.record():
+        terms = loss(cp, bp, ct, bt, emb)
+    autograd.backward(terms.total)
+    assert terms.total[0].asnumpy().tolist() == [0.0] * B
+    for x in cp + bp + emb:
+        assert np.all(np.isfinite(x.grad.asnumpy()))
+
+
+@pytest.mark.parametrize('lmbd', [0.5, 2.0])
+def test_center_term_counts_the_whole_batch_across_devices(lmbd):
+    batch = random_batch(4)
+    loss = make_loss('softmax-center', lmbd)
+    centers = loss.center_loss.centers.weight.data(mx.cpu(0)).asnumpy()
+    cls_target, emb = batch[2], batch[4]
+    labels = cls_target.reshape(-1) - 1
+    ref, _, _ = reference(emb.reshape(-1, D), labels, centers, (labels >= 0).astype(float))
+    want = lmbd * ref.reshape(B, N).sum(axis=1)
+    for ctx in ([mx.cpu()], CTX2):
+        cp, bp, ct, bt, em = split(batch, ctx)
+        got = loss(cp, bp, ct, bt, em)
+        np.testing.assert_allclose(np.concatenate([c.asnumpy() for c in got.center]), want,
+                                   rtol=1e-5)
+        totals = np.concatenate([t.asnumpy() for t in got.total])
+        parts = sum(np.concatenate([p.asnumpy() for p in part])
+                    for part in (got.cls, got.box, got.center))
+        np.testing.assert_allclose(totals, parts, rtol=1e-5)
+
+
+def test_center_mode_drops_the_confidence_term():
+    cp, bp, ct, bt, emb = split(random_batch(5), [mx.cpu()])
+    got = make_loss('center', hybridize=False)(cp, bp, ct, bt, emb)
+    np.testing.assert_allclose(got.total[0].asnumpy(),
+                               (got.box[0] + got.center[0]).asnumpy(), rtol=1e-6)
+    assert got.cls[0].asnumpy().sum() > 0  # still reported
+
+
+def test_center_modes_need_embeddings_and_lmbd_positive():
+    cp, bp, ct, bt, _ = split(random_batch(6), [mx.cpu()])
+    with pytest.raises(ValueError, match='embeddings'):
+        make_loss('softmax-center')(cp, bp, ct, bt)
+    with pytest.raises(ValueError, match='lmbd'):
+        MultiBoxCenterLoss(C, D, mode='center', lmbd=0)
+    with pytest.raises(ValueError):
+        MultiBoxCenterLoss(C, D, mode='triplet')

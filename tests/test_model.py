@@ -1,0 +1,130 @@
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+from mxnet import autograd, nd
+
+from gluon_ssdcl import get_model, initialize_params, list_models
+from gluon_ssdcl.model import feature_map_sizes
+
+REQUIRED = ['ssd_300_vgg16_atrous_center_voc', 'ssd_300_vgg16_atrous_center_coco',
+            'ssd_300_vgg16_atrous_center_custom', 'ssd_512_vgg16_atrous_center_voc',
+            'ssd_512_vgg16_atrous_center_custom', 'ssd_512_resnet50_v1_center_voc',
+            'ssd_512_resnet50_v1_center_custom', 'ssd_512_mobilenet1.0_center_voc',
+            'ssd_512_mobilenet1.0_center_custom', 'ssd_300_mobilenet0.25_center_voc',
+            'ssd_300_mobilenet0.25_center_custom']
+
+
+def build(name, **kwargs):
+    if name.endswith('_custom'):
+        kwargs.setdefault('classes', ['cat', 'dog'])
+    return get_model(name, embed_dim=3, **kwargs)
+
+
+def input_size(name, net):
+    """VGG's extra layers need the full base size; the others run on 64 px."""
+    return net.base_size if 'vgg' in name else 64
+
+
+def test_required_names_are_registered():
+    assert set(REQUIRED) <= set(list_models())
+    assert any('tiny' in name for name in list_models())
+
+
+def run_all(net, x):
+    with autograd.train_mode():
+        train_out = [o.asnumpy() for o in net(x)]
+    net.set_embeddings(infer=True)
+    infer_out = [o.asnumpy() for o in net(x)]
+    net.set_embeddings(infer=False)
+    return train_out, infer_out
+
+
+@pytest.mark.parametrize('name', list_models())
+def test_model_shapes_and_hybridized_equals_imperative(name):
+    net = build(name)
+    initialize_params(net, [mx.cpu()])
+    size = input_size(name, net)
+    batch = 1 if 'vgg' in name else 2
+    x = nd.random.uniform(shape=(batch, 3, size, size))
+    train_out, infer_out = run_all(net, x)
+    num_anchors = train_out[2].shape[1]
+    num_classes = len(net.classes)
+    assert [o.shape for o in train_out] == [(batch, num_anchors, num_classes + 1),
+                                           (batch, num_anchors, 4), (1, num_anchors, 4),
+                                           (batch, num_anchors, 3)]
+    k = infer_out[0].shape[1]
+    assert [o.shape for o in infer_out] == [(batch, k, 1), (batch, k, 1), (batch, k, 4),
+                                           (batch, k, 3)]
+    assert len(net(x)) == 3  # GluonCV's ids, scores, bboxes by default
+    net.hybridize()
+    hybrid_train, hybrid_infer = run_all(net, x)
+    for want, got in zip(train_out + infer_out, hybrid_train + hybrid_infer):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('name', list_models())
+def test_anchor_centres_cover_the_whole_image(name):
+    net = build(name)
+    net.anchor_generators.initialize()
+    base = net.base_size
+    sizes = feature_map_sizes(net.features, base)
+    for generator, (h, w) in zip(net.anchor_generators, sizes):
+        anchors = generator.anchors.data().asnumpy()[0, 0, :h, :w].reshape(-1, 4)
+        step = base / w
+        assert anchors[:, 0].max() == pytest.approx(base - step / 2)
+        assert anchors[:, 1].max() == pytest.approx(base - step / 2)
+        assert anchors[:, :2].min() == pytest.approx(step / 2)
+
+
+def test_inference_embeddings_belong_to_their_boxes():
+    # running statistics in both modes, so the training-mode heads equal the inference ones
+    net = get_model('ssd_64_tiny_center_custom', classes=['a', 'b', 'c'], embed_dim=2,
+                    norm_kwargs={'use_global_stats': True})
+    initialize_params(net, [mx.cpu()])
+    net.set_nms(nms_thresh=0.45, nms_topk=-1, post_nms=-1)
+    x = nd.random.uniform(shape=(1, 3, 64, 64))
+    with autograd.train_mode():
+        cls_preds, box_preds, anchors, embeddings = net(x)
+    decoded = net.bbox_decoder(box_preds, anchors)[0].asnumpy()
+    scores = nd.softmax(cls_preds, axis=-1)[0].asnumpy()
+    net.set_embeddings(infer=True)
+    ids, kept_scores, bboxes, kept_emb = [o[0].asnumpy() for o in net(x)]
+    kept = np.flatnonzero(ids[:, 0] >= 0)
+    assert len(kept) > 3
+    for row in kept[[0, len(kept) // 2, -1]]:
+        class_id = int(ids[row, 0])
+        match = np.flatnonzero(np.all(np.abs(decoded - bboxes[row]) < 1e-4, axis=1) &
+                               (np.abs(scores[:, class_id + 1] - kept_scores[row, 0]) < 1e-5))
+        assert len(match) == 1
+        np.testing.assert_allclose(kept_emb[row], embeddings[0, match[0]].asnumpy(), rtol=1e-5)
+
+
+def test_initialize_params_keeps_anchors_and_handles_mobilenet():
+    reference = build('ssd_256_mobilenet0.25_center_digits')
+    reference.anchor_generators.initialize()  # the anchors' own Constant initialiser only
+    before = [g.anchors.data().asnumpy() for g in reference.anchor_generators]
+    net = build('ssd_256_mobilenet0.25_center_digits')
+    initialize_params(net, [mx.cpu()])
+    after = [g.anchors.data().asnumpy() for g in net.anchor_generators]
+    for b, a in zip(before, after):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_pretrained_base_without_weights_fails_fast(tmp_path, monkeypatch):
+    monkeypatch.delenv('MXNET_HOME', raising=False)
+    with pytest.raises(FileNotFoundError, match='pretrained_base=False'):
+        get_model('ssd_300_mobilenet0.25_center_voc', pretrained_base=True, root=str(tmp_path))
+    assert not os.listdir(tmp_path)  # nothing written, nothing downloaded
+
+
+def test_bad_names_and_classes():
+    with pytest.raises(ValueError, match='classes'):
+        get_model('ssd_64_tiny_center_custom')
+    with pytest.raises(ValueError, match='Unknown model'):
+        get_model('ssd_300_nonexistent_center_voc')
+    with pytest.raises(ValueError, match='_custom'):
+        get_model('ssd_300_vgg16_atrous_center_voc', classes=['x'])
+    with pytest.raises(ValueError, match='embed_dim'):
+        get_model('ssd_64_tiny_center_digits', embed_dim=0)
