@@ -67,18 +67,29 @@ class SSDCenter(SSD):
                  for feat, p in zip(features, predictors)]
         return F.concat(*preds, dim=1).reshape((0, -1, width))
 
-    # pylint: disable=arguments-differ
-    def hybrid_forward(self, F, x):
+    def _heads(self, F, x, with_embeddings):
+        """Per-anchor outputs: cls (B,N,C+1), box (B,N,4), anchors (1,N,4), embeddings or None."""
         features = self.features(x)
         cls_preds = self._flat_head(F, features, self.class_predictors, self.num_classes + 1)
         box_preds = self._flat_head(F, features, self.box_predictors, 4)
         anchors = [F.reshape(ag(feat), shape=(1, -1))
                    for feat, ag in zip(features, self.anchor_generators)]
         anchors = F.concat(*anchors, dim=1).reshape((1, -1, 4))
-        training = autograd.is_training()
-        with_embeddings = self.train_embeddings if training else self.infer_embeddings
         embeddings = (self._flat_head(F, features, self.embedding_predictors, self.embed_dim)
                       if with_embeddings else None)
+        return cls_preds, box_preds, anchors, embeddings
+
+    def anchor_outputs(self, x):
+        """The training-mode outputs ``[cls_preds, box_preds, anchors, embeddings]`` computed
+        in the current autograd mode (so with BatchNorm's running statistics outside training):
+        what evaluation needs for the anchors matched to ground truth. x: (B,3,H,W) NDArray."""
+        return list(self._heads(mx.nd, x, True))
+
+    # pylint: disable=arguments-differ
+    def hybrid_forward(self, F, x):
+        training = autograd.is_training()
+        with_embeddings = self.train_embeddings if training else self.infer_embeddings
+        cls_preds, box_preds, anchors, embeddings = self._heads(F, x, with_embeddings)
         if training:
             outputs = [cls_preds, box_preds, anchors]
             return outputs + [embeddings] if with_embeddings else outputs

@@ -1,0 +1,145 @@
+"""Checkpoints: one file with the network, the centers, both trainers' states and metadata.
+
+A checkpoint is an MXNet ``nd.save`` dictionary: ``net.<name>`` arrays (the structural names of
+``Block.save_parameters``), ``centers`` (C, D), the trainers' states and a JSON ``meta`` record
+(epoch, best mAP, seed, mode, network, classes, embed_dim, data shape, flags) as uint8 arrays.
+Saves are atomic: a temporary file in the same folder, then ``os.replace``.
+"""
+import json
+import os
+import tempfile
+from typing import NamedTuple, Optional
+
+import mxnet as mx
+import numpy as np
+
+__all__ = ['Checkpoint', 'save_checkpoint', 'load_checkpoint', 'restore', 'build_from_checkpoint']
+
+_NET = 'net.'
+
+
+class Checkpoint(NamedTuple):
+    """What :func:`load_checkpoint` reads back."""
+    net_params: dict
+    centers: Optional[mx.nd.NDArray]
+    net_trainer_states: Optional[bytes]
+    center_trainer_states: Optional[bytes]
+    meta: dict
+
+
+def _to_array(data: bytes):
+    return mx.nd.array(np.frombuffer(data, dtype=np.uint8), dtype='uint8')
+
+
+def _to_bytes(array):
+    return array.asnumpy().astype(np.uint8).tobytes()
+
+
+def _trainer_bytes(trainer, folder):
+    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+        path = os.path.join(tmp, 'states')
+        trainer.save_states(path)
+        with open(path, 'rb') as f:
+            return f.read()
+
+
+def save_checkpoint(path, net, center_loss, meta, net_trainer=None, center_trainer=None):
+    """Write a checkpoint atomically to ``path``; an interrupted save leaves the old file whole.
+
+    Parameters
+    ----------
+    path : str
+        Destination file, e.g. ``<prefix>_last.params``.
+    net : SSDCenter
+    center_loss : CenterLoss
+        Holder of the centers.
+    meta : dict
+        JSON-serialisable record (epoch, best_map, seed, mode, network, classes, ...).
+    net_trainer, center_trainer : gluon.Trainer, optional
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    # pylint: disable=protected-access
+    arrays = {_NET + name: param._reduce()
+              for name, param in net._collect_params_with_prefix().items()}
+    arrays['centers'] = center_loss.centers.weight._reduce()
+    arrays['meta'] = _to_array(json.dumps(meta).encode())
+    for key, trainer in (('net_trainer', net_trainer), ('center_trainer', center_trainer)):
+        if trainer is not None:
+            arrays[key] = _to_array(_trainer_bytes(trainer, folder))
+    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + '.', suffix='.tmp', dir=folder)
+    os.close(fd)
+    try:
+        mx.nd.save(tmp, arrays)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def load_checkpoint(path):
+    """Read a checkpoint written by :func:`save_checkpoint`.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        When the file is missing or is not a gluon_ssdcl checkpoint.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        arrays = mx.nd.load(path)
+    except mx.base.MXNetError as err:
+        raise ValueError(f"{path} is not a readable checkpoint: {err}") from err
+    if not isinstance(arrays, dict) or 'meta' not in arrays:
+        raise ValueError(f"{path} is not a gluon_ssdcl checkpoint (no metadata)")
+    net_params = {k[len(_NET):]: v for k, v in arrays.items() if k.startswith(_NET)}
+    states = {k: _to_bytes(arrays[k]) if k in arrays else None
+              for k in ('net_trainer', 'center_trainer')}
+    return Checkpoint(net_params, arrays.get('centers'), states['net_trainer'],
+                      states['center_trainer'], json.loads(_to_bytes(arrays['meta'])))
+
+
+def _load_from_file(load, data):
+    """Call ``load(path)`` on a temporary file holding ``data`` (bytes or a dict of arrays)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, 'data')
+        if isinstance(data, dict):
+            mx.nd.save(path, data)
+        else:
+            with open(path, 'wb') as f:
+                f.write(data)
+        load(path)
+
+
+def restore(checkpoint, net, center_loss=None, net_trainer=None, center_trainer=None,
+            ctx=None):
+    """Load a :class:`Checkpoint` into the network, the centers and the trainers given."""
+    ctx = ctx or [mx.cpu()]
+    _load_from_file(lambda path: net.load_parameters(path, ctx=ctx), checkpoint.net_params)
+    if center_loss is not None and checkpoint.centers is not None:
+        center_loss.centers.weight.set_data(checkpoint.centers)
+    for trainer, data in ((net_trainer, checkpoint.net_trainer_states),
+                          (center_trainer, checkpoint.center_trainer_states)):
+        if trainer is not None and data is not None:
+            _load_from_file(trainer.load_states, data)
+
+
+def build_from_checkpoint(path, ctx=None):
+    """Rebuild the network and centers a checkpoint was trained with, ready for inference.
+
+    Returns
+    -------
+    (net, center_loss, checkpoint)
+    """
+    from .center_loss import CenterLoss
+    from .model_zoo import get_model
+    ctx = ctx or [mx.cpu()]
+    checkpoint = load_checkpoint(path)
+    meta = checkpoint.meta
+    net = get_model(meta['network'], classes=meta['classes'], embed_dim=meta['embed_dim'],
+                    pretrained_base=False)
+    center_loss = CenterLoss(len(meta['classes']), meta['embed_dim'])
+    center_loss.initialize(ctx=ctx)
+    restore(checkpoint, net, center_loss, ctx=ctx)
+    return net, center_loss, checkpoint
