@@ -1,0 +1,335 @@
+"""Tests of gluon_ssdcl.evaluate: KNN / nearest-center classifiers, positives, mAP, the table."""
+import json
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from gluon_ssdcl import CenterLoss, get_model, initialize_params
+from gluon_ssdcl.checkpoint import save_checkpoint
+from gluon_ssdcl.data.datasets import get_dataloader, get_train_transform
+from gluon_ssdcl.evaluate import (collect_positives, compare_classifiers, detection_map,
+                                  format_table, knn_predict, main, nearest_center_predict,
+                                  positive_loader, sample_gallery, save_results)
+from test_data_check import write_voc_folder
+
+CLASSES = ['a', 'b', 'c']
+CTX = [mx.cpu()]
+IMAGE_MEAN, IMAGE_STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+
+# one object per image: (xmin, ymin, xmax, ymax, class_id), sizes near the tiny net's anchors
+BOXES = [(8, 8, 32, 32, 0), (30, 20, 60, 50, 1), (4, 30, 44, 62, 2), (20, 4, 44, 28, 0),
+         (10, 10, 50, 50, 1), (36, 36, 60, 60, 2)]
+
+
+def pixel_value(class_id):
+    """Grey level of the images of class `class_id` (see `image_dataset`)."""
+    return 40 + 80 * class_id
+
+
+def image_dataset(boxes=BOXES):
+    """(image (64, 64, 3) uint8, label (1, 6)) items; each image is uniform, its grey level
+    telling the class of its box."""
+    return mx.gluon.data.SimpleDataset([
+        (mx.nd.full((64, 64, 3), pixel_value(c), dtype=np.uint8),
+         np.array([[x0, y0, x1, y1, c, 0]], dtype=np.float32))
+        for x0, y0, x1, y1, c in boxes])
+
+
+def anchors_of(net):
+    return net.anchor_outputs(mx.nd.zeros((1, 3, 64, 64)))[2]
+
+
+def val_loader(net, dataset, batch_size=4):
+    return get_dataloader(dataset, dataset, 64, 64, anchors_of(net), batch_size, augment=False)[1]
+
+
+# ---------------------------------------------------------------- knn_predict and nearest center
+
+def brute_force_knn(gallery, labels, queries, k):
+    """One query at a time: k nearest by a full sort, majority vote, ties by summed distance."""
+    predictions = []
+    for query in queries:
+        distances = np.sqrt(((gallery - query) ** 2).sum(axis=1))
+        nearest = np.argsort(distances)[:k]
+        votes, sums = {}, {}
+        for index in nearest:
+            votes[labels[index]] = votes.get(labels[index], 0) + 1
+            sums[labels[index]] = sums.get(labels[index], 0.0) + distances[index]
+        top = max(votes.values())
+        predictions.append(min((sums[c], c) for c in votes if votes[c] == top)[1])
+    return np.array(predictions)
+
+
+def test_knn_separates_clusters():
+    rng = np.random.default_rng(0)
+    centers = np.array([[0.0, 0.0], [10.0, 0.0], [0.0, 10.0]])
+    gallery = np.concatenate([c + rng.normal(0, 0.5, (20, 2)) for c in centers])
+    labels = np.repeat([7, 3, 5], 20)  # any integers
+    queries = centers + rng.normal(0, 0.5, (3, 2))
+    prediction = knn_predict(gallery, labels, queries, k=5)
+    assert prediction.dtype == np.int64 and prediction.tolist() == [7, 3, 5]
+
+
+def test_knn_tie_goes_to_smaller_summed_distance():
+    query = np.zeros((1, 2))
+    # class 0: distances 1 and 3 (sum 4); class 1: distances 1.5 and 2 (sum 3.5); far class 2
+    gallery = np.array([[1, 0], [0, 3], [-1.5, 0], [0, -2], [20, 20]], dtype=float)
+    labels = np.array([0, 0, 1, 1, 2])
+    assert knn_predict(gallery, labels, query, k=4).tolist() == [1]
+    assert knn_predict(gallery, labels, query, k=1).tolist() == [0]
+    assert knn_predict(gallery, labels, query, k=3).tolist() == [1]  # 2 votes beat the nearest
+    # equal votes and equal sums: the smaller label
+    symmetric = np.array([[1, 0], [-1, 0]], dtype=float)
+    assert knn_predict(symmetric, np.array([4, 2]), query, k=2).tolist() == [2]
+
+
+def test_knn_k1_is_nearest_neighbour():
+    rng = np.random.default_rng(1)
+    gallery, queries = rng.normal(size=(200, 4)), rng.normal(size=(50, 4))
+    labels = rng.integers(0, 6, 200)
+    nearest = ((queries[:, None] - gallery[None]) ** 2).sum(-1).argmin(axis=1)
+    assert np.array_equal(knn_predict(gallery, labels, queries, k=1), labels[nearest])
+
+
+def test_knn_chunking_and_brute_force_agree():
+    rng = np.random.default_rng(2)
+    gallery = rng.normal(size=(300, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, 300)
+    queries = rng.normal(size=(130, 3)).astype(np.float32)
+    whole = knn_predict(gallery, labels, queries, k=7, chunk=100000)
+    assert np.array_equal(knn_predict(gallery, labels, queries, k=7, chunk=16), whole)
+    assert np.array_equal(knn_predict(gallery, labels, queries, k=7, chunk=5), whole)
+    assert np.array_equal(whole, brute_force_knn(gallery, labels, queries, 7))
+
+
+def test_knn_accepts_ndarrays_and_empty_queries():
+    gallery = mx.nd.array([[0, 0], [5, 5]])
+    assert knn_predict(gallery, mx.nd.array([0, 1], dtype='int32'),
+                       mx.nd.array([[4, 4]]), k=1).tolist() == [1]
+    assert knn_predict(gallery.asnumpy(), [0, 1], np.zeros((0, 2)), k=1).shape == (0,)
+
+
+@pytest.mark.parametrize('gallery, labels, queries, k, chunk', [
+    (np.zeros((3, 2)), [0, 1, 2], np.zeros((1, 2)), 0, 10),      # k < 1
+    (np.zeros((3, 2)), [0, 1, 2], np.zeros((1, 2)), 4, 10),      # k > G
+    (np.zeros((3, 2)), [0, 1], np.zeros((1, 2)), 1, 10),         # labels length
+    (np.zeros((3, 2)), [0.0, 1.0, 2.0], np.zeros((1, 2)), 1, 10),  # float labels
+    (np.zeros((3, 2)), [0, 1, 2], np.zeros((1, 3)), 1, 10),      # dimension mismatch
+    (np.zeros(3), [0, 1, 2], np.zeros((1, 1)), 1, 10),           # gallery not 2-D
+    (np.zeros((0, 2)), [], np.zeros((1, 2)), 1, 10),             # empty gallery
+    (np.zeros((3, 2)), [0, 1, 2], np.zeros((1, 2)), 1, 0),       # chunk < 1
+])
+def test_knn_rejects_bad_input(gallery, labels, queries, k, chunk):
+    with pytest.raises(ValueError):
+        knn_predict(gallery, np.asarray(labels), queries, k=k, chunk=chunk)
+
+
+def test_nearest_center_predict():
+    centers = np.array([[0.0, 0.0], [4.0, 0.0], [0.0, 4.0]])
+    queries = np.array([[0.5, 0.5], [3.0, 1.0], [1.0, 3.5], [2.0, 0.0]])  # the last: a tie
+    assert nearest_center_predict(centers, queries).tolist() == [0, 1, 2, 0]
+    assert nearest_center_predict(mx.nd.array(centers), queries).tolist() == [0, 1, 2, 0]
+    with pytest.raises(ValueError):
+        nearest_center_predict(centers, np.zeros((1, 3)))
+
+
+def test_sample_gallery_is_capped_and_reproducible():
+    embeddings = np.arange(200, dtype=np.float32).reshape(100, 2)
+    labels = np.arange(100)
+    sample, sample_labels = sample_gallery(embeddings, labels, 30, seed=3)
+    assert sample.shape == (30, 2) and len(set(sample_labels)) == 30
+    assert np.all(np.diff(sample_labels) > 0)  # original order
+    assert np.array_equal(sample, embeddings[sample_labels])
+    again, _ = sample_gallery(embeddings, labels, 30, seed=3)
+    other, _ = sample_gallery(embeddings, labels, 30, seed=4)
+    assert np.array_equal(sample, again) and not np.array_equal(sample, other)
+    whole, whole_labels = sample_gallery(embeddings, labels, 100, seed=3)
+    assert whole is embeddings and whole_labels is labels
+    with pytest.raises(ValueError):
+        sample_gallery(embeddings, labels, 0)
+    with pytest.raises(ValueError):
+        sample_gallery(embeddings, labels[:5], 10)
+
+
+# ---------------------------------------------------------------- positives of the anchors
+
+def test_collect_positives_matches_the_target_generator(tiny_net):
+    dataset = image_dataset()
+    transform = get_train_transform(64, 64, anchors_of(tiny_net), augment=False)
+    targets = [transform(*item)[1].asnumpy() for item in dataset]
+    expected_labels = np.concatenate([t[t > 0] - 1 for t in targets]).astype(int)
+    assert all((t > 0).any() for t in targets)
+
+    loader = positive_loader(dataset, tiny_net, batch_size=4)
+    embeddings, labels, softmax_pred = collect_positives(tiny_net, loader, CTX)
+    assert embeddings.dtype == np.float32 and embeddings.shape == (len(expected_labels), 2)
+    assert np.array_equal(labels, expected_labels)
+    # one box per image: each image's positives carry its box class
+    per_image = [np.full(int((t > 0).sum()), box[4]) for t, box in zip(targets, BOXES)]
+    assert np.array_equal(labels, np.concatenate(per_image))
+    assert softmax_pred.dtype == np.int64 and set(softmax_pred) <= {0, 1, 2}
+
+    # the rows are the anchor outputs of the positive anchors, softmax without background
+    image = transform(*dataset[0])[0].expand_dims(0)
+    cls_preds, _, _, anchor_embeddings = tiny_net.anchor_outputs(image)
+    positive = targets[0] > 0
+    count = int(positive.sum())
+    np.testing.assert_allclose(embeddings[:count], anchor_embeddings[0].asnumpy()[positive],
+                               rtol=1e-5, atol=1e-6)
+    assert np.array_equal(softmax_pred[:count],
+                          cls_preds[0, :, 1:].argmax(axis=-1).asnumpy()[positive])
+
+    first, first_labels, _ = collect_positives(tiny_net, loader, CTX, max_batches=1)
+    assert len(first) == sum(int((t > 0).sum()) for t in targets[:4])
+    assert np.array_equal(first_labels, labels[:len(first)])
+
+
+def test_collect_positives_splits_over_contexts(tiny_net):
+    loader = positive_loader(image_dataset(), tiny_net, batch_size=5)
+    single = collect_positives(tiny_net, loader, CTX)
+    tiny_net.collect_params().reset_ctx([mx.cpu(0), mx.cpu(1)])
+    split = collect_positives(tiny_net, loader, [mx.cpu(0), mx.cpu(1)])
+    np.testing.assert_allclose(split[0], single[0], rtol=1e-5, atol=1e-6)
+    assert np.array_equal(split[1], single[1]) and np.array_equal(split[2], single[2])
+
+
+# ---------------------------------------------------------------- mAP
+
+@pytest.mark.parametrize('hybridize', [False, True])
+def test_detection_map(tiny_net, hybridize):
+    if hybridize:
+        tiny_net.hybridize()
+    loader = val_loader(tiny_net, image_dataset())
+    mean_ap, per_class = detection_map(tiny_net, loader, CTX, CLASSES)
+    assert list(per_class) == CLASSES
+    assert 0 <= mean_ap <= 1 and all(0 <= ap <= 1 for ap in per_class.values())
+    assert not tiny_net.infer_embeddings
+
+    seen = []
+
+    def everything_is_a(embeddings):
+        seen.append(embeddings.shape)
+        return np.zeros(len(embeddings))
+
+    relabelled, relabelled_per_class = detection_map(tiny_net, loader, CTX, CLASSES,
+                                                     relabel=everything_is_a)
+    assert seen and all(shape[1] == 2 for shape in seen)
+    assert relabelled_per_class['b'] == 0 and relabelled_per_class['c'] == 0
+    assert 0 <= relabelled_per_class['a'] <= 1
+    assert not tiny_net.infer_embeddings  # restored
+
+    tiny_net.set_embeddings(infer=True)
+    detection_map(tiny_net, loader, CTX, CLASSES, relabel=everything_is_a, max_batches=1)
+    assert tiny_net.infer_embeddings
+
+
+# ---------------------------------------------------------------- the comparison
+
+def test_compare_classifiers_softmax_mode_has_no_embedding_cells(tiny_net):
+    dataset = image_dataset()
+    results = compare_classifiers(tiny_net, None, dataset, dataset, CTX, CLASSES, 'softmax',
+                                  batch_size=4)
+    assert results['knn_acc'] is None and results['center_acc'] is None
+    assert results['knn_map'] is None and results['gallery_size'] is None
+    assert 0 <= results['map'] <= 1 and 0 <= results['softmax_acc'] <= 1
+    assert list(results['map_per_class']) == CLASSES
+    assert results['num_val_positives'] > 0 and results['mode'] == 'softmax'
+    json.dumps(results, allow_nan=False)
+
+
+def test_compare_classifiers_with_separable_embeddings(tiny_net, monkeypatch):
+    """Embeddings equal to the image's mean normalised grey level separate the classes
+    perfectly: KNN and nearest-center accuracy are then 1."""
+    real = tiny_net.anchor_outputs
+
+    def separable(x):
+        cls_preds, box_preds, anchors, embeddings = real(x)
+        level = x.mean(axis=(1, 2, 3)).reshape((-1, 1, 1))
+        return [cls_preds, box_preds, anchors, mx.nd.broadcast_like(level, embeddings)]
+
+    monkeypatch.setattr(tiny_net, 'anchor_outputs', separable)
+    levels = [np.mean((pixel_value(c) / 255 - IMAGE_MEAN) / IMAGE_STD) for c in range(3)]
+    centers = np.repeat(np.array(levels)[:, None], 2, axis=1)
+    train, val = image_dataset(BOXES[:3]), image_dataset(BOXES[3:])
+    results = compare_classifiers(tiny_net, centers, train, val, CTX, CLASSES,
+                                  'softmax-center', batch_size=2, knn_k=1, gallery_size=1000)
+    assert results['knn_acc'] == 1.0 and results['center_acc'] == 1.0
+    assert 0 <= results['softmax_acc'] <= 1 and 0 <= results['knn_map'] <= 1
+    assert results['knn_k'] == 1 and 3 <= results['gallery_size'] <= 1000
+    assert results['num_val_positives'] > 0 and results['mode'] == 'softmax-center'
+
+    capped = compare_classifiers(tiny_net, centers, train, val, CTX, CLASSES, 'center',
+                                 batch_size=2, knn_k=50, gallery_size=4, max_batches=1)
+    assert capped['gallery_size'] == 4 and capped['knn_k'] == 4
+
+
+# ---------------------------------------------------------------- table, JSON and command line
+
+def test_format_table_marks_missing_values():
+    softmax = {'mode': 'softmax', 'map': 0.5, 'softmax_acc': 0.75, 'knn_acc': None,
+               'center_acc': None, 'knn_map': None}
+    center = {**softmax, 'mode': 'softmax-center', 'knn_acc': 0.8, 'center_acc': 0.7,
+              'knn_map': 0.55}
+    table = format_table(softmax)
+    assert table.count('–') == 3 and '0.5000' in table and '0.7500' in table
+    for title in ('mAP', 'softmax acc', 'KNN acc', 'nearest-center acc', 'mAP relabelled by KNN'):
+        assert title in table
+    both = format_table([softmax, center]).splitlines()
+    assert 'softmax' in both[0] and 'softmax-center' in both[0]
+    knn_row = next(line for line in both if line.startswith('KNN acc'))
+    assert knn_row.split()[-2:] == ['–', '0.8000']
+
+
+def test_save_results_writes_json_atomically(tmp_path):
+    path = tmp_path / 'out' / 'eval.json'
+    save_results({'map': 0.5, 'knn_acc': None}, str(path))
+    assert json.loads(path.read_text()) == {'map': 0.5, 'knn_acc': None}
+    assert os.listdir(path.parent) == ['eval.json']
+
+
+def test_main_reports_a_missing_checkpoint(tmp_path, capsys):
+    assert main(['--params', str(tmp_path / 'missing.params')]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and len(err.strip().splitlines()) == 1
+    (tmp_path / 'junk.params').write_text('not a checkpoint')
+    assert main(['--params', str(tmp_path / 'junk.params')]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and len(err.strip().splitlines()) == 1
+
+
+def test_main_rejects_bad_flags(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(['--params', 'x.params', '--gpus', 'zero'])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main([])
+    assert exit_info.value.code == 2
+
+
+def test_main_evaluates_a_checkpoint(tmp_path, capsys):
+    items = {'a': [('cat', (5, 6, 30, 40))],
+             'b': [('dog', (10, 10, 20, 20)), ('cat', (30, 5, 60, 45))],
+             'c': [('dog', (40, 2, 62, 30))]}
+    root = write_voc_folder(tmp_path / 'custom', items, {'train': ['a', 'b'], 'val': ['c', 'b']})
+    classes = ['cat', 'dog']
+    net = get_model('ssd_64_tiny_center_custom', classes=classes, embed_dim=2)
+    initialize_params(net, CTX)
+    center_loss = CenterLoss(2, 2)
+    center_loss.initialize()
+    meta = {'network': 'ssd_64_tiny_center_custom', 'classes': classes, 'embed_dim': 2,
+            'mode': 'softmax-center', 'data_shape': 64, 'dataset': 'custom',
+            'dataset_root': root, 'seed': 0}
+    params = tmp_path / 'run' / 'ssd_best.params'
+    save_checkpoint(str(params), net, center_loss, meta)
+
+    assert main(['--params', str(params), '--knn-k', '3']) == 0
+    out = capsys.readouterr().out
+    assert 'KNN acc' in out and 'softmax-center' in out
+    results = json.loads((tmp_path / 'run' / 'ssd_best_eval.json').read_text())
+    assert results['mode'] == 'softmax-center' and list(results['map_per_class']) == classes
+    assert 0 <= results['knn_acc'] <= 1 and results['knn_k'] == 3
+
+    assert main(['--params', str(params), '--classes', 'cat,dog,bird']) == 2
+    assert capsys.readouterr().err.startswith('error: --classes')
