@@ -1,11 +1,22 @@
-"""Training: the modes' frozen parameters and the two trainers (network and centers)."""
+"""Training: the modes' frozen parameters, the two trainers, the loop and its checkpoints."""
 import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Optional, Sequence
 
-from mxnet import gluon
+import mxnet as mx
+import numpy as np
+from gluoncv.utils.lr_scheduler import LRScheduler, LRSequential
+from mxnet import autograd, gluon
+from tqdm import tqdm
 
+from .checkpoint import load_checkpoint, restore, save_checkpoint
 from .loss import Mode
 
-__all__ = ['apply_mode', 'make_center_trainer', 'make_trainers']
+__all__ = ['apply_mode', 'make_center_trainer', 'make_trainers', 'make_lr_scheduler',
+           'TrainConfig', 'NonFiniteLossError', 'train_epoch', 'fit', 'set_seed']
 
 logger = logging.getLogger(__name__)
 
@@ -33,9 +44,8 @@ def make_trainers(net, center_loss, mode, lr, momentum=0.9, wd=5e-4, alpha=0.5, 
 
     The network trainer: SGD with momentum and weight decay over every trainable parameter of
     ``net`` (not the centers; not the class predictors in center mode). The center trainer:
-    plain SGD at rate ``alpha`` on the center gradient divided by ``lmbd``, so that a step
-    moves each present center to ``c - alpha * (c - mean of its class)``, whatever ``lmbd``;
-    None in softmax mode. Step both with ``step(1)``: the loss is already normalised.
+    see :func:`make_center_trainer`; None in softmax mode. Step both with ``step(1)``: the loss
+    is already normalised.
 
     Returns
     -------
@@ -67,3 +77,171 @@ def make_center_trainer(center_loss, alpha, lmbd, kvstore='device'):
         center_loss.collect_params(), 'sgd',
         {'learning_rate': alpha, 'momentum': 0.0, 'wd': 0.0, 'rescale_grad': 1.0 / lmbd},
         kvstore=kvstore)
+
+
+def make_lr_scheduler(lr, epochs, iters_per_epoch, lr_mode='cosine', lr_decay=0.1,
+                      lr_decay_epoch=(), warmup_iters=0):
+    """GluonCV's schedule: linear warm-up, then cosine to 0 or steps of ``lr_decay`` at
+    ``lr_decay_epoch`` (counted from the start of training, warm-up included)."""
+    warmup_iters = min(warmup_iters, epochs * iters_per_epoch // 2)
+    main = LRScheduler(lr_mode, base_lr=lr, niters=max(epochs * iters_per_epoch - warmup_iters, 2),
+                       step_factor=lr_decay,
+                       step_iter=[e * iters_per_epoch - warmup_iters for e in lr_decay_epoch])
+    warmup = [LRScheduler('linear', base_lr=0, target_lr=lr, niters=warmup_iters)]
+    return LRSequential(warmup + [main] if warmup_iters > 0 else [main])
+
+
+def set_seed(seed):
+    """Seed Python's, NumPy's and MXNet's generators (data order, augmentation, init)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    mx.random.seed(seed % 2**31)
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; parameters were not updated with it."""
+
+    def __init__(self, epoch, batch, values):
+        super().__init__(f"non-finite loss at epoch {epoch}, batch {batch} ({values}); "
+                         "training stopped, the last checkpoint is intact. Try a lower --lr.")
+        self.epoch, self.batch = epoch, batch
+
+
+@dataclass
+class TrainConfig:
+    """Hyper-parameters of :func:`fit` (the CLI maps its flags onto these fields)."""
+    mode: Mode = Mode.SOFTMAX
+    epochs: int = 10
+    lr: float = 0.04
+    lr_mode: str = 'cosine'
+    lr_decay: float = 0.1
+    lr_decay_epoch: Sequence[int] = ()
+    warmup_iters: int = 100
+    momentum: float = 0.9
+    wd: float = 5e-4
+    lmbd: float = 1.0
+    alpha: float = 0.5
+    seed: int = 0
+    val_interval: int = 1
+    save_interval: int = 0
+    save_prefix: str = 'ssd_center'
+    meta: dict = field(default_factory=dict)
+
+
+def _losses_to_host(terms):
+    """(4,) sums of total, cls, box, center over the batch and devices: one host sync."""
+    parts = [mx.nd.add_n(*[t.sum().as_in_context(mx.cpu()) for t in term]) for term in terms]
+    return mx.nd.concat(*parts, dim=0).asnumpy()
+
+
+def train_epoch(net, loss_fn, net_trainer, center_trainer, loader, ctx, epoch):
+    """One pass over ``loader`` (batches ``img (B,3,H,W), cls_targets (B,N), box_targets
+    (B,N,4)``), split over ``ctx``. Returns the mean (total, cls, box, center) per image and
+    images/s. Raises :class:`NonFiniteLossError` before any update with a non-finite loss."""
+    uses_center = loss_fn.mode.uses_center
+    sums, images, start = np.zeros(4), 0, time.time()
+    progress = tqdm(loader, desc=f'epoch {epoch}', leave=False, dynamic_ncols=True)
+    for batch_index, batch in enumerate(progress):
+        data, cls_targets, box_targets = [
+            gluon.utils.split_and_load(part, ctx, even_split=False) for part in batch]
+        with autograd.record():
+            outputs = [net(x) for x in data]
+            terms = loss_fn([o[0] for o in outputs], [o[1] for o in outputs], cls_targets,
+                            box_targets, [o[3] for o in outputs] if uses_center else None)
+        autograd.backward(terms.total)
+        values = _losses_to_host(terms)
+        if not np.all(np.isfinite(values)):
+            raise NonFiniteLossError(epoch, batch_index, dict(zip(terms._fields, values)))
+        net_trainer.step(1)
+        if center_trainer is not None:
+            center_trainer.step(1)
+        sums += values
+        images += batch[0].shape[0]
+        progress.set_postfix(loss=f'{sums[0] / images:.3f}', lr=f'{net_trainer.learning_rate:.4f}')
+    return sums / max(images, 1), images / (time.time() - start)
+
+
+def _checkpoint_meta(config, epoch, best_map):
+    return {**config.meta, 'mode': Mode(config.mode).value, 'epoch': epoch, 'best_map': best_map,
+            'seed': config.seed}
+
+
+def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = None,
+        resume: Optional[str] = None, init_from: Optional[str] = None,
+        start_epoch: Optional[int] = None):
+    """Train ``net`` with ``loss_fn`` (a :class:`MultiBoxCenterLoss`) for ``config.epochs``.
+
+    Parameters
+    ----------
+    net : SSDCenter
+        Initialised (see :func:`~gluon_ssdcl.model.initialize_params`) on ``ctx``.
+    loss_fn : MultiBoxCenterLoss
+        Initialised on ``ctx``; its mode must be ``config.mode``.
+    train_loader : DataLoader
+        Training batches (see :func:`gluon_ssdcl.data.datasets.get_dataloader`).
+    ctx : list of mx.Context
+    config : TrainConfig
+    validate : callable, optional
+        ``validate(net) -> mAP`` run every ``config.val_interval`` epochs; the best mAP
+        decides ``<save_prefix>_best.params``.
+    resume : str, optional
+        A checkpoint file to continue from (network, centers, trainers, epoch, best mAP).
+    init_from : str, optional
+        A checkpoint whose network and centers start a new stage (e.g. center mode).
+    start_epoch : int, optional
+        Epoch to start at (default: 0, or the one after the ``resume`` checkpoint).
+
+    Returns
+    -------
+    dict with 'epoch', 'best_map', 'history' (per-epoch dicts) and 'checkpoint' (last path).
+    """
+    mode = Mode(config.mode)
+    if mode is Mode.CENTER and not (resume or init_from):
+        logger.warning("center-only mode from scratch: the class predictors stay random; "
+                       "start it from a softmax-center checkpoint with --init-from")
+    if init_from:
+        restore(load_checkpoint(init_from), net, loss_fn.center_loss, ctx=ctx)
+        logger.info("initialised network and centers from %s", init_from)
+    scheduler = make_lr_scheduler(config.lr, config.epochs, len(train_loader), config.lr_mode,
+                                  config.lr_decay, config.lr_decay_epoch, config.warmup_iters)
+    net_trainer, center_trainer = make_trainers(
+        net, loss_fn.center_loss, mode, config.lr, config.momentum, config.wd, config.alpha,
+        config.lmbd, lr_scheduler=scheduler)
+    first_epoch, best_map = 0, -1.0
+    if resume:
+        checkpoint = load_checkpoint(resume)
+        restore(checkpoint, net, loss_fn.center_loss, net_trainer, center_trainer, ctx=ctx)
+        first_epoch, best_map = checkpoint.meta['epoch'] + 1, checkpoint.meta['best_map']
+    first_epoch = first_epoch if start_epoch is None else start_epoch
+    if resume:
+        logger.info("resumed from %s at epoch %d", resume, first_epoch)
+    last_path = f'{config.save_prefix}_last.params'
+    history = []
+    for epoch in range(first_epoch, config.epochs):
+        set_seed(config.seed * 100003 + epoch)
+        net.hybridize(static_alloc=True, static_shape=True)
+        loss_fn.hybridize()
+        means, speed = train_epoch(net, loss_fn, net_trainer, center_trainer, train_loader,
+                                   ctx, epoch)
+        record = {'epoch': epoch, **dict(zip(('loss', 'cls', 'box', 'center'), means)),
+                  'speed': speed, 'lr': net_trainer.learning_rate}
+        if validate is not None and ((epoch + 1) % config.val_interval == 0
+                                     or epoch + 1 == config.epochs):
+            net.hybridize(static_alloc=True, static_shape=True)
+            record['map'] = float(validate(net))
+        history.append(record)
+        logger.info("[Epoch %d] cls=%.4f box=%.4f center=%.4f %.1f img/s lr=%.5f%s", epoch,
+                    record['cls'], record['box'], record['center'], speed, record['lr'],
+                    f" mAP={record['map']:.4f}" if 'map' in record else '')
+        is_best = record.get('map', -1.0) > best_map
+        best_map = max(best_map, record.get('map', -1.0))
+        meta = _checkpoint_meta(config, epoch, best_map)
+        save = lambda path: save_checkpoint(path, net, loss_fn.center_loss, meta,  # noqa: E731
+                                            net_trainer, center_trainer)
+        save(last_path)
+        if is_best:
+            save(f'{config.save_prefix}_best.params')
+        if config.save_interval and (epoch + 1) % config.save_interval == 0:
+            save(f'{config.save_prefix}_{epoch:04d}.params')
+    return {'epoch': config.epochs - 1, 'best_map': best_map, 'history': history,
+            'checkpoint': last_path}

@@ -78,3 +78,158 @@ def test_every_trained_parameter_gets_a_gradient_and_frozen_ones_none(tiny_net, 
         center_trainer.step(1)
     for name, value in frozen_before.items():
         np.testing.assert_array_equal(every[name].data().asnumpy(), value)
+
+
+# ---------------------------------------------------------------- the loop and its checkpoints
+
+def toy_dataset(num_images, seed):
+    """64-px noise images, each with one or two filled rectangles of class 0, 1 or 2."""
+    rng = np.random.RandomState(seed)
+    items = []
+    for _ in range(num_images):
+        img = rng.randint(0, 60, size=(64, 64, 3)).astype(np.uint8)
+        boxes = []
+        for _ in range(rng.randint(1, 3)):
+            x0, y0 = rng.randint(0, 36, size=2)
+            w, h = rng.randint(14, 28, size=2)
+            cls = rng.randint(0, 3)
+            img[y0:y0 + h, x0:x0 + w] = 80 + 80 * cls
+            boxes.append([x0, y0, min(x0 + w, 63), min(y0 + h, 63), cls, 0])
+        items.append((nd.array(img, dtype='uint8'), np.array(boxes, dtype=np.float32)))
+    return mx.gluon.data.SimpleDataset(items)
+
+
+def build_run(mode, seed=0):
+    """A fresh tiny net, loss and training loader, identically initialised for a seed."""
+    from gluon_ssdcl import get_model, initialize_params
+    from gluon_ssdcl.data.datasets import get_dataloader
+    from gluon_ssdcl.train import set_seed
+    set_seed(seed)
+    net = get_model('ssd_64_tiny_center_custom', classes=['a', 'b', 'c'], embed_dim=2)
+    initialize_params(net, [mx.cpu()])
+    anchors = net.anchor_outputs(nd.zeros((1, 3, 64, 64)))[2]
+    loader, _ = get_dataloader(toy_dataset(12, seed=1), toy_dataset(4, seed=2), 64, 64, anchors,
+                               batch_size=4, num_workers=0)
+    loss_fn = MultiBoxCenterLoss(3, 2, mode=mode)
+    loss_fn.initialize(mx.init.Normal(1.0))
+    return net, loss_fn, loader
+
+
+def config_for(tmp_path, name, mode='softmax-center', epochs=2, **kwargs):
+    from gluon_ssdcl.train import TrainConfig
+    return TrainConfig(mode=Mode(mode), epochs=epochs, lr=0.01, warmup_iters=2,
+                       save_prefix=str(tmp_path / name),
+                       meta={'network': 'ssd_64_tiny_center_custom', 'classes': ['a', 'b', 'c'],
+                             'embed_dim': 2}, **kwargs)
+
+
+class StopAfter:
+    """A loader that raises KeyboardInterrupt (a killed run) after ``limit`` batches in all."""
+
+    def __init__(self, loader, limit):
+        self.loader, self.limit, self.seen = loader, limit, 0
+
+    def __len__(self):
+        return len(self.loader)
+
+    def __iter__(self):
+        for batch in self.loader:
+            if self.seen == self.limit:
+                raise KeyboardInterrupt
+            self.seen += 1
+            yield batch
+
+
+def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
+    from gluon_ssdcl.checkpoint import load_checkpoint
+    from gluon_ssdcl.train import fit
+    net, loss_fn, loader = build_run('softmax-center')
+    fit(net, loss_fn, loader, [mx.cpu()], config_for(tmp_path, 'straight'))
+
+    net, loss_fn, loader = build_run('softmax-center')
+    with pytest.raises(KeyboardInterrupt):  # killed in the middle of the second epoch
+        fit(net, loss_fn, StopAfter(loader, len(loader) + 1), [mx.cpu()],
+            config_for(tmp_path, 'killed'))
+    assert load_checkpoint(str(tmp_path / 'killed_last.params')).meta['epoch'] == 0
+    net, loss_fn, loader = build_run('softmax-center', seed=0)
+    fit(net, loss_fn, loader, [mx.cpu()], config_for(tmp_path, 'killed'),
+        resume=str(tmp_path / 'killed_last.params'))
+
+    straight = load_checkpoint(str(tmp_path / 'straight_last.params'))
+    resumed = load_checkpoint(str(tmp_path / 'killed_last.params'))
+    assert resumed.meta['epoch'] == straight.meta['epoch'] == 1
+    assert straight.net_params.keys() == resumed.net_params.keys()
+    for name, value in straight.net_params.items():
+        np.testing.assert_allclose(resumed.net_params[name].asnumpy(), value.asnumpy(),
+                                   rtol=1e-5, atol=1e-6, err_msg=name)
+    np.testing.assert_allclose(resumed.centers.asnumpy(), straight.centers.asnumpy(), rtol=1e-5)
+
+
+def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
+    from gluon_ssdcl.checkpoint import load_checkpoint, save_checkpoint
+    net, loss_fn, _ = build_run('softmax-center')
+    path = str(tmp_path / 'run_last.params')
+    save_checkpoint(path, net, loss_fn.center_loss, {'epoch': 0})
+    before = load_checkpoint(path)
+    net.class_predictors[0].predictor.weight.set_data(
+        net.class_predictors[0].predictor.weight.data() + 1)
+
+    def rename_never_happens(src, dst):
+        raise OSError('killed before the rename')
+    monkeypatch.setattr('os.replace', rename_never_happens)
+    with pytest.raises(OSError):
+        save_checkpoint(path, net, loss_fn.center_loss, {'epoch': 1})
+    monkeypatch.undo()
+    after = load_checkpoint(path)
+    assert after.meta == {'epoch': 0}
+    for name, value in before.net_params.items():
+        np.testing.assert_array_equal(after.net_params[name].asnumpy(), value.asnumpy())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run_last.params']
+
+
+class NaNOnCall(MultiBoxCenterLoss):
+    """MultiBoxCenterLoss whose ``call``-th evaluation returns NaN."""
+    call = 5
+
+    def forward(self, *args):
+        self.calls = getattr(self, 'calls', 0) + 1
+        terms = super().forward(*args)
+        if self.calls == self.call:
+            return terms._replace(total=[t * np.nan for t in terms.total])
+        return terms
+
+
+def test_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
+    from gluon_ssdcl.checkpoint import load_checkpoint
+    from gluon_ssdcl.train import NonFiniteLossError, fit
+    net, _, loader = build_run('softmax-center')
+    loss_fn = NaNOnCall(3, 2, mode='softmax-center')
+    loss_fn.initialize(mx.init.Normal(1.0))
+    assert len(loader) == 3  # so the 5th batch is epoch 1, batch 1
+    with pytest.raises(NonFiniteLossError, match='epoch 1, batch 1'):
+        fit(net, loss_fn, loader, [mx.cpu()], config_for(tmp_path, 'nan', epochs=3))
+    checkpoint = load_checkpoint(str(tmp_path / 'nan_last.params'))
+    assert checkpoint.meta['epoch'] == 0
+    assert all(np.all(np.isfinite(v.asnumpy())) for v in checkpoint.net_params.values())
+
+
+def test_center_only_stage_keeps_the_class_predictors(tmp_path):
+    from gluon_ssdcl.checkpoint import load_checkpoint
+    from gluon_ssdcl.train import fit
+    net, loss_fn, loader = build_run('softmax-center')
+    fit(net, loss_fn, loader, [mx.cpu()], config_for(tmp_path, 'stage1', epochs=1))
+    net, loss_fn, loader = build_run('center', seed=5)
+    fit(net, loss_fn, loader, [mx.cpu()], config_for(tmp_path, 'stage2', mode='center',
+                                                     epochs=1),
+        init_from=str(tmp_path / 'stage1_last.params'))
+    first = load_checkpoint(str(tmp_path / 'stage1_last.params'))
+    second = load_checkpoint(str(tmp_path / 'stage2_last.params'))
+    class_keys = [k for k in first.net_params if k.startswith('class_predictors')]
+    box_keys = [k for k in first.net_params if k.startswith('box_predictors')]
+    assert class_keys and box_keys
+    for key in class_keys:
+        np.testing.assert_array_equal(second.net_params[key].asnumpy(),
+                                      first.net_params[key].asnumpy())
+    assert any(np.any(second.net_params[k].asnumpy() != first.net_params[k].asnumpy())
+               for k in box_keys)
+    assert second.meta['mode'] == 'center'

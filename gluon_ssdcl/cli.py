@@ -1,0 +1,217 @@
+"""Command line of train_ssd_center.py: GluonCV's train_ssd.py flags plus the center-loss ones."""
+import argparse
+import logging
+import os
+import sys
+
+from .loss import Mode
+
+__all__ = ['build_parser', 'parse_args', 'main']
+
+logger = logging.getLogger(__name__)
+
+
+def _positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+class _OneLineErrorParser(argparse.ArgumentParser):
+    """Reports a bad flag in one line (no usage dump, no traceback) and exits with code 2."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser():
+    """The argument parser (GluonCV's train_ssd.py names where they exist)."""
+    p = _OneLineErrorParser(
+        prog='train_ssd_center.py',
+        description='Train an SSD detector with a center-loss embedding head.')
+    p.add_argument('--network', default='mobilenet0.25',
+                   help="base network: mobilenet0.25, mobilenet1.0, vgg16_atrous, resnet50_v1, "
+                        "tiny (default: mobilenet0.25)")
+    p.add_argument('--data-shape', type=_positive_int, default=256,
+                   help='input size; with --network it names the model (default: 256)')
+    p.add_argument('--batch-size', type=_positive_int, default=16)
+    p.add_argument('--dataset', choices=('digits', 'voc', 'custom'), default='digits',
+                   help='digits: the offline data set, generated on first use (default)')
+    p.add_argument('--dataset-root', default=None,
+                   help='data folder (digits: cache, default ~/.gluon_ssdcl/datasets/digits; '
+                        'voc: ~/.mxnet/datasets/voc; custom: required)')
+    p.add_argument('--classes', default=None, help='custom: comma-separated class names '
+                                                   '(default: read from the annotations)')
+    p.add_argument('--digits-train', type=_positive_int, default=2000,
+                   help='digits: training images to generate (default: 2000)')
+    p.add_argument('--digits-val', type=_positive_int, default=500,
+                   help='digits: validation images to generate (default: 500)')
+    p.add_argument('--skip-bad', action='store_true',
+                   help='skip images that fail the data check (one warning each) instead of '
+                        'refusing the data set')
+    p.add_argument('-j', '--num-workers', type=int, default=2, help='loader processes')
+    p.add_argument('--gpus', default='', help="GPU ids, e.g. '0,1'; '' trains on the CPU")
+    p.add_argument('--epochs', type=_positive_int, default=12)
+    p.add_argument('--resume', default='',
+                   help='continue a run: its --save-prefix (or its _last.params file)')
+    p.add_argument('--start-epoch', type=int, default=None,
+                   help='epoch to resume at (default: the one after the checkpoint)')
+    p.add_argument('--lr', type=float, default=0.04)
+    p.add_argument('--lr-mode', choices=('cosine', 'step'), default='cosine')
+    p.add_argument('--lr-decay', type=float, default=0.1, help='step mode: decay factor')
+    p.add_argument('--lr-decay-epoch', default='', help="step mode: epochs, e.g. '160,200'")
+    p.add_argument('--warmup-iters', type=int, default=100)
+    p.add_argument('--momentum', type=float, default=0.9)
+    p.add_argument('--wd', type=float, default=5e-4)
+    p.add_argument('--val-interval', type=_positive_int, default=1)
+    p.add_argument('--save-prefix', default='', help='checkpoint/log prefix '
+                   '(default: runs/<model>_<mode>)')
+    p.add_argument('--save-interval', type=int, default=0,
+                   help='also keep <prefix>_<epoch>.params every N epochs (0: never)')
+    p.add_argument('--seed', type=int, default=233)
+    p.add_argument('--log-interval', type=_positive_int, default=100,
+                   help='kept for GluonCV compatibility: progress is a tqdm bar per epoch')
+    p.add_argument('--pretrained-base', action='store_true',
+                   help='start from GluonCV base weights found in ~/.mxnet/models (no download)')
+    modes = p.add_mutually_exclusive_group()
+    modes.add_argument('--center-loss', action='store_true',
+                       help='softmax+center mode: add λ·center loss to the multibox loss')
+    modes.add_argument('--center-only', action='store_true',
+                       help='center mode: box + center loss with the classifier frozen '
+                            '(a second stage, see --init-from)')
+    p.add_argument('--init-from', default='',
+                   help='checkpoint whose network and centers start this run (second stage)')
+    p.add_argument('--lmbd', type=float, default=1.0, help='λ, weight of the center loss')
+    p.add_argument('--alpha', type=float, default=0.5, help='center update rate in (0, 1]')
+    p.add_argument('--embed-dim', type=_positive_int, default=16)
+    p.add_argument('--knn-k', type=_positive_int, default=5)
+    return p
+
+
+def _model_name(args):
+    from .model_zoo import list_models
+    names = list_models()
+    for suffix in (args.dataset, 'custom'):
+        name = f'ssd_{args.data_shape}_{args.network}_center_{suffix}'
+        if name in names:
+            return name
+    shapes = sorted({n for n in names if f'_{args.network}_' in n})
+    raise ValueError(f"no model for --network {args.network} --data-shape {args.data_shape}; "
+                     f"registered: {', '.join(shapes or names)}")
+
+
+def parse_args(argv=None):
+    """Parse and check the flags; bad values exit with code 2 and a one-line reason."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.lmbd <= 0:
+        parser.error(f"--lmbd must be > 0, got {args.lmbd}")
+    if not 0 < args.alpha <= 1:
+        parser.error(f"--alpha must be in (0, 1], got {args.alpha}")
+    if args.lr <= 0:
+        parser.error(f"--lr must be > 0, got {args.lr}")
+    if args.num_workers < 0:
+        parser.error(f"-j/--num-workers must be >= 0, got {args.num_workers}")
+    args.mode = (Mode.CENTER if args.center_only else
+                 Mode.SOFTMAX_CENTER if args.center_loss else Mode.SOFTMAX)
+    if args.init_from and not os.path.isfile(args.init_from):
+        parser.error(f"--init-from: no such file {args.init_from}")
+    if args.resume:
+        path = args.resume if args.resume.endswith('.params') else f'{args.resume}_last.params'
+        if not os.path.isfile(path):
+            parser.error(f"--resume: no checkpoint {path}")
+        args.resume = path
+    if args.dataset == 'custom' and not args.dataset_root:
+        parser.error("--dataset custom needs --dataset-root")
+    if args.dataset_root and args.dataset != 'digits' and not os.path.isdir(args.dataset_root):
+        parser.error(f"--dataset-root: no such folder {args.dataset_root}")
+    if args.classes and args.dataset != 'custom':
+        parser.error("--classes is only for --dataset custom")
+    try:
+        args.lr_decay_epoch = [int(e) for e in args.lr_decay_epoch.split(',') if e.strip()]
+        args.gpus = [int(g) for g in args.gpus.split(',') if g.strip()]
+        args.model = _model_name(args)
+    except ValueError as err:
+        parser.error(str(err))
+    args.save_prefix = args.save_prefix or os.path.join('runs', f'{args.model}_{args.mode.value}')
+    return args
+
+
+def _setup_logging(log_path):
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+    handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(log_path)]
+    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s', handlers=handlers,
+                        force=True)
+
+
+def main(argv=None):
+    """Run train_ssd_center.py; returns the exit code."""
+    args = parse_args(argv)
+    _setup_logging(f'{args.save_prefix}_train.log')
+    # heavy imports after the flags are known good
+    import mxnet as mx
+    from .data.datasets import BadDatasetError, get_dataloader, get_dataset
+    from .data.digits import ensure_digits
+    from .evaluate import compare_classifiers, detection_map, format_table, save_results
+    from .loss import MultiBoxCenterLoss
+    from .model import initialize_params
+    from .model_zoo import get_model
+    from .train import NonFiniteLossError, TrainConfig, fit, set_seed
+
+    ctx = [mx.gpu(i) for i in args.gpus] or [mx.cpu()]
+    logger.info("%s on %s with %s OpenMP threads", args.model, ctx,
+                os.environ.get('OMP_NUM_THREADS'))
+    try:
+        root = args.dataset_root
+        if args.dataset == 'digits':
+            root = ensure_digits(root, num_train=args.digits_train, num_val=args.digits_val)
+        classes = args.classes.split(',') if args.classes else None
+        train_ds, val_ds = get_dataset(args.dataset, root, classes=classes,
+                                       skip_bad=args.skip_bad)
+    except (BadDatasetError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    classes = list(train_ds.classes)
+    set_seed(args.seed)
+    kwargs = {'classes': classes} if args.model.endswith('_custom') else {}
+    try:
+        net = get_model(args.model, embed_dim=args.embed_dim,
+                        pretrained_base=args.pretrained_base, **kwargs)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    initialize_params(net, ctx)
+    anchors = net.anchor_outputs(mx.nd.zeros((1, 3, args.data_shape, args.data_shape),
+                                             ctx=ctx[0]))[2]
+    train_loader, val_loader = get_dataloader(train_ds, val_ds, args.data_shape, args.data_shape,
+                                              anchors, args.batch_size, args.num_workers)
+    loss_fn = MultiBoxCenterLoss(len(classes), args.embed_dim, args.mode, args.lmbd)
+    loss_fn.initialize(ctx=ctx)
+    config = TrainConfig(
+        mode=args.mode, epochs=args.epochs, lr=args.lr, lr_mode=args.lr_mode,
+        lr_decay=args.lr_decay, lr_decay_epoch=args.lr_decay_epoch,
+        warmup_iters=args.warmup_iters, momentum=args.momentum, wd=args.wd, lmbd=args.lmbd,
+        alpha=args.alpha, seed=args.seed, val_interval=args.val_interval,
+        save_interval=args.save_interval, save_prefix=args.save_prefix,
+        meta={'network': args.model, 'classes': classes, 'embed_dim': args.embed_dim,
+              'data_shape': args.data_shape, 'dataset': args.dataset, 'dataset_root': root,
+              'flags': {k: v for k, v in vars(args).items() if k != 'mode'}})
+    try:
+        result = fit(net, loss_fn, train_loader, ctx, config,
+                     validate=lambda n: detection_map(n, val_loader, ctx, classes)[0],
+                     resume=args.resume or None, init_from=args.init_from or None,
+                     start_epoch=args.start_epoch)
+    except NonFiniteLossError as err:
+        logger.error("%s", err)
+        return 1
+    results = compare_classifiers(net, loss_fn.center_loss.centers.weight.data(ctx[0]),
+                                  train_ds, val_ds, ctx, classes, args.mode,
+                                  batch_size=args.batch_size, knn_k=args.knn_k, seed=args.seed,
+                                  num_workers=args.num_workers)
+    results['best_map'] = result['best_map']
+    print(format_table(results))
+    save_results(results, f'{args.save_prefix}_eval.json')
+    logger.info("checkpoints: %s_last.params, %s_best.params; results: %s_eval.json",
+                *[args.save_prefix] * 3)
+    return 0

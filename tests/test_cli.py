@@ -1,0 +1,80 @@
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from gluon_ssdcl.checkpoint import load_checkpoint
+from gluon_ssdcl.cli import main, parse_args
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize('flags, reason', [
+    (['--lmbd', '-1'], '--lmbd must be > 0'),
+    (['--alpha', '0'], '--alpha must be in (0, 1]'),
+    (['--alpha', '1.5'], '--alpha must be in (0, 1]'),
+    (['--center-loss', '--center-only'], 'not allowed with argument'),
+    (['--init-from', 'missing.params'], 'no such file'),
+    (['--resume', 'nowhere/run'], 'no checkpoint'),
+    (['--network', 'nonet'], 'no model for --network nonet'),
+    (['--dataset', 'custom'], 'needs --dataset-root'),
+    (['--epochs', '0'], 'positive integer'),
+])
+def test_bad_flags_exit_2_with_one_line(flags, reason):
+    proc = subprocess.run([sys.executable, os.path.join(ROOT, 'train_ssd_center.py')] + flags,
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and reason in lines[0] and 'Traceback' not in proc.stderr
+
+
+def test_defaults_are_the_mission_run():
+    args = parse_args(['--center-loss', '--lmbd', '1', '--alpha', '0.5'])
+    assert args.model == 'ssd_256_mobilenet0.25_center_digits'
+    assert args.mode.value == 'softmax-center' and args.gpus == [] and args.dataset == 'digits'
+
+
+@pytest.fixture(scope='module')
+def digits_root(tmp_path_factory):
+    from gluon_ssdcl.data.digits import ensure_digits
+    return ensure_digits(str(tmp_path_factory.mktemp('digits')), num_train=16, num_val=8,
+                         progress=False)
+
+
+def run_cli(tmp_path, digits_root, name, *flags):
+    prefix = str(tmp_path / name)
+    code = main(['--network', 'tiny', '--data-shape', '64', '--dataset-root', digits_root,
+                 '--digits-train', '16', '--digits-val', '8', '--epochs', '2', '--batch-size',
+                 '8', '-j', '0', '--embed-dim', '2', '--save-prefix', prefix, '--lr', '0.01',
+                 '--warmup-iters', '1', '--knn-k', '3'] + list(flags))
+    assert code == 0
+    return prefix
+
+
+def test_each_mode_trains_end_to_end(tmp_path, digits_root):
+    softmax = run_cli(tmp_path, digits_root, 'softmax')
+    center = run_cli(tmp_path, digits_root, 'center', '--center-loss', '--lmbd', '1',
+                     '--alpha', '0.5')
+    stage2 = run_cli(tmp_path, digits_root, 'stage2', '--center-only', '--init-from',
+                     center + '_last.params', '--epochs', '1')
+    for prefix, mode in ((softmax, 'softmax'), (center, 'softmax-center'), (stage2, 'center')):
+        for suffix in ('_last.params', '_best.params', '_train.log'):
+            assert os.path.isfile(prefix + suffix), prefix + suffix
+        with open(prefix + '_eval.json') as f:
+            results = json.load(f)
+        assert results['mode'] == mode
+        assert 0 <= results['map'] <= 1 and 0 <= results['softmax_acc'] <= 1
+        embedding_cells = [results[k] for k in ('knn_acc', 'center_acc', 'knn_map')]
+        if mode == 'softmax':
+            assert embedding_cells == [None, None, None]
+        else:
+            assert all(0 <= v <= 1 for v in embedding_cells)
+        with open(prefix + '_train.log') as f:
+            assert '[Epoch 0]' in f.read()
+    first, second = (load_checkpoint(p + '_last.params') for p in (center, stage2))
+    for key, value in first.net_params.items():
+        if key.startswith('class_predictors'):
+            assert (second.net_params[key].asnumpy() == value.asnumpy()).all(), key
+    assert second.meta['classes'] == list('0123456789')
