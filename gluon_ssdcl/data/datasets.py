@@ -1,0 +1,374 @@
+"""Detection data sets (digits, Pascal VOC, any VOC-layout folder), SSD transforms and loaders.
+
+Items are GluonCV's: ``(image (H, W, 3) uint8 NDArray, label (M, 6) float)`` with label rows
+``[xmin, ymin, xmax, ymax, class_id, difficult]`` in 0-based pixels; M may be 0.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import xml.etree.ElementTree as ET
+from collections import defaultdict
+from typing import Iterable, List, Optional, Sequence, Tuple, Union
+
+import mxnet as mx
+import numpy as np
+from gluoncv.data import VOCDetection
+from gluoncv.data.batchify import Pad, Stack, Tuple as Batch
+from gluoncv.data.transforms import bbox as tbbox
+from gluoncv.data.transforms import experimental
+from gluoncv.data.transforms import image as timage
+from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform, SSDDefaultValTransform
+
+from . import digits
+from .check import (ERROR, Problem, annotation_path, box_problem, check_voc_folder, clip_boxes,
+                    normalize_name, read_split)
+
+__all__ = ['BadDatasetError', 'VOCLayoutDetection', 'SSDTrainTransform', 'get_dataset',
+           'read_class_names', 'get_train_transform', 'get_val_transform', 'get_dataloader']
+
+logger = logging.getLogger(__name__)
+
+VOC_ROOT = os.path.join('~', '.mxnet', 'datasets', 'voc')
+
+
+class BadDatasetError(ValueError):
+    """A data set folder has errors; the message lists every one with its file.
+
+    Attributes
+    ----------
+    problems : list of Problem
+    """
+
+    def __init__(self, root: str, problems: Sequence[Problem]):
+        self.problems = list(problems)
+        lines = '\n'.join(f'  {p}' for p in self.problems)
+        super().__init__(f'{len(self.problems)} problem(s) in the data set at {root}:\n{lines}\n'
+                         f'Fix them, or pass skip_bad=True to leave those images out.')
+
+
+class VOCLayoutDetection(VOCDetection):
+    """A Pascal VOC-layout folder with its own classes, read by GluonCV's VOCDetection.
+
+    Unlike VOCDetection, the classes belong to the instance (not to the class attribute
+    CLASSES) and may be any lower-case names (digits too), an image without objects gets a
+    ``(0, 6)`` label (not ``(0,)``), and a box up to a pixel outside the image is clipped
+    rather than dropped.
+
+    Parameters
+    ----------
+    root : str
+        Folder holding ``JPEGImages/``, ``Annotations/`` and ``ImageSets/Main/``.
+    splits : sequence of str
+        ImageSets names, e.g. ``('train',)`` for ``ImageSets/Main/train.txt``.
+    classes : sequence of str
+        Class names, lower case (GluonCV lower-cases the names it reads); ``class_id`` is the
+        index in this list. Objects of other classes are ignored, as VOCDetection does
+        (:func:`check_voc_folder` reports them).
+    exclude : iterable of str
+        Image ids to leave out.
+    transform : callable, optional
+        ``transform(image, label)`` applied to each item.
+    """
+
+    def __init__(self, root: str, splits: Sequence[str], classes: Sequence[str],
+                 exclude: Iterable[str] = (), transform=None):
+        classes = tuple(classes)
+        bad = [c for c in classes if not isinstance(c, str) or not c or c != normalize_name(c)]
+        if bad or not classes or len(set(classes)) != len(classes):
+            raise ValueError(f'classes must be distinct, non-empty, stripped lower-case names '
+                             f'(GluonCV lower-cases the names it reads), got {list(classes)}')
+        self._classes = classes
+        self._exclude = frozenset(exclude)
+        super().__init__(root=root, splits=tuple(splits), transform=transform)
+
+    def __str__(self) -> str:
+        return f"{type(self).__name__}({self._root}, {'+'.join(self._splits)})"
+
+    @property
+    def classes(self) -> Tuple[str, ...]:
+        """Category names; ``class_id`` in the labels indexes this tuple."""
+        return self._classes
+
+    def _load_items(self, splits: Sequence[str]) -> List[Tuple[str, str]]:
+        return [(self._root, image_id) for split in splits
+                for image_id in read_split(self._root, split) if image_id not in self._exclude]
+
+    def _load_label(self, idx: int) -> np.ndarray:
+        label = super()._load_label(idx).reshape(-1, 6)
+        width, height = self._im_shapes[idx]
+        return clip_boxes(label, width, height)
+
+    def _validate_label(self, xmin, ymin, xmax, ymax, width, height):
+        # VOCDetection logs a warning and drops the box when this raises AssertionError
+        problem = box_problem((xmin, ymin, xmax, ymax), width, height)
+        if problem:
+            raise AssertionError(problem)
+
+
+def read_class_names(root: str, splits: Sequence[str],
+                     exclude: Iterable[str] = ()) -> Tuple[str, ...]:
+    """Sorted class names (normalised as GluonCV matches them) of the objects in `splits`.
+
+    Annotations that are missing or do not parse are skipped: :func:`check_voc_folder`
+    reports them.
+    """
+    names = set()
+    skip = frozenset(exclude)
+    for split in splits:
+        for image_id in read_split(root, split):
+            if image_id in skip:
+                continue
+            try:
+                objects = ET.parse(annotation_path(root, image_id)).getroot().iter('object')
+                names.update(normalize_name(obj.find('name').text) for obj in objects)
+            except (ET.ParseError, OSError, AttributeError):
+                continue
+    return tuple(sorted(names))
+
+
+def _bad_image_ids(root: str, problems: Sequence[Problem], skip_bad: bool) -> List[str]:
+    """Ids of the images to leave out, with a warning each; raises BadDatasetError on errors
+    unless `skip_bad` (and always for errors not tied to an image: a missing split file)."""
+    errors = [p for p in problems if p.severity == ERROR]
+    if errors and (not skip_bad or any(p.image_id is None for p in errors)):
+        raise BadDatasetError(root, errors)
+    by_image = defaultdict(list)
+    for p in errors:
+        by_image[p.image_id].append(str(p))
+    for image_id, messages in by_image.items():
+        logger.warning('skipping image %s: %s', image_id, '; '.join(messages))
+    warnings = [p for p in problems if p.severity != ERROR]
+    if warnings:
+        logger.info('%d warning(s) in %s, the first: %s', len(warnings), root, warnings[0])
+    return list(by_image)
+
+
+def _split_names(splits: Union[str, Sequence[str], None], default: str) -> Tuple[str, ...]:
+    """Split names as a tuple: None gives ``(default,)``, a string gives ``(splits,)``."""
+    if splits is None:
+        return (default,)
+    return (splits,) if isinstance(splits, str) else tuple(splits)
+
+
+def get_dataset(name: str, root: Optional[str] = None, classes: Optional[Sequence[str]] = None,
+                skip_bad: bool = False, train_splits: Optional[Sequence] = None,
+                val_splits: Optional[Sequence] = None) -> Tuple[VOCDetection, VOCDetection]:
+    """The training and validation data sets of `name`.
+
+    Parameters
+    ----------
+    name : str
+        ``'digits'``: the generated digits set at `root` (as returned by
+        :func:`~gluon_ssdcl.data.digits.ensure_digits`, called with its defaults when `root`
+        is None), classes ``'0'..'9'``, splits ``train`` / ``val``.
+        ``'voc'``: GluonCV's VOCDetection at `root` (default ``~/.mxnet/datasets/voc``,
+        holding ``VOC2007/`` and ``VOC2012/``), splits ``[(2007, 'trainval'),
+        (2012, 'trainval')]`` / ``[(2007, 'test')]`` as in GluonCV's train_ssd.py; not checked.
+        ``'custom'``: the VOC-layout folder `root` (``JPEGImages/``, ``Annotations/``,
+        ``ImageSets/Main/``), splits ``train`` / ``val`` (or e.g. ``trainval`` / ``test``).
+    root : str, optional
+        See `name`; required for ``'custom'``.
+    classes : sequence of str, optional
+        ``'custom'`` only: the class names, lower case; default: the sorted names found in the
+        annotations of both splits.
+    skip_bad : bool
+        ``'digits'`` and ``'custom'`` are checked with :func:`check_voc_folder` first. On
+        errors, False raises :class:`BadDatasetError` listing them all; True leaves those
+        images out with a warning each.
+    train_splits, val_splits : sequence, optional
+        Other splits than the defaults above.
+
+    Returns
+    -------
+    (train_dataset, val_dataset)
+        Items ``(image (H, W, 3) uint8 NDArray, label (M, 6))``, see the module docstring.
+    """
+    if name not in ('digits', 'voc', 'custom'):
+        raise ValueError(f"unknown data set {name!r}; expected 'digits', 'voc' or 'custom'")
+    if classes is not None and name != 'custom':
+        raise ValueError(f"classes can only be given for 'custom', not for {name!r}")
+    if name == 'voc':
+        root = root or VOC_ROOT
+        return (VOCDetection(root, splits=train_splits or ((2007, 'trainval'), (2012, 'trainval'))),
+                VOCDetection(root, splits=val_splits or ((2007, 'test'),)))
+    if name == 'digits':
+        root = os.path.join(root or digits.ensure_digits(), digits.SUBFOLDER)
+        classes = digits.CLASSES
+    elif root is None:
+        raise ValueError("root is required for the 'custom' data set")
+    root = os.path.expanduser(root)
+    if not os.path.isdir(root):
+        raise ValueError(f'data set folder {root} does not exist')
+    train_splits, val_splits = _split_names(train_splits, 'train'), _split_names(val_splits, 'val')
+    problems = check_voc_folder(root, train_splits + val_splits, classes)
+    bad = _bad_image_ids(root, problems, skip_bad)
+    if classes is None:
+        classes = read_class_names(root, train_splits + val_splits, bad)
+        if not classes:
+            raise ValueError(f'no objects annotated in {root}: pass the class names')
+    datasets = tuple(VOCLayoutDetection(root, splits, classes, bad)
+                     for splits in (train_splits, val_splits))
+    for dataset in datasets:
+        if not len(dataset):
+            raise BadDatasetError(root, [Problem(root, f'no usable images in {dataset}')])
+    return datasets
+
+
+class SSDTrainTransform(SSDDefaultTrainTransform):
+    """GluonCV's SSD training transform with optional flips and switchable augmentation.
+
+    GluonCV's steps in GluonCV's order: random colour distortion, random expansion (p=0.5),
+    random crop with IoU constraints, resize with a random interpolation, random horizontal
+    flip, normalisation, GluonCV's SSDTargetGenerator. An image without objects gets
+    all-background targets (GluonCV's matcher fails on zero boxes).
+
+    Parameters
+    ----------
+    width, height : int
+        Network input size.
+    anchors : mxnet.nd.NDArray, optional
+        ``(1, N, 4)`` center-format anchors on the CPU; without them the transform returns
+        ``(image, label)`` instead of targets.
+    flip : bool
+        Random horizontal flips; off by default, as flipping changes what a digit means.
+    augment : bool
+        False: only resize (bilinear) and normalise, deterministically.
+    **kwargs
+        ``mean``, ``std``, ``iou_thresh``, ``box_norm`` as in SSDDefaultTrainTransform.
+    """
+
+    def __init__(self, width: int, height: int, anchors: Optional[mx.nd.NDArray] = None,
+                 flip: bool = False, augment: bool = True, **kwargs):
+        super().__init__(width, height, anchors, **kwargs)
+        self._flip = flip
+        self._augment = augment
+
+    def _distort_expand_crop(self, img: mx.nd.NDArray, bbox: np.ndarray):
+        """GluonCV's colour distortion, random expansion and constrained random crop."""
+        img = experimental.image.random_color_distort(img)
+        if np.random.uniform(0, 1) > 0.5:
+            img, expand = timage.random_expand(img, fill=[m * 255 for m in self._mean])
+            bbox = tbbox.translate(bbox, x_offset=expand[0], y_offset=expand[1])
+        h, w, _ = img.shape
+        bbox, crop = experimental.bbox.random_crop_with_constraints(bbox, (w, h))
+        return mx.image.fixed_crop(img, *crop), bbox
+
+    def __call__(self, src: mx.nd.NDArray, label: np.ndarray):
+        """Transform one item.
+
+        Parameters
+        ----------
+        src : mxnet.nd.NDArray
+            ``(H, W, 3)`` uint8 image.
+        label : numpy.ndarray
+            ``(M, 5+)`` ``[xmin, ymin, xmax, ymax, class_id, ...]``; M may be 0.
+
+        Returns
+        -------
+        tuple
+            ``(image (3, height, width), cls_targets (N,), box_targets (N, 4))`` with anchors,
+            else ``(image, label (M', 5+))``.
+        """
+        img, bbox = self._distort_expand_crop(src, label) if self._augment else (src, label)
+        h, w, _ = img.shape
+        interp = np.random.randint(0, 5) if self._augment else 1
+        img = timage.imresize(img, self._width, self._height, interp=interp)
+        bbox = tbbox.resize(bbox, (w, h), (self._width, self._height))
+        if self._augment and self._flip:
+            img, flips = timage.random_flip(img, px=0.5)
+            bbox = tbbox.flip(bbox, (self._width, self._height), flip_x=flips[0])
+        img = mx.nd.image.normalize(mx.nd.image.to_tensor(img), mean=self._mean, std=self._std)
+        if self._anchors is None:
+            return img, bbox.astype(img.dtype)
+        if not len(bbox):
+            num_anchors = self._anchors.shape[1]
+            return img, mx.nd.zeros((num_anchors,)), mx.nd.zeros((num_anchors, 4))
+        cls_targets, box_targets, _ = self._target_generator(
+            self._anchors, None, mx.nd.array(bbox[None, :, :4]), mx.nd.array(bbox[None, :, 4:5]))
+        return img, cls_targets[0], box_targets[0]
+
+
+def get_train_transform(width: int, height: int, anchors, flip: bool = False,
+                        augment: bool = True) -> SSDTrainTransform:
+    """The SSD training transform that makes targets for `anchors`.
+
+    Parameters
+    ----------
+    width, height : int
+        Network input size.
+    anchors : mxnet.nd.NDArray or numpy.ndarray
+        ``(1, N, 4)`` center-format anchors, e.g. the third output of the network in training
+        mode on a ``(1, 3, height, width)`` input; copied to the CPU.
+    flip, augment : bool
+        See :class:`SSDTrainTransform`.
+
+    Returns
+    -------
+    SSDTrainTransform
+        ``(image, label) -> (image (3, H, W), cls_targets (N,), box_targets (N, 4))``;
+        cls_targets 0 for background and k + 1 for class k; box_targets encoded with
+        stds (0.1, 0.1, 0.2, 0.2), 0 for non-positive anchors.
+    """
+    if isinstance(anchors, mx.nd.NDArray):
+        anchors = anchors.as_in_context(mx.cpu())
+    else:
+        anchors = mx.nd.array(anchors)
+    if anchors.ndim != 3 or anchors.shape[0] != 1 or anchors.shape[2] != 4:
+        raise ValueError(f'anchors must have shape (1, N, 4), got {anchors.shape}')
+    return SSDTrainTransform(width, height, anchors, flip=flip, augment=augment)
+
+
+def get_val_transform(width: int, height: int) -> SSDDefaultValTransform:
+    """GluonCV's SSD validation transform:
+    ``(image, label) -> (image (3, height, width), label (M, 6))``, boxes resized with the image."""
+    return SSDDefaultValTransform(width, height)
+
+
+def _batchify_val(items: Sequence[Tuple[mx.nd.NDArray, np.ndarray]]):
+    """GluonCV's ``Tuple(Stack(), Pad(pad_val=-1))``, with at least one label row per image:
+    MXNet cannot slice a ``(B, 0, 6)`` array, as a batch of images without objects would give."""
+    images, labels = zip(*items)
+    labels = [label if len(label) else np.full((1, label.shape[1]), -1, label.dtype)
+              for label in labels]
+    return Stack()(images), Pad(pad_val=-1)(labels)
+
+
+def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors, batch_size: int,
+                   num_workers: int = 0, flip: bool = False, augment: bool = True
+                   ) -> Tuple[mx.gluon.data.DataLoader, mx.gluon.data.DataLoader]:
+    """Training and validation loaders as in GluonCV's train_ssd.py, targets made in the workers.
+
+    Parameters
+    ----------
+    train_dataset, val_dataset : Dataset
+        Items ``(image, label (M, 6))``, e.g. from :func:`get_dataset`.
+    width, height : int
+        Network input size.
+    anchors : mxnet.nd.NDArray
+        ``(1, N, 4)`` anchors of the network at this input size.
+    batch_size : int
+        Images per batch, B.
+    num_workers : int
+        Worker processes; 0 loads in the main process.
+    flip, augment : bool
+        Training augmentation, see :class:`SSDTrainTransform` (no flips by default).
+
+    Returns
+    -------
+    train_loader
+        Shuffled, ``last_batch='rollover'``; yields
+        ``(image (B, 3, H, W), cls_targets (B, N), box_targets (B, N, 4))``.
+    val_loader
+        In order, ``last_batch='keep'``; yields ``(image (B, 3, H, W), label (B, M, 6))``,
+        labels padded with rows of -1 (M >= 1).
+    """
+    train_transform = get_train_transform(width, height, anchors, flip=flip, augment=augment)
+    train_loader = mx.gluon.data.DataLoader(
+        train_dataset.transform(train_transform), batch_size, shuffle=True,
+        batchify_fn=Batch(Stack(), Stack(), Stack()), last_batch='rollover',
+        num_workers=num_workers)
+    val_loader = mx.gluon.data.DataLoader(
+        val_dataset.transform(get_val_transform(width, height)), batch_size, shuffle=False,
+        batchify_fn=_batchify_val, last_batch='keep', num_workers=num_workers)
+    return train_loader, val_loader

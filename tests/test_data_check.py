@@ -1,0 +1,171 @@
+"""Tests of gluon_ssdcl.data.check: every bad-input case is reported with its file."""
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from gluon_ssdcl.data.check import ERROR, WARNING, box_problem, check_voc_folder, main
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def voc_xml(width, height, objects, image_id='x'):
+    """A VOC annotation; objects: [(name, (xmin, ymin, xmax, ymax))], 0-based (written + 1)."""
+    body = ''.join(
+        f'<object><name>{name}</name><difficult>0</difficult><bndbox><xmin>{x0 + 1}</xmin>'
+        f'<ymin>{y0 + 1}</ymin><xmax>{x1 + 1}</xmax><ymax>{y1 + 1}</ymax></bndbox></object>'
+        for name, (x0, y0, x1, y1) in objects)
+    return (f'<annotation><filename>{image_id}.jpg</filename><size><width>{width}</width>'
+            f'<height>{height}</height><depth>3</depth></size>{body}</annotation>')
+
+
+def write_voc_folder(root, items, splits, size=(64, 48)):
+    """Write a VOC-layout folder. items: {image_id: objects} (see voc_xml); splits: {split: ids}.
+    Images are grey with a white rectangle on each box."""
+    for sub in ('JPEGImages', 'Annotations', os.path.join('ImageSets', 'Main')):
+        os.makedirs(os.path.join(root, sub), exist_ok=True)
+    width, height = size
+    for image_id, objects in items.items():
+        image = np.full((height, width, 3), 90, np.uint8)
+        for _, (x0, y0, x1, y1) in objects:
+            image[max(y0, 0):y1 + 1, max(x0, 0):x1 + 1] = 255
+        cv2.imwrite(os.path.join(root, 'JPEGImages', f'{image_id}.jpg'), image)
+        write(os.path.join(root, 'Annotations', f'{image_id}.xml'),
+              voc_xml(width, height, objects, image_id))
+    for split, ids in splits.items():
+        write(os.path.join(root, 'ImageSets', 'Main', f'{split}.txt'),
+              ''.join(f'{i}\n' for i in ids))
+    return str(root)
+
+
+def write(path, text):
+    with open(path, 'w') as f:
+        f.write(text)
+
+
+def good_folder(tmp_path):
+    items = {'a': [('cat', (5, 6, 30, 40))],
+             'b': [('dog', (10, 10, 20, 20)), ('cat', (30, 5, 60, 45))]}
+    return write_voc_folder(tmp_path / 'voc', items, {'train': ['a', 'b'], 'val': ['b']})
+
+
+def remove(*parts):
+    return lambda root: os.remove(os.path.join(root, *parts))
+
+
+def corrupt_jpeg(root):
+    write(os.path.join(root, 'JPEGImages', 'a.jpg'), 'not a jpeg at all')
+
+
+def truncate_jpeg(root):
+    path = os.path.join(root, 'JPEGImages', 'a.jpg')
+    with open(path, 'rb') as f:
+        data = f.read()
+    with open(path, 'wb') as f:
+        f.write(data[:-40])
+
+
+def xml_edit(old, new):
+    def edit(root):
+        path = os.path.join(root, 'Annotations', 'a.xml')
+        with open(path) as f:
+            text = f.read()
+        assert old in text
+        write(path, text.replace(old, new))
+    return edit
+
+
+SIZE = '<size><width>64</width><height>48</height><depth>3</depth></size>'
+BAD_CASES = {  # name: (spoil the good folder, file reported, words in the message)
+    'missing image': (remove('JPEGImages', 'a.jpg'), 'a.jpg', 'missing'),
+    'missing annotation': (remove('Annotations', 'a.xml'), 'a.xml', 'missing'),
+    'missing split file': (remove('ImageSets', 'Main', 'val.txt'), 'val.txt', 'split file'),
+    'corrupt jpeg': (corrupt_jpeg, 'a.jpg', 'cannot be decoded'),
+    'truncated jpeg': (truncate_jpeg, 'a.jpg', 'truncated'),
+    'xml does not parse': (xml_edit('</annotation>', ''), 'a.xml', 'does not parse'),
+    'missing size': (xml_edit(SIZE, ''), 'a.xml', '<size>'),
+    'xmin >= xmax': (xml_edit('<xmax>31</xmax>', '<xmax>6</xmax>'), 'a.xml', 'empty'),
+    'ymin >= ymax': (xml_edit('<ymax>41</ymax>', '<ymax>3</ymax>'), 'a.xml', 'empty'),
+    'box outside': (xml_edit('<xmax>31</xmax>', '<xmax>67</xmax>'), 'a.xml', 'outside'),
+    'negative box': (xml_edit('<xmin>6</xmin>', '<xmin>-2</xmin>'), 'a.xml', 'outside'),
+    'missing difficult': (xml_edit('<difficult>0</difficult>', ''), 'a.xml', '<difficult>'),
+    'missing name': (xml_edit('<name>cat</name>', ''), 'a.xml', '<name>'),
+    'unknown class': (xml_edit('<name>cat</name>', '<name>cow</name>'), 'a.xml', "class 'cow'"),
+    'size disagrees': (xml_edit('<width>64</width>', '<width>80</width>'), 'a.xml', '80x48'),
+}
+
+
+def test_clean_folder_has_no_problems(tmp_path):
+    root = good_folder(tmp_path)
+    assert check_voc_folder(root, ['train', 'val'], ['cat', 'dog']) == []
+    assert main(['--root', root, '--classes', 'cat,dog']) == 0
+
+
+@pytest.mark.parametrize('case', sorted(BAD_CASES))
+def test_bad_input_is_reported_with_its_file(tmp_path, capsys, case):
+    spoil, file_name, words = BAD_CASES[case]
+    root = good_folder(tmp_path)
+    spoil(root)
+    (problem,) = check_voc_folder(root, ['train', 'val'], ['cat', 'dog'])
+    assert os.path.basename(problem.path) == file_name and problem.severity == ERROR
+    assert words in problem.message
+    assert main(['--root', root, '--split', 'train', 'val', '--classes', 'cat,dog']) == 1
+    assert f'{problem.path}: error: {problem.message}' in capsys.readouterr().out.splitlines()
+
+
+def test_box_a_pixel_outside_is_tolerated(tmp_path):
+    root = good_folder(tmp_path)
+    xml_edit('<xmin>6</xmin>', '<xmin>0</xmin>')(root)  # xmin = -1 in 0-based pixels
+    xml_edit('<xmax>31</xmax>', '<xmax>65</xmax>')(root)  # xmax = 64, the last pixel is 63
+    assert check_voc_folder(root, ['train'], ['cat', 'dog']) == []
+
+
+@pytest.mark.parametrize('box, words', [
+    ((0, 0, 63, 47), None), ((-1, -1, 64, 48), None),  # the image; a pixel more on each side
+    ((5, 5, 5, 9), 'empty'), ((5, 9, 8, 2), 'empty'),
+    ((-1.5, 0, 9, 9), 'more than a pixel'), ((0, 0, 9, 48.5), 'more than a pixel'),
+    ((63, 0, 64, 9), 'no area'), ((-1, 0, 0, 9), 'no area')])
+def test_box_problem(box, words):
+    problem = box_problem(box, 64, 48)
+    assert problem is None if words is None else words in problem
+
+
+def test_unknown_class_only_checked_when_classes_given(tmp_path):
+    root = good_folder(tmp_path)
+    assert check_voc_folder(root, ['train'], None) == []
+    (problem,) = check_voc_folder(root, ['train'], ['CAT'])  # names compared as GluonCV does
+    assert problem.path.endswith('b.xml') and "'dog'" in problem.message
+
+
+def test_image_without_objects_is_a_warning(tmp_path, capsys):
+    items = {'a': [], 'b': [('cat', (1, 1, 9, 9))]}
+    root = write_voc_folder(tmp_path / 'voc', items, {'train': ['a', 'b']})
+    (problem,) = check_voc_folder(root, ['train'])
+    assert problem.severity == WARNING and problem.image_id == 'a'
+    assert problem.path == os.path.join(root, 'Annotations', 'a.xml')
+    assert main(['--root', root, '--split', 'train']) == 0
+    assert 'a.xml: warning: no objects' in capsys.readouterr().out
+
+
+def test_every_problem_is_listed_once(tmp_path):
+    root = good_folder(tmp_path)
+    corrupt_jpeg(root)
+    write(os.path.join(root, 'Annotations', 'b.xml'), '<annotation>')
+    problems = check_voc_folder(root, ['train', 'val'])  # b is in both splits
+    assert [os.path.basename(p.path) for p in problems] == ['a.jpg', 'b.xml']
+    assert [p.image_id for p in problems] == ['a', 'b']
+
+
+def test_command_line_module(tmp_path):
+    root = good_folder(tmp_path)
+    truncate_jpeg(root)
+    result = subprocess.run([sys.executable, '-m', 'gluon_ssdcl.data.check', '--root', root],
+                            capture_output=True, text=True, cwd=str(tmp_path),
+                            env=dict(os.environ, PYTHONPATH=REPO))
+    assert result.returncode == 1, result.stderr
+    image = os.path.join(root, 'JPEGImages', 'a.jpg')
+    assert f'{image}: error: image cannot be decoded' in result.stdout
+    assert 'RuntimeWarning' not in result.stderr
