@@ -78,3 +78,21 @@ def test_each_mode_trains_end_to_end(tmp_path, digits_root):
         if key.startswith('class_predictors'):
             assert (second.net_params[key].asnumpy() == value.asnumpy()).all(), key
     assert second.meta['classes'] == list('0123456789')
+
+
+def test_a_corrupt_image_stops_training_with_its_name_or_is_skipped(tmp_path, capsys):
+    from test_data_check import write_voc_folder
+    items = {f'img{i}': [('cat' if i % 2 else 'dog', (8, 8, 40, 40))] for i in range(6)}
+    root = write_voc_folder(tmp_path / 'voc', items, {'train': [f'img{i}' for i in range(4)],
+                                                      'val': ['img4', 'img5']})
+    with open(os.path.join(root, 'JPEGImages', 'img2.jpg'), 'wb') as f:
+        f.write(b'\xff\xd8\xff\xe0 this is not a jpeg')
+    flags = ['--network', 'tiny', '--data-shape', '64', '--dataset', 'custom', '--dataset-root',
+             root, '--epochs', '1', '--batch-size', '2', '-j', '0', '--embed-dim', '2',
+             '--save-prefix', str(tmp_path / 'run'), '--knn-k', '1']
+    assert main(flags) == 1
+    err = capsys.readouterr().err
+    assert 'img2.jpg' in err and 'Traceback' not in err
+    assert not os.path.exists(tmp_path / 'run_last.params')
+    assert main(flags + ['--skip-bad']) == 0
+    assert load_checkpoint(str(tmp_path / 'run_last.params')).meta['classes'] == ['cat', 'dog']
