@@ -64,6 +64,9 @@ def build_parser():
     p.add_argument('--warmup-iters', type=int, default=100)
     p.add_argument('--momentum', type=float, default=0.9)
     p.add_argument('--wd', type=float, default=5e-4)
+    p.add_argument('--clip-gradient', type=float, default=1.0,
+                   help='clip each network gradient element to this (0: off); without it the '
+                        'center loss at lmbd=1 diverges on the default network (default: 1.0)')
     p.add_argument('--val-interval', type=_positive_int, default=1)
     p.add_argument('--save-prefix', default='', help='checkpoint/log prefix '
                    '(default: runs/<model>_<mode>)')
@@ -192,7 +195,8 @@ def main(argv=None):
         mode=args.mode, epochs=args.epochs, lr=args.lr, lr_mode=args.lr_mode,
         lr_decay=args.lr_decay, lr_decay_epoch=args.lr_decay_epoch,
         warmup_iters=args.warmup_iters, momentum=args.momentum, wd=args.wd, lmbd=args.lmbd,
-        alpha=args.alpha, seed=args.seed, val_interval=args.val_interval,
+        alpha=args.alpha, clip_gradient=args.clip_gradient or None, seed=args.seed,
+        val_interval=args.val_interval,
         save_interval=args.save_interval, save_prefix=args.save_prefix,
         meta={'network': args.model, 'classes': classes, 'embed_dim': args.embed_dim,
               'data_shape': args.data_shape, 'dataset': args.dataset, 'dataset_root': root,

@@ -39,12 +39,13 @@ def apply_mode(net, center_loss, mode):
 
 
 def make_trainers(net, center_loss, mode, lr, momentum=0.9, wd=5e-4, alpha=0.5, lmbd=1.0,
-                  lr_scheduler=None, kvstore='device'):
+                  lr_scheduler=None, clip_gradient=None, kvstore='device'):
     """The network trainer and the center trainer of DESIGN.md (after :func:`apply_mode`).
 
     The network trainer: SGD with momentum and weight decay over every trainable parameter of
     ``net`` (not the centers; not the class predictors in center mode). The center trainer:
-    see :func:`make_center_trainer`; None in softmax mode. Step both with ``step(1)``: the loss
+    see :func:`make_center_trainer`; None in softmax mode. ``clip_gradient`` clips each
+    element of the network's gradients (None: no clipping). Step both with ``step(1)``: the loss
     is already normalised.
 
     Returns
@@ -55,9 +56,11 @@ def make_trainers(net, center_loss, mode, lr, momentum=0.9, wd=5e-4, alpha=0.5, 
     apply_mode(net, center_loss, mode)
     trainable = {name: param for name, param in net.collect_params().items()
                  if param.grad_req != 'null'}
-    net_trainer = gluon.Trainer(
-        trainable, 'sgd', {'learning_rate': lr, 'momentum': momentum, 'wd': wd,
-                           'lr_scheduler': lr_scheduler}, kvstore=kvstore)
+    optimizer_params = {'learning_rate': lr, 'momentum': momentum, 'wd': wd,
+                        'lr_scheduler': lr_scheduler}
+    if clip_gradient:
+        optimizer_params['clip_gradient'] = clip_gradient
+    net_trainer = gluon.Trainer(trainable, 'sgd', optimizer_params, kvstore=kvstore)
     if not mode.uses_center:
         return net_trainer, None
     return net_trainer, make_center_trainer(center_loss, alpha, lmbd, kvstore)
@@ -121,6 +124,7 @@ class TrainConfig:
     wd: float = 5e-4
     lmbd: float = 1.0
     alpha: float = 0.5
+    clip_gradient: Optional[float] = None
     seed: int = 0
     val_interval: int = 1
     save_interval: int = 0
@@ -206,7 +210,7 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
                                   config.lr_decay, config.lr_decay_epoch, config.warmup_iters)
     net_trainer, center_trainer = make_trainers(
         net, loss_fn.center_loss, mode, config.lr, config.momentum, config.wd, config.alpha,
-        config.lmbd, lr_scheduler=scheduler)
+        config.lmbd, lr_scheduler=scheduler, clip_gradient=config.clip_gradient)
     first_epoch, best_map = 0, -1.0
     if resume:
         checkpoint = load_checkpoint(resume)

@@ -28,6 +28,15 @@ def test_center_step_moves_centers_towards_class_means(lmbd):
         np.testing.assert_allclose(after[j], want, rtol=1e-5, atol=1e-6)
 
 
+def test_clip_gradient_reaches_the_network_optimizer_only(tiny_net):
+    block = CenterLoss(3, 2)
+    block.initialize()
+    net_trainer, center_trainer = make_trainers(tiny_net, block, 'softmax-center', lr=0.1,
+                                                clip_gradient=1.0)
+    assert net_trainer.optimizer.clip_gradient == 1.0
+    assert center_trainer.optimizer.clip_gradient is None
+
+
 @pytest.mark.parametrize('kwargs', [{'alpha': 0.0}, {'alpha': 1.5}, {'lmbd': -1.0}])
 def test_center_trainer_rejects_bad_rates(kwargs):
     block = CenterLoss(2, 2)
