@@ -31,7 +31,7 @@ from mxnet import autograd, gluon
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, restore
-from .data.datasets import get_dataloader, get_dataset, get_train_transform
+from .data.datasets import get_dataset, get_train_transform, get_val_loader
 from .loss import Mode
 from .model_zoo import get_model
 
@@ -439,8 +439,7 @@ def compare_classifiers(net, centers, train_dataset, val_dataset, ctx: Sequence[
     mode = Mode(mode)
     anchors = _anchors(net)
     size = net.base_size
-    _, val_loader = get_dataloader(train_dataset, val_dataset, size, size, anchors, batch_size,
-                                   num_workers=num_workers, augment=False)
+    val_loader = get_val_loader(val_dataset, size, size, batch_size, num_workers)
     val_embeddings, val_labels, softmax_pred = collect_positives(
         net, positive_loader(val_dataset, net, batch_size, num_workers, anchors), ctx,
         max_batches)

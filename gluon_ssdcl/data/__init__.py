@@ -9,7 +9,8 @@ _EXPORTS = {
     'digits': ('CLASSES', 'render_image', 'split_sources', 'load_mnist', 'default_root',
                'ensure_digits'),
     'datasets': ('BadDatasetError', 'VOCLayoutDetection', 'SSDTrainTransform', 'get_dataset',
-                 'read_class_names', 'get_train_transform', 'get_val_transform', 'get_dataloader'),
+                 'read_class_names', 'get_train_transform', 'get_val_transform', 'get_dataloader',
+                 'get_val_loader'),
     'check': ('Problem', 'check_voc_folder'),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}

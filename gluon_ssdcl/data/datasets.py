@@ -21,11 +21,13 @@ from gluoncv.data.transforms import image as timage
 from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform, SSDDefaultValTransform
 
 from . import digits
+from .cache import cache_nbytes, cache_targets, cached_loader
 from .check import (ERROR, Problem, annotation_path, box_problem, check_voc_folder, clip_boxes,
                     normalize_name, read_split)
 
 __all__ = ['BadDatasetError', 'VOCLayoutDetection', 'SSDTrainTransform', 'get_dataset',
-           'read_class_names', 'get_train_transform', 'get_val_transform', 'get_dataloader']
+           'read_class_names', 'get_train_transform', 'get_val_transform', 'get_dataloader',
+           'get_val_loader']
 
 logger = logging.getLogger(__name__)
 
@@ -234,15 +236,19 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
         Random horizontal flips; off by default, as flipping changes what a digit means.
     augment : bool
         False: only resize (bilinear) and normalise, deterministically.
+    normalize : bool
+        False: return the resized ``(height, width, 3)`` uint8 image instead of the normalised
+        float one (see :mod:`gluon_ssdcl.data.cache`).
     **kwargs
         ``mean``, ``std``, ``iou_thresh``, ``box_norm`` as in SSDDefaultTrainTransform.
     """
 
     def __init__(self, width: int, height: int, anchors: Optional[mx.nd.NDArray] = None,
-                 flip: bool = False, augment: bool = True, **kwargs):
+                 flip: bool = False, augment: bool = True, normalize: bool = True, **kwargs):
         super().__init__(width, height, anchors, **kwargs)
         self._flip = flip
         self._augment = augment
+        self._normalize = normalize
 
     def _distort_expand_crop(self, img: mx.nd.NDArray, bbox: np.ndarray):
         """GluonCV's colour distortion, random expansion and constrained random crop."""
@@ -253,6 +259,16 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
         h, w, _ = img.shape
         bbox, crop = experimental.bbox.random_crop_with_constraints(bbox, (w, h))
         return mx.image.fixed_crop(img, *crop), bbox
+
+    @property
+    def num_anchors(self) -> int:
+        """N, the number of anchors targets are made for (0 without anchors)."""
+        return 0 if self._anchors is None else self._anchors.shape[1]
+
+    def to_tensor(self, img: mx.nd.NDArray) -> mx.nd.NDArray:
+        """``(H, W, 3)`` or ``(B, H, W, 3)`` uint8 to normalised float32 ``(3, H, W)`` or
+        ``(B, 3, H, W)``."""
+        return mx.nd.image.normalize(mx.nd.image.to_tensor(img), mean=self._mean, std=self._std)
 
     def __call__(self, src: mx.nd.NDArray, label: np.ndarray):
         """Transform one item.
@@ -268,7 +284,8 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
         -------
         tuple
             ``(image (3, height, width), cls_targets (N,), box_targets (N, 4))`` with anchors,
-            else ``(image, label (M', 5+))``.
+            else ``(image, label (M', 5+))``; the image is ``(height, width, 3)`` uint8 when
+            not normalising.
         """
         img, bbox = self._distort_expand_crop(src, label) if self._augment else (src, label)
         h, w, _ = img.shape
@@ -278,7 +295,8 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
         if self._augment and self._flip:
             img, flips = timage.random_flip(img, px=0.5)
             bbox = tbbox.flip(bbox, (self._width, self._height), flip_x=flips[0])
-        img = mx.nd.image.normalize(mx.nd.image.to_tensor(img), mean=self._mean, std=self._std)
+        if self._normalize:
+            img = self.to_tensor(img)
         if self._anchors is None:
             return img, bbox.astype(img.dtype)
         if not len(bbox):
@@ -290,7 +308,7 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
 
 
 def get_train_transform(width: int, height: int, anchors, flip: bool = False,
-                        augment: bool = True) -> SSDTrainTransform:
+                        augment: bool = True, normalize: bool = True) -> SSDTrainTransform:
     """The SSD training transform that makes targets for `anchors`.
 
     Parameters
@@ -300,7 +318,7 @@ def get_train_transform(width: int, height: int, anchors, flip: bool = False,
     anchors : mxnet.nd.NDArray or numpy.ndarray
         ``(1, N, 4)`` center-format anchors, e.g. the third output of the network in training
         mode on a ``(1, 3, height, width)`` input; copied to the CPU.
-    flip, augment : bool
+    flip, augment, normalize : bool
         See :class:`SSDTrainTransform`.
 
     Returns
@@ -316,7 +334,8 @@ def get_train_transform(width: int, height: int, anchors, flip: bool = False,
         anchors = mx.nd.array(anchors)
     if anchors.ndim != 3 or anchors.shape[0] != 1 or anchors.shape[2] != 4:
         raise ValueError(f'anchors must have shape (1, N, 4), got {anchors.shape}')
-    return SSDTrainTransform(width, height, anchors, flip=flip, augment=augment)
+    return SSDTrainTransform(width, height, anchors, flip=flip, augment=augment,
+                             normalize=normalize)
 
 
 def get_val_transform(width: int, height: int) -> SSDDefaultValTransform:
@@ -335,9 +354,14 @@ def _batchify_val(items: Sequence[Tuple[mx.nd.NDArray, np.ndarray]]):
 
 
 def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors, batch_size: int,
-                   num_workers: int = 0, flip: bool = False, augment: bool = True
+                   num_workers: int = 0, flip: bool = False, augment: bool = True,
+                   max_cache_bytes: int = 4 * 2**30
                    ) -> Tuple[mx.gluon.data.DataLoader, mx.gluon.data.DataLoader]:
     """Training and validation loaders as in GluonCV's train_ssd.py, targets made in the workers.
+
+    Without augmentation the training images and targets do not change between epochs: they are
+    computed once and held in memory (:mod:`gluon_ssdcl.data.cache`) when that takes at most
+    ``max_cache_bytes``.
 
     Parameters
     ----------
@@ -353,6 +377,8 @@ def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors,
         Worker processes; 0 loads in the main process.
     flip, augment : bool
         Training augmentation, see :class:`SSDTrainTransform` (no flips by default).
+    max_cache_bytes : int
+        Memory the in-memory training targets may take (0: never hold them).
 
     Returns
     -------
@@ -364,11 +390,23 @@ def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors,
         labels padded with rows of -1 (M >= 1).
     """
     train_transform = get_train_transform(width, height, anchors, flip=flip, augment=augment)
-    train_loader = mx.gluon.data.DataLoader(
-        train_dataset.transform(train_transform), batch_size, shuffle=True,
-        batchify_fn=Batch(Stack(), Stack(), Stack()), last_batch='rollover',
-        num_workers=num_workers)
-    val_loader = mx.gluon.data.DataLoader(
+    cache_size = cache_nbytes(len(train_dataset), width, height, train_transform.num_anchors)
+    if not augment and cache_size <= max_cache_bytes:
+        raw = get_train_transform(width, height, anchors, augment=False, normalize=False)
+        train_loader = cached_loader(cache_targets(train_dataset, raw, num_workers), batch_size,
+                                     train_transform.to_tensor)
+    else:
+        train_loader = mx.gluon.data.DataLoader(
+            train_dataset.transform(train_transform), batch_size, shuffle=True,
+            batchify_fn=Batch(Stack(), Stack(), Stack()), last_batch='rollover',
+            num_workers=num_workers)
+    return train_loader, get_val_loader(val_dataset, width, height, batch_size, num_workers)
+
+
+def get_val_loader(val_dataset, width: int, height: int, batch_size: int, num_workers: int = 0
+                   ) -> mx.gluon.data.DataLoader:
+    """The validation loader of :func:`get_dataloader`, alone: in order, ``last_batch='keep'``;
+    yields ``(image (B, 3, H, W), label (B, M, 6))``, labels padded with rows of -1 (M >= 1)."""
+    return mx.gluon.data.DataLoader(
         val_dataset.transform(get_val_transform(width, height)), batch_size, shuffle=False,
         batchify_fn=_batchify_val, last_batch='keep', num_workers=num_workers)
-    return train_loader, val_loader
