@@ -1,6 +1,7 @@
 """SSDCenter: GluonCV's SSD with a per-anchor center-embedding head."""
 import logging
 import os
+from functools import partial
 
 import mxnet as mx
 from mxnet import autograd
@@ -19,10 +20,16 @@ DEFAULT_ROOT = os.path.join('~', '.mxnet', 'models')
 class SSDCenter(SSD):
     """SSD whose every anchor also predicts an embedding of ``embed_dim`` numbers.
 
-    Takes GluonCV's :class:`~gluoncv.model_zoo.ssd.SSD` arguments plus ``embed_dim``.
-    ``embedding_predictors`` holds one ``ConvPredictor(num_anchors * embed_dim)`` per feature
-    map, flattened exactly like the class and box heads, so embedding row ``i`` belongs to
-    anchor ``i``.
+    Takes GluonCV's :class:`~gluoncv.model_zoo.ssd.SSD` arguments plus ``embed_dim`` and
+    ``embed_grad_scale``. ``embedding_predictors`` holds one ``ConvPredictor(num_anchors *
+    embed_dim)`` per feature map, followed by a BatchNorm without scale and shift, flattened
+    exactly like the class and box heads, so embedding row ``i`` belongs to anchor ``i``.
+
+    The BatchNorm standardises every embedding channel over the batch: the center loss can
+    then only fall by separating the classes (not by shrinking every embedding to a point),
+    and its gradient cannot grow with the head's weights. ``embed_grad_scale`` (g) scales the
+    gradient the embedding head sends into the shared backbone (forward values unchanged):
+    1 lets the center loss shape the features fully, 0 leaves them to the detection loss.
 
     Outputs
     -------
@@ -34,22 +41,25 @@ class SSDCenter(SSD):
         of the kept detections when switched on (rows of suppressed detections are -1).
     """
 
-    def __init__(self, network, base_size, *args, embed_dim=16, predictors_kernel=(3, 3),
-                 predictors_pad=(1, 1), **kwargs):
+    def __init__(self, network, base_size, *args, embed_dim=16, embed_grad_scale=1.0,
+                 predictors_kernel=(3, 3), predictors_pad=(1, 1), **kwargs):
         super().__init__(network, base_size, *args, predictors_kernel=predictors_kernel,
                          predictors_pad=predictors_pad, **kwargs)
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be a positive integer, got {embed_dim}")
         self.base_size = base_size
         self.embed_dim = embed_dim
+        self.embed_grad_scale = embed_grad_scale
         self.train_embeddings = True
         self.infer_embeddings = False
         with self.name_scope():
             self.embedding_predictors = nn.HybridSequential()
             for generator in self.anchor_generators:
-                self.embedding_predictors.add(ConvPredictor(
-                    generator.num_depth * embed_dim, kernel=predictors_kernel,
-                    pad=predictors_pad))
+                head = nn.HybridSequential()
+                head.add(ConvPredictor(generator.num_depth * embed_dim, kernel=predictors_kernel,
+                                       pad=predictors_pad),
+                         nn.BatchNorm(center=False, scale=False))
+                self.embedding_predictors.add(head)
 
     def set_embeddings(self, train=None, infer=None):
         """Choose whether training / inference outputs include embeddings (None: unchanged).
@@ -75,8 +85,11 @@ class SSDCenter(SSD):
         anchors = [F.reshape(ag(feat), shape=(1, -1))
                    for feat, ag in zip(features, self.anchor_generators)]
         anchors = F.concat(*anchors, dim=1).reshape((1, -1, 4))
-        embeddings = (self._flat_head(F, features, self.embedding_predictors, self.embed_dim)
-                      if with_embeddings else None)
+        embeddings = None
+        if with_embeddings:
+            g = self.embed_grad_scale  # value unchanged, gradient into the backbone times g
+            shared = [g * f + (1 - g) * F.BlockGrad(f) for f in features] if g != 1 else features
+            embeddings = self._flat_head(F, shared, self.embedding_predictors, self.embed_dim)
         return cls_preds, box_preds, anchors, embeddings
 
     def anchor_outputs(self, x):
@@ -96,10 +109,15 @@ class SSDCenter(SSD):
         return self._detect(F, cls_preds, box_preds, anchors, embeddings)
 
     def _detect(self, F, cls_preds, box_preds, anchors, embeddings):
-        """Decode boxes and run NMS, carrying embedding columns along with their boxes."""
+        """Decode boxes and run NMS. With embeddings, each row carries its anchor's index
+        through NMS (one column, not D) and picks that anchor's embedding afterwards."""
         bboxes = self.bbox_decoder(box_preds, anchors)
         cls_ids, scores = self.cls_decoder(F.softmax(cls_preds, axis=-1))
-        extra = [bboxes] if embeddings is None else [bboxes, embeddings]
+        extra = [bboxes]
+        if embeddings is not None:
+            first = scores.slice_axis(axis=-1, begin=0, end=1)
+            index = F.contrib.arange_like(first, axis=1).reshape((1, -1, 1))
+            extra.append(F.broadcast_like(index, first))
         results = []
         for i in range(self.num_classes):
             cls_id = cls_ids.slice_axis(axis=-1, begin=i, end=i + 1)
@@ -117,7 +135,18 @@ class SSDCenter(SSD):
         bboxes = F.slice_axis(result, axis=2, begin=2, end=6)
         if embeddings is None:
             return ids, scores, bboxes
-        return ids, scores, bboxes, F.slice_axis(result, axis=2, begin=6, end=None)
+        return ids, scores, bboxes, self._kept_embeddings(F, embeddings, result)
+
+    @staticmethod
+    def _kept_embeddings(F, embeddings, result):
+        """embeddings (B,N,D) of the anchors named in column 6 of result (B,K,7), -1 rows for
+        suppressed detections."""
+        anchor_index = F.slice_axis(result, axis=2, begin=6, end=7).reshape((0, -1))
+        batch_index = F.broadcast_like(
+            F.contrib.arange_like(anchor_index, axis=0).reshape((-1, 1)), anchor_index)
+        kept = F.gather_nd(embeddings, F.stack(batch_index, F.relu(anchor_index)))
+        valid = F.slice_axis(result, axis=2, begin=0, end=1) >= 0
+        return F.broadcast_add(F.broadcast_mul(kept, valid), valid - 1)
 
 
 class TinyFeatures(nn.HybridBlock):
@@ -189,14 +218,16 @@ def _check_base_weights(network, root):
 
 
 def get_ssd_center(network, base_size, features, filters, sizes, ratios, classes,
-                   embed_dim=16, pretrained_base=False, ctx=mx.cpu(), root=DEFAULT_ROOT,
-                   **kwargs):
+                   embed_dim=16, embed_grad_scale=1.0, pretrained_base=False, ctx=mx.cpu(),
+                   root=DEFAULT_ROOT, **kwargs):
     """Build an :class:`SSDCenter` whose anchor steps follow the real feature-map strides.
 
     Arguments follow :func:`gluoncv.model_zoo.ssd.get_ssd`, except that ``steps`` are computed
     as ``base_size / feature_map_size`` so anchor centres cover the whole image, and
     ``pretrained_base=True`` raises at once when the base weights are not in ``root``.
     ``network`` names the base network (None when ``features`` is a block class).
+    ``embed_dim=None`` builds GluonCV's plain :class:`SSD` with the same anchors and heads
+    (for side-by-side comparisons).
     """
     if pretrained_base:
         _check_base_weights(network, root)
@@ -205,9 +236,12 @@ def get_ssd_center(network, base_size, features, filters, sizes, ratios, classes
                 steps=[1] * (len(sizes) - 1), classes=classes, pretrained=False, root=root,
                 **kwargs)
     steps = [base_size / w for _, w in feature_map_sizes(probe.features, base_size)]
-    return SSDCenter(base_name, base_size, features, filters, sizes, ratios, steps,
-                     classes=classes, embed_dim=embed_dim, pretrained=pretrained_base, ctx=ctx,
-                     root=root, **kwargs)
+    block = SSD if embed_dim is None else partial(SSDCenter, embed_dim=embed_dim,
+                                                  embed_grad_scale=embed_grad_scale)
+    net = block(base_name, base_size, features, filters, sizes, ratios, steps, classes=classes,
+                pretrained=pretrained_base, ctx=ctx, root=root, **kwargs)
+    net.base_size = base_size  # GluonCV's SSD does not keep it
+    return net
 
 
 _ONE_SUFFIXES = ('gamma', 'running_var', 'moving_var')
@@ -215,7 +249,7 @@ _ZERO_SUFFIXES = ('beta', 'bias', 'running_mean', 'moving_mean')
 
 
 def initialize_params(net, ctx, init=None):
-    """Initialise every parameter of an :class:`SSDCenter` not yet initialised, on ``ctx``.
+    """Initialise every parameter of an :class:`SSDCenter` (or GluonCV SSD) not yet initialised.
 
     Parameters keep their own initialiser (anchors are such constants); 1-D vectors without one
     (some GluonCV BatchNorms) get ones/zeros by name; the rest get ``init``
@@ -232,8 +266,11 @@ def initialize_params(net, ctx, init=None):
     for param in net.collect_params().values():
         if param._data is None and not param._deferred_init:  # pylint: disable=protected-access
             param.initialize(default_init=init, ctx=ctx)
-    infer_embeddings = net.infer_embeddings
-    net.set_embeddings(infer=True)
+    with_embeddings = isinstance(net, SSDCenter)
+    if with_embeddings:
+        infer_embeddings = net.infer_embeddings
+        net.set_embeddings(infer=True)
     with autograd.predict_mode():
         net(mx.nd.zeros((1, 3, net.base_size, net.base_size), ctx=ctx[0]))
-    net.set_embeddings(infer=infer_embeddings)
+    if with_embeddings:
+        net.set_embeddings(infer=infer_embeddings)

@@ -99,6 +99,9 @@ def test_inference_embeddings_belong_to_their_boxes():
                                (np.abs(scores[:, class_id + 1] - kept_scores[row, 0]) < 1e-5))
         assert len(match) == 1
         np.testing.assert_allclose(kept_emb[row], embeddings[0, match[0]].asnumpy(), rtol=1e-5)
+    suppressed = ids[:, 0] < 0
+    assert suppressed.any()
+    np.testing.assert_array_equal(kept_emb[suppressed], -1)
 
 
 def test_initialize_params_keeps_anchors_and_handles_mobilenet():
@@ -128,3 +131,47 @@ def test_bad_names_and_classes():
         get_model('ssd_300_vgg16_atrous_center_voc', classes=['x'])
     with pytest.raises(ValueError, match='embed_dim'):
         get_model('ssd_64_tiny_center_digits', embed_dim=0)
+
+
+def _embedding_grads(g, x, weights):
+    """Embeddings (training mode) and every parameter's gradient of sum(embeddings * weights)
+    for a tiny net with embed_grad_scale=g; parameters copied from a fixed seed."""
+    mx.random.seed(7)
+    net = get_model('ssd_64_tiny_center_custom', classes=['a', 'b'], embed_dim=3,
+                    embed_grad_scale=g)
+    initialize_params(net, [mx.cpu()])
+    with autograd.record():
+        embeddings = net(x)[3]
+        (embeddings * weights).sum().backward()
+    grads = {name.split('_', 1)[1]: p.grad().asnumpy()
+             for name, p in net.collect_params().items() if p.grad_req != 'null'}
+    return embeddings.asnumpy(), grads
+
+
+def test_embed_grad_scale_scales_only_the_backbone_gradient():
+    x = nd.random.uniform(shape=(2, 3, 64, 64))
+    weights = nd.random.normal(shape=(2, 336, 3))  # 336 anchors of the tiny net at 64 px
+    full_emb, full = _embedding_grads(1.0, x, weights)
+    for g in (0.25, 0.0):
+        emb, grads = _embedding_grads(g, x, weights)
+        np.testing.assert_allclose(emb, full_emb, rtol=1e-5, atol=1e-6)
+        backbone = [k for k in full if k.startswith('tinyfeatures')]
+        heads = [k for k in full if 'convpredictor' in k and np.abs(full[k]).sum() > 0]
+        assert backbone and heads
+        for key in backbone:
+            np.testing.assert_allclose(grads[key], g * full[key], rtol=1e-4, atol=1e-6,
+                                       err_msg=key)
+        for key in heads:
+            np.testing.assert_allclose(grads[key], full[key], rtol=1e-4, atol=1e-6, err_msg=key)
+
+
+def test_training_embeddings_are_standardised_per_channel(tiny_net):
+    x = nd.random.uniform(shape=(4, 3, 64, 64))
+    with autograd.train_mode():
+        embeddings = tiny_net(x)[3].asnumpy()
+    first_map = tiny_net.features(x)[0].shape[2:]
+    anchors = tiny_net.anchor_generators[0].num_depth
+    rows = first_map[0] * first_map[1] * anchors
+    per_channel = embeddings[:, :rows].reshape(4, -1, anchors, embeddings.shape[-1])
+    np.testing.assert_allclose(per_channel.mean(axis=(0, 1)), 0, atol=1e-4)
+    np.testing.assert_allclose(per_channel.var(axis=(0, 1)), 1, atol=1e-2)

@@ -1,0 +1,67 @@
+"""Inference speed, side by side in one run: GluonCV's SSD vs ours without and with embeddings.
+
+The three networks share their weights (random, or a checkpoint's with ``--params``), so they
+keep the same detections and do the same NMS work. Goal: ours with embeddings >= 0.95 of
+GluonCV's.
+
+    python benchmarks/bench_infer.py [--model M] [--batch-size 16] [--params CKPT] [--gpus 0]
+"""
+import os
+import tempfile
+
+import mxnet as mx
+from mxnet import autograd
+
+from common import build, contexts, digit_batches, parser, report, time_rounds
+from gluon_ssdcl.checkpoint import load_checkpoint, restore
+from gluon_ssdcl.data.datasets import get_val_transform
+
+
+def variant(net, batches, ctx, embeddings=None):
+    if embeddings is not None:
+        net.set_embeddings(infer=embeddings)
+        net.hybridize(static_alloc=True, static_shape=True)
+
+    def run():
+        with autograd.predict_mode():
+            for images in batches:
+                outputs = net(images.as_in_context(ctx[0]))
+            outputs[0].wait_to_read()
+        return sum(images.shape[0] for images in batches)
+    return run
+
+
+def main():
+    p = parser(__doc__.splitlines()[0])
+    p.add_argument('--params', default=None, help='a checkpoint to take the weights from')
+    args = p.parse_args()
+    ctx = contexts(args.gpus)
+    ours, with_embeddings, gluoncv = (build(args.model, ctx), build(args.model, ctx),
+                                      build(args.model, ctx, embed_dim=None))
+    if args.params:
+        restore(load_checkpoint(args.params), ours, ctx=ctx)
+    with tempfile.TemporaryDirectory() as folder:  # share the weights by structural name
+        path = os.path.join(folder, 'weights.params')
+        ours.save_parameters(path)
+        with_embeddings.load_parameters(path, ctx=ctx)
+        gluoncv.load_parameters(path, ctx=ctx, ignore_extra=True)
+    size = ours.base_size
+    transform = get_val_transform(size, size)
+    batches = digit_batches(
+        lambda train, val: mx.gluon.data.DataLoader(
+            val.transform(lambda img, label: transform(img, label)[0]), args.batch_size,
+            last_batch='discard'),
+        args.iters, args.dataset_root)
+    variants = {
+        'GluonCV SSD': variant(gluoncv, batches, ctx),
+        'ours, no embeddings': variant(ours, batches, ctx, embeddings=False),
+        'ours, with embeddings': variant(with_embeddings, batches, ctx, embeddings=True),
+    }
+    speeds = time_rounds(variants, args.rounds)
+    names = list(variants)
+    report(f'inference, {args.model}, batch {args.batch_size}, {ctx}', speeds,
+           [(names[1], names[0], 0.95), (names[2], names[0], 0.95)])
+
+
+if __name__ == '__main__':
+    main()

@@ -1,0 +1,73 @@
+"""Shared parts of the benchmarks: flags, real digit batches, interleaved timing, the report."""
+import argparse
+import itertools
+import os
+import statistics
+import time
+
+os.environ.setdefault('OMP_NUM_THREADS', str(len(os.sched_getaffinity(0))))
+
+import mxnet as mx  # noqa: E402
+
+from gluon_ssdcl import get_model, initialize_params  # noqa: E402
+from gluon_ssdcl.data.datasets import get_dataset  # noqa: E402
+from gluon_ssdcl.data.digits import ensure_digits  # noqa: E402
+
+
+def parser(description):
+    """Flags every benchmark takes."""
+    p = argparse.ArgumentParser(description=description)
+    p.add_argument('--model', default='ssd_256_mobilenet0.25_center_digits')
+    p.add_argument('--batch-size', type=int, default=16)
+    p.add_argument('--iters', type=int, default=20, help='batches per timed round')
+    p.add_argument('--rounds', type=int, default=3, help='timed rounds per variant (median)')
+    p.add_argument('--gpus', default='', help="GPU ids, e.g. '0'; '' runs on the CPU")
+    p.add_argument('--dataset-root', default=None, help='digits data set folder')
+    return p
+
+
+def contexts(gpus):
+    return [mx.gpu(int(i)) for i in gpus.split(',') if i.strip()] or [mx.cpu()]
+
+
+def build(model, ctx, embed_dim=16):
+    """An initialised, hybridized network (``embed_dim=None``: GluonCV's plain SSD twin)."""
+    net = get_model(model, embed_dim=embed_dim)
+    initialize_params(net, ctx)
+    net.hybridize(static_alloc=True, static_shape=True)
+    return net
+
+
+def digit_batches(loader_of, num_batches, root=None):
+    """The first ``num_batches`` batches of ``loader_of(train_dataset, val_dataset)``, held."""
+    train, val = get_dataset('digits', ensure_digits(root))
+    return list(itertools.islice(loader_of(train, val), num_batches))
+
+
+def time_rounds(variants, rounds):
+    """Run each ``name -> fn() -> images`` once to warm up, then ``rounds`` times interleaved.
+
+    Returns ``{name: median images/s}``.
+    """
+    for fn in variants.values():
+        fn()
+    speeds = {name: [] for name in variants}
+    for _ in range(rounds):
+        for name, fn in variants.items():
+            mx.nd.waitall()
+            start = time.perf_counter()
+            images = fn()
+            mx.nd.waitall()
+            speeds[name].append(images / (time.perf_counter() - start))
+    return {name: statistics.median(values) for name, values in speeds.items()}
+
+
+def report(title, speeds, ratios):
+    """Print images/s per variant and each ``(numerator, denominator, goal)`` ratio."""
+    print(title)
+    for name, speed in speeds.items():
+        print(f'  {name:<32} {speed:8.1f} img/s')
+    for numerator, denominator, goal in ratios:
+        ratio = speeds[numerator] / speeds[denominator]
+        verdict = 'meets' if ratio >= goal else 'MISSES'
+        print(f'  {numerator} / {denominator} = {ratio:.3f}  ({verdict} the goal >= {goal})')
