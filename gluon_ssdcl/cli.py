@@ -6,6 +6,8 @@ import sys
 
 from .loss import Mode
 
+EMBED_GRAD_SCALE = 0.1
+
 __all__ = ['build_parser', 'parse_args', 'main']
 
 logger = logging.getLogger(__name__)
@@ -50,6 +52,10 @@ def build_parser():
     p.add_argument('--skip-bad', action='store_true',
                    help='skip images that fail the data check (one warning each) instead of '
                         'refusing the data set')
+    p.add_argument('--augment', action=argparse.BooleanOptionalAction, default=None,
+                   help="GluonCV's SSD augmentation (colour, expand, crop; no flips). Default: "
+                        "off for digits, whose canvases are already varied (the resized images "
+                        "and targets are then computed once and held in memory), on otherwise")
     p.add_argument('-j', '--num-workers', type=int, default=2, help='loader processes')
     p.add_argument('--gpus', default='', help="GPU ids, e.g. '0,1'; '' trains on the CPU")
     p.add_argument('--epochs', type=_positive_int, default=12)
@@ -64,9 +70,8 @@ def build_parser():
     p.add_argument('--warmup-iters', type=int, default=100)
     p.add_argument('--momentum', type=float, default=0.9)
     p.add_argument('--wd', type=float, default=5e-4)
-    p.add_argument('--clip-gradient', type=float, default=1.0,
-                   help='clip each network gradient element to this (0: off); without it the '
-                        'center loss at lmbd=1 diverges on the default network (default: 1.0)')
+    p.add_argument('--clip-gradient', type=float, default=0.0,
+                   help='clip each network gradient element to this (default 0: off)')
     p.add_argument('--val-interval', type=_positive_int, default=1)
     p.add_argument('--save-prefix', default='', help='checkpoint/log prefix '
                    '(default: runs/<model>_<mode>)')
@@ -88,7 +93,16 @@ def build_parser():
     p.add_argument('--lmbd', type=float, default=1.0, help='λ, weight of the center loss')
     p.add_argument('--alpha', type=float, default=0.5, help='center update rate in (0, 1]')
     p.add_argument('--embed-dim', type=_positive_int, default=16)
+    p.add_argument('--embed-grad-scale', type=float, default=EMBED_GRAD_SCALE,
+                   help='scale of the gradient the embedding head sends into the backbone, in '
+                        '[0, 1]: 1 lets the center loss shape the features fully, 0 leaves them '
+                        f'to the detection loss (default: {EMBED_GRAD_SCALE})')
     p.add_argument('--knn-k', type=_positive_int, default=5)
+    p.add_argument('--plotting', action='store_true',
+                   help='after each validation save <prefix>_features_{train,val}_epoch<N>.png '
+                        '(embeddings of the first --plot-images images), at the end a GIF each')
+    p.add_argument('--plot-images', type=_positive_int, default=100,
+                   help='--plotting: images per split whose positive anchors are plotted')
     return p
 
 
@@ -112,6 +126,8 @@ def parse_args(argv=None):
         parser.error(f"--lmbd must be > 0, got {args.lmbd}")
     if not 0 < args.alpha <= 1:
         parser.error(f"--alpha must be in (0, 1], got {args.alpha}")
+    if not 0 <= args.embed_grad_scale <= 1:
+        parser.error(f"--embed-grad-scale must be in [0, 1], got {args.embed_grad_scale}")
     if args.lr <= 0:
         parser.error(f"--lr must be > 0, got {args.lr}")
     if args.num_workers < 0:
@@ -129,6 +145,8 @@ def parse_args(argv=None):
         parser.error("--dataset custom needs --dataset-root")
     if args.dataset_root and args.dataset != 'digits' and not os.path.isdir(args.dataset_root):
         parser.error(f"--dataset-root: no such folder {args.dataset_root}")
+    if args.augment is None:
+        args.augment = args.dataset != 'digits'
     if args.classes and args.dataset != 'custom':
         parser.error("--classes is only for --dataset custom")
     try:
@@ -146,6 +164,24 @@ def _setup_logging(log_path):
     handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(log_path)]
     logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s', handlers=handlers,
                         force=True)
+
+
+def _feature_recorder(args, net, train_ds, val_ds, ctx, classes, anchors):
+    """A :class:`~gluon_ssdcl.viz.FeatureMapRecorder` over the first ``--plot-images`` images
+    of each split, or None without ``--plotting``."""
+    if not args.plotting:
+        return None
+    from mxnet.gluon.data import SimpleDataset
+    from .evaluate import positive_loader
+    from .viz import FeatureMapRecorder
+    if not args.mode.uses_center:
+        logger.info("--plotting in softmax mode: the embedding head is not trained, so the "
+                    "plots show a random projection of the features")
+    loaders = {split: positive_loader(
+        SimpleDataset([dataset[i] for i in range(min(args.plot_images, len(dataset)))]), net,
+        args.batch_size, anchors=anchors)
+        for split, dataset in (('train', train_ds), ('val', val_ds))}
+    return FeatureMapRecorder(loaders, classes, args.save_prefix, ctx)
 
 
 def main(argv=None):
@@ -180,6 +216,7 @@ def main(argv=None):
     kwargs = {'classes': classes} if args.model.endswith('_custom') else {}
     try:
         net = get_model(args.model, embed_dim=args.embed_dim,
+                        embed_grad_scale=args.embed_grad_scale,
                         pretrained_base=args.pretrained_base, **kwargs)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)
@@ -188,7 +225,8 @@ def main(argv=None):
     anchors = net.anchor_outputs(mx.nd.zeros((1, 3, args.data_shape, args.data_shape),
                                              ctx=ctx[0]))[2]
     train_loader, val_loader = get_dataloader(train_ds, val_ds, args.data_shape, args.data_shape,
-                                              anchors, args.batch_size, args.num_workers)
+                                              anchors, args.batch_size, args.num_workers,
+                                              augment=args.augment)
     loss_fn = MultiBoxCenterLoss(len(classes), args.embed_dim, args.mode, args.lmbd)
     loss_fn.initialize(ctx=ctx)
     config = TrainConfig(
@@ -201,14 +239,22 @@ def main(argv=None):
         meta={'network': args.model, 'classes': classes, 'embed_dim': args.embed_dim,
               'data_shape': args.data_shape, 'dataset': args.dataset, 'dataset_root': root,
               'flags': {k: v for k, v in vars(args).items() if k != 'mode'}})
+    recorder = _feature_recorder(args, net, train_ds, val_ds, ctx, classes, anchors)
+
+    def validate(net, epoch):
+        if recorder is not None:
+            recorder.record(net, loss_fn.center_loss.centers.weight.data(ctx[0]), epoch)
+        return detection_map(net, val_loader, ctx, classes)[0]
     try:
-        result = fit(net, loss_fn, train_loader, ctx, config,
-                     validate=lambda n: detection_map(n, val_loader, ctx, classes)[0],
+        result = fit(net, loss_fn, train_loader, ctx, config, validate=validate,
                      resume=args.resume or None, init_from=args.init_from or None,
                      start_epoch=args.start_epoch)
     except NonFiniteLossError as err:
         logger.error("%s", err)
         return 1
+    finally:
+        if recorder is not None and any(recorder.frames.values()):
+            logger.info("feature maps: %s", ', '.join(recorder.animate()))
     results = compare_classifiers(net, loss_fn.center_loss.centers.weight.data(ctx[0]),
                                   train_ds, val_ds, ctx, classes, args.mode,
                                   batch_size=args.batch_size, knn_k=args.knn_k, seed=args.seed,

@@ -165,9 +165,9 @@ def train_epoch(net, loss_fn, net_trainer, center_trainer, loader, ctx, epoch):
     return sums / max(images, 1), images / (time.time() - start)
 
 
-def _checkpoint_meta(config, epoch, best_map):
+def _checkpoint_meta(config, epoch, best_map, history):
     return {**config.meta, 'mode': Mode(config.mode).value, 'epoch': epoch, 'best_map': best_map,
-            'seed': config.seed}
+            'seed': config.seed, 'history': history}
 
 
 def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = None,
@@ -186,8 +186,8 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
     ctx : list of mx.Context
     config : TrainConfig
     validate : callable, optional
-        ``validate(net) -> mAP`` run every ``config.val_interval`` epochs; the best mAP
-        decides ``<save_prefix>_best.params``.
+        ``validate(net, epoch) -> mAP`` run every ``config.val_interval`` epochs and after the
+        last; the best mAP decides ``<save_prefix>_best.params``.
     resume : str, optional
         A checkpoint file to continue from (network, centers, trainers, epoch, best mAP).
     init_from : str, optional
@@ -197,7 +197,9 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
 
     Returns
     -------
-    dict with 'epoch', 'best_map', 'history' (per-epoch dicts) and 'checkpoint' (last path).
+    dict with 'epoch', 'best_map', 'history' and 'checkpoint' (last path). The history, one
+    dict per epoch (``epoch, loss, cls, box, center, speed, lr`` and ``map`` when validated),
+    also goes into every checkpoint's meta, and continues across ``resume``.
     """
     mode = Mode(config.mode)
     if mode is Mode.CENTER and not (resume or init_from):
@@ -211,16 +213,17 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
     net_trainer, center_trainer = make_trainers(
         net, loss_fn.center_loss, mode, config.lr, config.momentum, config.wd, config.alpha,
         config.lmbd, lr_scheduler=scheduler, clip_gradient=config.clip_gradient)
-    first_epoch, best_map = 0, -1.0
+    first_epoch, best_map, history = 0, -1.0, []
     if resume:
         checkpoint = load_checkpoint(resume)
         restore(checkpoint, net, loss_fn.center_loss, net_trainer, center_trainer, ctx=ctx)
         first_epoch, best_map = checkpoint.meta['epoch'] + 1, checkpoint.meta['best_map']
+        history = checkpoint.meta.get('history', [])
     first_epoch = first_epoch if start_epoch is None else start_epoch
+    history = [record for record in history if record['epoch'] < first_epoch]
     if resume:
         logger.info("resumed from %s at epoch %d", resume, first_epoch)
     last_path = f'{config.save_prefix}_last.params'
-    history = []
     for epoch in range(first_epoch, config.epochs):
         set_seed(config.seed * 100003 + epoch)
         net.hybridize(static_alloc=True, static_shape=True)
@@ -232,14 +235,14 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
         if validate is not None and ((epoch + 1) % config.val_interval == 0
                                      or epoch + 1 == config.epochs):
             net.hybridize(static_alloc=True, static_shape=True)
-            record['map'] = float(validate(net))
+            record['map'] = float(validate(net, epoch))
         history.append(record)
         logger.info("[Epoch %d] cls=%.4f box=%.4f center=%.4f %.1f img/s lr=%.5f%s", epoch,
                     record['cls'], record['box'], record['center'], speed, record['lr'],
                     f" mAP={record['map']:.4f}" if 'map' in record else '')
         is_best = record.get('map', -1.0) > best_map
         best_map = max(best_map, record.get('map', -1.0))
-        meta = _checkpoint_meta(config, epoch, best_map)
+        meta = _checkpoint_meta(config, epoch, best_map, history)
         save = lambda path: save_checkpoint(path, net, loss_fn.center_loss, meta,  # noqa: E731
                                             net_trainer, center_trainer)
         save(last_path)

@@ -21,6 +21,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     (['--network', 'nonet'], 'no model for --network nonet'),
     (['--dataset', 'custom'], 'needs --dataset-root'),
     (['--epochs', '0'], 'positive integer'),
+    (['--embed-grad-scale', '2'], '--embed-grad-scale must be in [0, 1]'),
 ])
 def test_bad_flags_exit_2_with_one_line(flags, reason):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'train_ssd_center.py')] + flags,
@@ -34,6 +35,9 @@ def test_defaults_are_the_mission_run():
     args = parse_args(['--center-loss', '--lmbd', '1', '--alpha', '0.5'])
     assert args.model == 'ssd_256_mobilenet0.25_center_digits'
     assert args.mode.value == 'softmax-center' and args.gpus == [] and args.dataset == 'digits'
+    assert args.augment is False  # digits: targets computed once, held in memory
+    assert parse_args(['--augment']).augment is True
+    assert parse_args(['--dataset', 'voc']).augment is True
 
 
 @pytest.fixture(scope='module')
@@ -96,3 +100,15 @@ def test_a_corrupt_image_stops_training_with_its_name_or_is_skipped(tmp_path, ca
     assert not os.path.exists(tmp_path / 'run_last.params')
     assert main(flags + ['--skip-bad']) == 0
     assert load_checkpoint(str(tmp_path / 'run_last.params')).meta['classes'] == ['cat', 'dog']
+
+
+def test_plotting_saves_feature_maps_and_gifs(tmp_path, digits_root):
+    from PIL import Image
+    prefix = run_cli(tmp_path, digits_root, 'plot', '--center-loss', '--plotting',
+                     '--plot-images', '4')
+    for split in ('train', 'val'):
+        for epoch in (0, 1):
+            with Image.open(f'{prefix}_features_{split}_epoch{epoch}.png') as png:
+                assert png.width > 100 and png.height > 100
+        with Image.open(f'{prefix}_features_{split}.gif') as gif:
+            assert gif.n_frames == 2

@@ -172,6 +172,10 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
         np.testing.assert_allclose(resumed.net_params[name].asnumpy(), value.asnumpy(),
                                    rtol=1e-5, atol=1e-6, err_msg=name)
     np.testing.assert_allclose(resumed.centers.asnumpy(), straight.centers.asnumpy(), rtol=1e-5)
+    assert [r['epoch'] for r in resumed.meta['history']] == [0, 1]
+    for want, got in zip(straight.meta['history'], resumed.meta['history']):
+        np.testing.assert_allclose([got[k] for k in ('loss', 'cls', 'box', 'center')],
+                                   [want[k] for k in ('loss', 'cls', 'box', 'center')], rtol=1e-5)
 
 
 def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
