@@ -12,7 +12,7 @@ import tempfile
 import mxnet as mx
 from mxnet import autograd
 
-from common import build, contexts, digit_batches, parser, report, time_rounds
+from common import build, compare, contexts, digit_batches, parser
 from gluon_ssdcl.checkpoint import load_checkpoint, restore
 from gluon_ssdcl.data.datasets import get_val_transform
 
@@ -52,15 +52,11 @@ def main():
             val.transform(lambda img, label: transform(img, label)[0]), args.batch_size,
             last_batch='discard'),
         args.iters, args.dataset_root)
-    variants = {
+    compare(f'inference, {args.model}, batch {args.batch_size}, {ctx}', {
         'GluonCV SSD': variant(gluoncv, batches, ctx),
         'ours, no embeddings': variant(ours, batches, ctx, embeddings=False),
         'ours, with embeddings': variant(with_embeddings, batches, ctx, embeddings=True),
-    }
-    speeds = time_rounds(variants, args.rounds)
-    names = list(variants)
-    report(f'inference, {args.model}, batch {args.batch_size}, {ctx}', speeds,
-           [(names[1], names[0], 0.95), (names[2], names[0], 0.95)])
+    }, args.rounds, [(1, 0, 0.95), (2, 0, 0.95)])
 
 
 if __name__ == '__main__':

@@ -10,7 +10,7 @@ import mxnet as mx
 from gluoncv.loss import SSDMultiBoxLoss
 from mxnet import autograd, gluon
 
-from common import build, contexts, digit_batches, parser, report, time_rounds
+from common import build, compare, contexts, digit_batches, parser
 from gluon_ssdcl.evaluate import positive_loader
 from gluon_ssdcl.loss import Mode, MultiBoxCenterLoss
 from gluon_ssdcl.train import make_trainers, train_epoch
@@ -63,15 +63,11 @@ def main():
     probe = build(args.model, ctx)
     batches = digit_batches(lambda train, val: positive_loader(train, probe, args.batch_size),
                             args.iters, args.dataset_root)
-    variants = {
+    compare(f'training, {args.model}, batch {args.batch_size}, {ctx}', {
         '(a) GluonCV SSD + SSDMultiBoxLoss': gluoncv_variant(args.model, batches, ctx),
         '(b) ours, softmax': our_variant(args.model, batches, ctx, Mode.SOFTMAX),
         '(c) ours, softmax-center': our_variant(args.model, batches, ctx, Mode.SOFTMAX_CENTER),
-    }
-    speeds = time_rounds(variants, args.rounds)
-    names = list(variants)
-    report(f'training, {args.model}, batch {args.batch_size}, {ctx}', speeds,
-           [(names[1], names[0], 1.0), (names[2], names[1], 0.95)])
+    }, args.rounds, [(1, 0, 1.0), (2, 1, 0.95)])
 
 
 if __name__ == '__main__':

@@ -6,6 +6,7 @@ import statistics
 import time
 
 os.environ.setdefault('OMP_NUM_THREADS', str(len(os.sched_getaffinity(0))))
+os.environ.setdefault('TQDM_DISABLE', '1')  # the training loop's progress bars
 
 import mxnet as mx  # noqa: E402
 
@@ -62,12 +63,16 @@ def time_rounds(variants, rounds):
     return {name: statistics.median(values) for name, values in speeds.items()}
 
 
-def report(title, speeds, ratios):
-    """Print images/s per variant and each ``(numerator, denominator, goal)`` ratio."""
+def compare(title, variants, rounds, goals):
+    """Time ``variants`` (see :func:`time_rounds`), print images/s of each and the ratio of
+    each ``(numerator index, denominator index, goal)`` of ``goals``."""
+    speeds = time_rounds(variants, rounds)
+    names = list(speeds)
     print(title)
     for name, speed in speeds.items():
-        print(f'  {name:<32} {speed:8.1f} img/s')
-    for numerator, denominator, goal in ratios:
-        ratio = speeds[numerator] / speeds[denominator]
+        print(f'  {name:<36} {speed:8.1f} img/s')
+    for numerator, denominator, goal in goals:
+        ratio = speeds[names[numerator]] / speeds[names[denominator]]
         verdict = 'meets' if ratio >= goal else 'MISSES'
-        print(f'  {numerator} / {denominator} = {ratio:.3f}  ({verdict} the goal >= {goal})')
+        print(f'  {names[numerator]} / {names[denominator]} = {ratio:.3f}  '
+              f'({verdict} the goal >= {goal})')
