@@ -6,7 +6,7 @@ import sys
 
 from .loss import Mode
 
-EMBED_GRAD_SCALE = 0.1
+EMBED_GRAD_SCALE = 0.0
 
 __all__ = ['build_parser', 'parse_args', 'main']
 
