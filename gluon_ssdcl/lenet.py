@@ -29,7 +29,9 @@ first stage. Unlike the SSD's center mode, the centers are frozen there too (as 
 reference project), because ``L_center`` alone is minimised by shrinking features and centers
 together: with both free, the features shrink towards the origin and, in two epochs on 4,000
 MNIST digits, the frozen classifier's test accuracy fell from 0.95 to 0.29 (the scale-free
-KNN kept 0.95). ``update_centers=True`` trains them anyway.
+KNN kept 0.95). ``update_centers=True`` trains them anyway. Give that stage a fine-tuning
+learning rate (the notebook: 0.002, no warm-up); restarting at the first stage's 0.02 first
+undoes part of what it learned.
 
 Images are ``(N, 1, H, W)`` float32 (28 x 28 for MNIST); labels are class ids in
 ``[0, num_classes)``.

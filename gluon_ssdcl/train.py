@@ -33,7 +33,8 @@ def apply_mode(net, center_loss, mode):
     """
     mode = Mode(mode)
     net.set_embeddings(train=mode.uses_center)
-    _set_grad_req(net.embedding_predictors, mode.uses_center)
+    for conv, _ in net.embedding_predictors:  # the non-affine BatchNorm has nothing to train
+        _set_grad_req(conv, mode.uses_center)
     _set_grad_req(net.class_predictors, mode.trains_classifier)
     _set_grad_req(center_loss, mode.uses_center)
 

@@ -85,8 +85,8 @@ def test_inference_embeddings_belong_to_their_boxes():
     initialize_params(net, [mx.cpu()])
     net.set_nms(nms_thresh=0.45, nms_topk=-1, post_nms=-1)
     x = nd.random.uniform(shape=(1, 3, 64, 64))
-    with autograd.train_mode():
-        cls_preds, box_preds, anchors, embeddings = net(x)
+    with autograd.predict_mode():  # per-anchor heads, BatchNorms on running statistics
+        cls_preds, box_preds, anchors, embeddings = net.anchor_outputs(x)
     decoded = net.bbox_decoder(box_preds, anchors)[0].asnumpy()
     scores = nd.softmax(cls_preds, axis=-1)[0].asnumpy()
     net.set_embeddings(infer=True)

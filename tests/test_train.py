@@ -75,7 +75,8 @@ def test_every_trained_parameter_gets_a_gradient_and_frozen_ones_none(tiny_net, 
             assert param.grad_req == 'null', name
     mode = Mode(mode)
     class_params = set(net.class_predictors.collect_params())
-    embed_params = set(net.embedding_predictors.collect_params())
+    embed_params = {name for conv, _ in net.embedding_predictors
+                    for name in conv.collect_params()}
     centers = set(loss_fn.center_loss.collect_params())
     assert (class_params <= trained) == mode.trains_classifier
     assert (embed_params <= trained) == mode.uses_center
