@@ -18,7 +18,7 @@ from gluon_ssdcl.data.digits import ensure_digits  # noqa: E402
 def parser(description):
     """Flags every benchmark takes."""
     p = argparse.ArgumentParser(description=description)
-    p.add_argument('--model', default='ssd_256_mobilenet0.25_center_digits')
+    p.add_argument('--model', default='ssd_256_small_center_digits')
     p.add_argument('--batch-size', type=int, default=16)
     p.add_argument('--iters', type=int, default=20, help='batches per timed round')
     p.add_argument('--rounds', type=int, default=3, help='timed rounds per variant (median)')

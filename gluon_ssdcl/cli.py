@@ -6,8 +6,6 @@ import sys
 
 from .loss import Mode
 
-EMBED_GRAD_SCALE = 0.0
-
 __all__ = ['build_parser', 'parse_args', 'main']
 
 logger = logging.getLogger(__name__)
@@ -32,9 +30,9 @@ def build_parser():
     p = _OneLineErrorParser(
         prog='train_ssd_center.py',
         description='Train an SSD detector with a center-loss embedding head.')
-    p.add_argument('--network', default='mobilenet0.25',
-                   help="base network: mobilenet0.25, mobilenet1.0, vgg16_atrous, resnet50_v1, "
-                        "tiny (default: mobilenet0.25)")
+    p.add_argument('--network', default='small',
+                   help="base network: small (plain convolutions, for CPUs), tiny, mobilenet0.25, "
+                        "mobilenet1.0, vgg16_atrous, resnet50_v1 (default: small)")
     p.add_argument('--data-shape', type=_positive_int, default=256,
                    help='input size; with --network it names the model (default: 256)')
     p.add_argument('--batch-size', type=_positive_int, default=16)
@@ -93,10 +91,6 @@ def build_parser():
     p.add_argument('--lmbd', type=float, default=1.0, help='λ, weight of the center loss')
     p.add_argument('--alpha', type=float, default=0.5, help='center update rate in (0, 1]')
     p.add_argument('--embed-dim', type=_positive_int, default=16)
-    p.add_argument('--embed-grad-scale', type=float, default=EMBED_GRAD_SCALE,
-                   help='scale of the gradient the embedding head sends into the backbone, in '
-                        '[0, 1]: 1 lets the center loss shape the features fully, 0 leaves them '
-                        f'to the detection loss (default: {EMBED_GRAD_SCALE})')
     p.add_argument('--knn-k', type=_positive_int, default=5)
     p.add_argument('--plotting', action='store_true',
                    help='after each validation save <prefix>_features_{train,val}_epoch<N>.png '
@@ -126,8 +120,6 @@ def parse_args(argv=None):
         parser.error(f"--lmbd must be > 0, got {args.lmbd}")
     if not 0 < args.alpha <= 1:
         parser.error(f"--alpha must be in (0, 1], got {args.alpha}")
-    if not 0 <= args.embed_grad_scale <= 1:
-        parser.error(f"--embed-grad-scale must be in [0, 1], got {args.embed_grad_scale}")
     if args.lr <= 0:
         parser.error(f"--lr must be > 0, got {args.lr}")
     if args.num_workers < 0:
@@ -175,8 +167,8 @@ def _feature_recorder(args, net, train_ds, val_ds, ctx, classes, anchors):
     from .evaluate import positive_loader
     from .viz import FeatureMapRecorder
     if not args.mode.uses_center:
-        logger.info("--plotting in softmax mode: the embedding head is not trained, so the "
-                    "plots show a random projection of the features")
+        logger.info("--plotting in softmax mode: the softmax alone shapes the embeddings and "
+                    "the centers are not trained")
     loaders = {split: positive_loader(
         SimpleDataset([dataset[i] for i in range(min(args.plot_images, len(dataset)))]), net,
         args.batch_size, anchors=anchors)
@@ -216,7 +208,6 @@ def main(argv=None):
     kwargs = {'classes': classes} if args.model.endswith('_custom') else {}
     try:
         net = get_model(args.model, embed_dim=args.embed_dim,
-                        embed_grad_scale=args.embed_grad_scale,
                         pretrained_base=args.pretrained_base, **kwargs)
     except (FileNotFoundError, ValueError) as err:
         print(f"error: {err}", file=sys.stderr)

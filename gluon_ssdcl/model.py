@@ -18,18 +18,22 @@ DEFAULT_ROOT = os.path.join('~', '.mxnet', 'models')
 
 
 class SSDCenter(SSD):
-    """SSD whose every anchor also predicts an embedding of ``embed_dim`` numbers.
+    """SSD whose every anchor predicts an embedding of ``embed_dim`` numbers, and its class
+    scores from that embedding.
 
-    Takes GluonCV's :class:`~gluoncv.model_zoo.ssd.SSD` arguments plus ``embed_dim`` and
-    ``embed_grad_scale``. ``embedding_predictors`` holds one ``ConvPredictor(num_anchors *
-    embed_dim)`` per feature map, followed by a BatchNorm without scale and shift, flattened
-    exactly like the class and box heads, so embedding row ``i`` belongs to anchor ``i``.
+    Takes GluonCV's :class:`~gluoncv.model_zoo.ssd.SSD` arguments plus ``embed_dim``.
+    ``embedding_predictors`` holds one ``ConvPredictor(num_anchors * embed_dim)`` per feature
+    map, followed by a BatchNorm without scale and shift, flattened exactly like the box head,
+    so embedding row ``i`` belongs to anchor ``i``. ``class_predictors`` (in place of GluonCV's
+    per-map convolutions) is one linear layer, shared by every anchor, from an embedding to its
+    ``C + 1`` class scores.
 
-    The BatchNorm standardises every embedding channel over the batch: the center loss can
-    then only fall by separating the classes (not by shrinking every embedding to a point),
-    and its gradient cannot grow with the head's weights. ``embed_grad_scale`` (g) scales the
-    gradient the embedding head sends into the shared backbone (forward values unchanged):
-    1 lets the center loss shape the features fully, 0 leaves them to the detection loss.
+    As in Wen et al. (2016), the softmax reads the features the center loss compacts: the
+    softmax keeps the classes apart while the center loss pulls each class together, so the
+    embeddings cannot collapse to one point, and k-NN over embeddings and the softmax classify
+    in the same space. The BatchNorm standardises every embedding channel over the batch, so
+    the center loss cannot fall by shrinking the embeddings and its gradient cannot grow with
+    the head's weights.
 
     Outputs
     -------
@@ -41,7 +45,7 @@ class SSDCenter(SSD):
         of the kept detections when switched on (rows of suppressed detections are -1).
     """
 
-    def __init__(self, network, base_size, *args, embed_dim=16, embed_grad_scale=1.0,
+    def __init__(self, network, base_size, *args, embed_dim=16,
                  predictors_kernel=(3, 3), predictors_pad=(1, 1), **kwargs):
         super().__init__(network, base_size, *args, predictors_kernel=predictors_kernel,
                          predictors_pad=predictors_pad, **kwargs)
@@ -49,7 +53,6 @@ class SSDCenter(SSD):
             raise ValueError(f"embed_dim must be a positive integer, got {embed_dim}")
         self.base_size = base_size
         self.embed_dim = embed_dim
-        self.embed_grad_scale = embed_grad_scale
         self.train_embeddings = True
         self.infer_embeddings = False
         with self.name_scope():
@@ -60,6 +63,9 @@ class SSDCenter(SSD):
                                        pad=predictors_pad),
                          nn.BatchNorm(center=False, scale=False))
                 self.embedding_predictors.add(head)
+            self.class_predictors = nn.HybridSequential()
+            self.class_predictors.add(nn.Dense(self.num_classes + 1, flatten=False,
+                                               in_units=embed_dim))
 
     def set_embeddings(self, train=None, infer=None):
         """Choose whether training / inference outputs include embeddings (None: unchanged).
@@ -80,17 +86,13 @@ class SSDCenter(SSD):
     def _heads(self, F, x, with_embeddings):
         """Per-anchor outputs: cls (B,N,C+1), box (B,N,4), anchors (1,N,4), embeddings or None."""
         features = self.features(x)
-        cls_preds = self._flat_head(F, features, self.class_predictors, self.num_classes + 1)
+        embeddings = self._flat_head(F, features, self.embedding_predictors, self.embed_dim)
+        cls_preds = self.class_predictors(embeddings)
         box_preds = self._flat_head(F, features, self.box_predictors, 4)
         anchors = [F.reshape(ag(feat), shape=(1, -1))
                    for feat, ag in zip(features, self.anchor_generators)]
         anchors = F.concat(*anchors, dim=1).reshape((1, -1, 4))
-        embeddings = None
-        if with_embeddings:
-            g = self.embed_grad_scale  # value unchanged, gradient into the backbone times g
-            shared = [g * f + (1 - g) * F.BlockGrad(f) for f in features] if g != 1 else features
-            embeddings = self._flat_head(F, shared, self.embedding_predictors, self.embed_dim)
-        return cls_preds, box_preds, anchors, embeddings
+        return cls_preds, box_preds, anchors, embeddings if with_embeddings else None
 
     def anchor_outputs(self, x):
         """The training-mode outputs ``[cls_preds, box_preds, anchors, embeddings]`` computed
@@ -218,7 +220,7 @@ def _check_base_weights(network, root):
 
 
 def get_ssd_center(network, base_size, features, filters, sizes, ratios, classes,
-                   embed_dim=16, embed_grad_scale=1.0, pretrained_base=False, ctx=mx.cpu(),
+                   embed_dim=16, pretrained_base=False, ctx=mx.cpu(),
                    root=DEFAULT_ROOT, **kwargs):
     """Build an :class:`SSDCenter` whose anchor steps follow the real feature-map strides.
 
@@ -236,8 +238,7 @@ def get_ssd_center(network, base_size, features, filters, sizes, ratios, classes
                 steps=[1] * (len(sizes) - 1), classes=classes, pretrained=False, root=root,
                 **kwargs)
     steps = [base_size / w for _, w in feature_map_sizes(probe.features, base_size)]
-    block = SSD if embed_dim is None else partial(SSDCenter, embed_dim=embed_dim,
-                                                  embed_grad_scale=embed_grad_scale)
+    block = SSD if embed_dim is None else partial(SSDCenter, embed_dim=embed_dim)
     net = block(base_name, base_size, features, filters, sizes, ratios, steps, classes=classes,
                 pretrained=pretrained_base, ctx=ctx, root=root, **kwargs)
     net.base_size = base_size  # GluonCV's SSD does not keep it
@@ -257,7 +258,7 @@ def initialize_params(net, ctx, init=None):
     completes deferred shapes, so every head (embeddings included) has real arrays even if a
     training mode never runs it. ``ctx`` is a list of contexts.
     """
-    init = init or mx.init.Xavier(rnd_type='gaussian', factor_type='out', magnitude=2)
+    init = init or mx.init.Xavier(rnd_type='gaussian', factor_type='in', magnitude=2)
     for name, param in net.collect_params().items():
         if param.init is None and name.endswith(_ONE_SUFFIXES):
             param.init = mx.init.One()

@@ -21,7 +21,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     (['--network', 'nonet'], 'no model for --network nonet'),
     (['--dataset', 'custom'], 'needs --dataset-root'),
     (['--epochs', '0'], 'positive integer'),
-    (['--embed-grad-scale', '2'], '--embed-grad-scale must be in [0, 1]'),
 ])
 def test_bad_flags_exit_2_with_one_line(flags, reason):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'train_ssd_center.py')] + flags,
@@ -33,7 +32,7 @@ def test_bad_flags_exit_2_with_one_line(flags, reason):
 
 def test_defaults_are_the_mission_run():
     args = parse_args(['--center-loss', '--lmbd', '1', '--alpha', '0.5'])
-    assert args.model == 'ssd_256_mobilenet0.25_center_digits'
+    assert args.model == 'ssd_256_small_center_digits'
     assert args.mode.value == 'softmax-center' and args.gpus == [] and args.dataset == 'digits'
     assert args.augment is False  # digits: targets computed once, held in memory
     assert parse_args(['--augment']).augment is True
