@@ -79,9 +79,14 @@ class MultiBoxCenterLoss(gluon.Block):
     r"""SSD multibox loss with a center loss on the embeddings of positive anchors.
 
     ``softmax``: :math:`(L_{conf} + L_{loc}) / N`, equal to ``gluoncv.loss.SSDMultiBoxLoss``;
-    ``softmax-center``: adds :math:`\lambda L_{center}`; ``center``: :math:`L_{loc}/N +
-    \lambda L_{center}`. ``N`` (positives) and the class histogram of the center loss are
-    counted over the whole mini-batch, across devices.
+    ``softmax-center``: :math:`(L_{conf} + L_{loc} + \lambda L_{center}) / N`; ``center``:
+    :math:`(L_{loc} + \lambda L_{center}) / N`, where :math:`L_{center} = \sum_j
+    \mathrm{mean}_{i: y_i=j} \frac{1}{2}\lVert x_i - c_j\rVert^2`. ``N`` (positives) and the
+    class histogram of the center loss are counted over the whole mini-batch, across devices.
+    Like SSD's own terms, the center loss is divided by ``N``, as the reference MXNet center
+    loss is by its batch size: without it, λ = 1 weighs the center loss about ``N`` (hundreds of
+    anchors) times more than the softmax, and the embeddings stop separating the classes. Step
+    the center trainer with ``step(1 / N)`` (see :func:`~gluon_ssdcl.train.train_epoch`).
 
     Parameters
     ----------
@@ -144,9 +149,11 @@ class MultiBoxCenterLoss(gluon.Block):
         counts = _sum_over_devices([class_histogram(nd, lab, self.num_classes, mask)
                                     for lab, mask in zip(labels, masks)])
         center_losses = [
-            self.lmbd * self.center_loss(emb.reshape((-1, emb.shape[-1])), lab, mask, cnt)
-            .reshape_like(ct).sum(axis=1)
-            for emb, lab, mask, cnt, ct in zip(embeddings, labels, masks, counts, cls_target)]
+            nd.broadcast_mul(
+                self.center_loss(emb.reshape((-1, emb.shape[-1])), lab, mask, cnt)
+                .reshape_like(ct).sum(axis=1), self.lmbd * inv)
+            for emb, lab, mask, cnt, ct, inv in zip(embeddings, labels, masks, counts, cls_target,
+                                                    inv_num_pos)]
         totals = [b + c for b, c in zip(box_losses, center_losses)]
         if self.mode.trains_classifier:
             totals = [t + c for t, c in zip(totals, cls_losses)]

@@ -28,13 +28,12 @@ def _set_grad_req(block, trainable):
 def apply_mode(net, center_loss, mode):
     """Freeze (``grad_req='null'``) what ``mode`` does not train and switch the net's outputs.
 
-    softmax: the embedding head and the centers are unused (the net skips the embeddings);
-    center: the class predictors are frozen; softmax-center: everything trains.
+    softmax: the centers are unused (the net does not output the embeddings, which still feed
+    the class predictors); center: the class predictors are frozen; softmax-center: everything
+    trains.
     """
     mode = Mode(mode)
     net.set_embeddings(train=mode.uses_center)
-    for conv, _ in net.embedding_predictors:  # the non-affine BatchNorm has nothing to train
-        _set_grad_req(conv, mode.uses_center)
     _set_grad_req(net.class_predictors, mode.trains_classifier)
     _set_grad_req(center_loss, mode.uses_center)
 
@@ -70,8 +69,10 @@ def make_trainers(net, center_loss, mode, lr, momentum=0.9, wd=5e-4, alpha=0.5, 
 def make_center_trainer(center_loss, alpha, lmbd, kvstore='device'):
     """Plain SGD over the centers at rate ``alpha`` on their gradient divided by ``lmbd``.
 
-    With the loss ``lmbd * CenterLoss``, ``step(1)`` moves each center present in the batch to
-    ``c - alpha * (c - mean of its class's features)`` (Wen et al., 2016).
+    With the loss ``lmbd * CenterLoss`` summed over the batch, ``step(1)`` moves each center
+    present in the batch to ``c - alpha * (c - mean of its class's features)`` (Wen et al.,
+    2016); with :class:`~gluon_ssdcl.loss.MultiBoxCenterLoss`, which divides it by the number
+    of positives ``N``, ``step(1 / N)`` does.
     """
     if not 0 < alpha <= 1:
         raise ValueError(f"alpha (the center update rate) must be in (0, 1], got {alpha}")
@@ -158,8 +159,8 @@ def train_epoch(net, loss_fn, net_trainer, center_trainer, loader, ctx, epoch):
         if not np.all(np.isfinite(values)):
             raise NonFiniteLossError(epoch, batch_index, dict(zip(terms._fields, values)))
         net_trainer.step(1)
-        if center_trainer is not None:
-            center_trainer.step(1)
+        if center_trainer is not None:  # the center loss is divided by the positives N
+            center_trainer.step(1.0 / max(1.0, float((batch[1] > 0).sum().asscalar())))
         sums += values
         images += batch[0].shape[0]
         progress.set_postfix(loss=f'{sums[0] / images:.3f}', lr=f'{net_trainer.learning_rate:.4f}')

@@ -1,3 +1,5 @@
+from types import SimpleNamespace
+
 import mxnet as mx
 import numpy as np
 import pytest
@@ -64,7 +66,7 @@ def test_center_term_counts_the_whole_batch_across_devices(lmbd):
     cls_target, emb = batch[2], batch[4]
     labels = cls_target.reshape(-1) - 1
     ref, _, _ = reference(emb.reshape(-1, D), labels, centers, (labels >= 0).astype(float))
-    want = lmbd * ref.reshape(B, N).sum(axis=1)
+    want = lmbd * ref.reshape(B, N).sum(axis=1) / (labels >= 0).sum()  # divided by N, like SSD
     for ctx in ([mx.cpu()], CTX2):
         cp, bp, ct, bt, em = split(batch, ctx)
         got = loss(cp, bp, ct, bt, em)
@@ -92,3 +94,27 @@ def test_center_modes_need_embeddings_and_lmbd_positive():
         MultiBoxCenterLoss(C, D, mode='center', lmbd=0)
     with pytest.raises(ValueError):
         MultiBoxCenterLoss(C, D, mode='triplet')
+
+
+@pytest.mark.parametrize('lmbd', [0.1, 1.0])
+def test_center_step_of_the_loop_moves_centers_towards_class_means(lmbd):
+    """train_epoch's center step (rate alpha, on the gradient of lmbd * L_center / N) gives
+    Wen et al.'s update c <- c - alpha * (c - class mean), whatever lmbd and N."""
+    from gluon_ssdcl.train import make_center_trainer, train_epoch
+
+    batch = random_batch(7)
+    loss = MultiBoxCenterLoss(C, D, mode='softmax-center', lmbd=lmbd)
+    loss.initialize(mx.init.Normal(1.0))
+    trainer = make_center_trainer(loss.center_loss, alpha=0.5, lmbd=lmbd)
+    before = loss.center_loss.centers.weight.data(mx.cpu(0)).asnumpy().copy()
+    cp, bp, ct, bt, emb = batch
+    labels = ct.reshape(-1) - 1
+    outputs = [nd.array(cp), nd.array(bp), nd.zeros((1, N, 4)), nd.array(emb)]
+    net_trainer = SimpleNamespace(step=lambda batch_size: None, learning_rate=0.0)
+    loader = [(nd.zeros((B, 1)), nd.array(ct), nd.array(bt))]
+    train_epoch(lambda x: outputs, loss, net_trainer, trainer, loader, [mx.cpu(0)], epoch=0)
+    after = loss.center_loss.centers.weight.data(mx.cpu(0)).asnumpy()
+    for j in range(C):
+        members = emb.reshape(-1, D)[labels == j]
+        np.testing.assert_allclose(after[j], before[j] - 0.5 * (before[j] - members.mean(0)),
+                                   rtol=1e-4, atol=1e-5)
