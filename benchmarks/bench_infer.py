@@ -13,8 +13,9 @@ import tempfile
 import mxnet as mx
 from mxnet import autograd
 
-from common import build, compare, contexts, digit_batches, parser
+from common import build, compare, digit_batches, parser
 from gluon_ssdcl.checkpoint import load_checkpoint, restore
+from gluon_ssdcl.cli_tools import contexts, program, run
 from gluon_ssdcl.data.datasets import get_val_transform
 
 
@@ -32,10 +33,8 @@ def variant(net, batches, ctx, embeddings=None):
     return run
 
 
-def main():
-    p = parser(__doc__.splitlines()[0])
-    p.add_argument('--params', default=None, help='a checkpoint to take the weights from')
-    args = p.parse_args()
+def benchmark(args):
+    """Time the three variants and print their speeds and ratios; returns 0."""
     ctx = contexts(args.gpus)
     ours, with_embeddings, gluoncv = (build(args.model, ctx), build(args.model, ctx),
                                       build(args.model, ctx, embed_dim=None))
@@ -58,7 +57,15 @@ def main():
         'ours, no embeddings': variant(ours, batches, ctx, embeddings=False),
         'ours, with embeddings': variant(with_embeddings, batches, ctx, embeddings=True),
     }, args.rounds, [(1, 0, 0.95), (2, 0, 0.95)])
+    return 0
+
+
+def main(argv=None):
+    p = parser('bench_infer.py', __doc__.splitlines()[0])
+    p.add_argument('--params', default=None, help='a checkpoint to take the weights from')
+    args = p.parse_args(argv)
+    return run(lambda: benchmark(args))
 
 
 if __name__ == '__main__':
-    main()
+    program(main)

@@ -1,34 +1,30 @@
 """Shared parts of the benchmarks: flags, real digit batches, interleaved timing, the report."""
-import argparse
 import itertools
 import os
 import statistics
 import time
 
-os.environ.setdefault('OMP_NUM_THREADS', str(len(os.sched_getaffinity(0))))
 os.environ.setdefault('TQDM_DISABLE', '1')  # the training loop's progress bars
 
-import mxnet as mx  # noqa: E402
+import mxnet as mx  # noqa: E402  (gluon_ssdcl sets OMP_NUM_THREADS before MXNet is imported)
 
 from gluon_ssdcl import get_model, initialize_params  # noqa: E402
+from gluon_ssdcl.cli_tools import OneLineErrorParser, add_gpus_flag, positive_int  # noqa: E402
 from gluon_ssdcl.data.datasets import get_dataset  # noqa: E402
 from gluon_ssdcl.data.digits import ensure_digits  # noqa: E402
 
 
-def parser(description):
-    """Flags every benchmark takes."""
-    p = argparse.ArgumentParser(description=description)
+def parser(prog, description):
+    """Flags every benchmark takes (bad ones: one line, exit 2)."""
+    p = OneLineErrorParser(prog=prog, description=description)
     p.add_argument('--model', default='ssd_256_small_center_digits')
-    p.add_argument('--batch-size', type=int, default=16)
-    p.add_argument('--iters', type=int, default=20, help='batches per timed round')
-    p.add_argument('--rounds', type=int, default=3, help='timed rounds per variant (median)')
-    p.add_argument('--gpus', default='', help="GPU ids, e.g. '0'; '' runs on the CPU")
+    p.add_argument('--batch-size', type=positive_int, default=16)
+    p.add_argument('--iters', type=positive_int, default=20, help='batches per timed round')
+    p.add_argument('--rounds', type=positive_int, default=3,
+                   help='timed rounds per variant (median)')
+    add_gpus_flag(p)
     p.add_argument('--dataset-root', default=None, help='digits data set folder')
     return p
-
-
-def contexts(gpus):
-    return [mx.gpu(int(i)) for i in gpus.split(',') if i.strip()] or [mx.cpu()]
 
 
 def build(model, ctx, embed_dim=16):

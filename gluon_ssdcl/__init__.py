@@ -1,9 +1,11 @@
 """gluon_ssdcl: GluonCV SSD object detection trained with center loss."""
 import os
 
+from .cpus import available_cpus
+
 # MXNet assumes hyper-threading and uses half the cores when OMP_NUM_THREADS is unset; on 2-core
 # machines that halves GEMM speed. It must be set before mxnet is first imported.
-os.environ.setdefault('OMP_NUM_THREADS', str(len(os.sched_getaffinity(0))))
+os.environ.setdefault('OMP_NUM_THREADS', str(available_cpus()))
 
 try:
     import mxnet  # noqa: F401  pylint: disable=unused-import

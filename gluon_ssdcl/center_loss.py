@@ -2,7 +2,7 @@
 from mxnet import gluon
 from mxnet.gluon import nn
 
-__all__ = ['CenterLoss', 'class_histogram']
+__all__ = ['CenterLoss', 'class_histogram', 'sum_over_devices']
 
 
 def _selected_one_hot(F, labels, num_classes, mask):
@@ -25,6 +25,15 @@ def class_histogram(F, labels, num_classes, mask=None):
     (num_classes,) float counts.
     """
     return F.sum(_selected_one_hot(F, labels, num_classes, mask), axis=0)
+
+
+def sum_over_devices(values):
+    """The sum of per-device arrays, as one copy on each device (no host synchronisation):
+    e.g. the class histograms of each device's part of a mini-batch, or its positive counts."""
+    total = values[0]
+    for value in values[1:]:
+        total = total + value.as_in_context(total.context)
+    return [total.as_in_context(value.context) for value in values]
 
 
 class CenterLoss(gluon.HybridBlock):

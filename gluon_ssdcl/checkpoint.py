@@ -13,18 +13,22 @@ from typing import NamedTuple, Optional
 import mxnet as mx
 import numpy as np
 
-__all__ = ['Checkpoint', 'save_checkpoint', 'load_checkpoint', 'restore', 'build_from_checkpoint']
+from .files import atomic_path
+
+__all__ = ['Checkpoint', 'save_checkpoint', 'load_checkpoint', 'restore', 'build_from_checkpoint',
+           'REQUIRED_META']
 
 _NET = 'net.'
 
 
 class Checkpoint(NamedTuple):
-    """What :func:`load_checkpoint` reads back."""
+    """What :func:`load_checkpoint` reads back from the file ``path``."""
     net_params: dict
     centers: Optional[mx.nd.NDArray]
     net_trainer_states: Optional[bytes]
     center_trainer_states: Optional[bytes]
     meta: dict
+    path: str
 
 
 def _to_array(data: bytes):
@@ -67,14 +71,8 @@ def save_checkpoint(path, net, center_loss, meta, net_trainer=None, center_train
     for key, trainer in (('net_trainer', net_trainer), ('center_trainer', center_trainer)):
         if trainer is not None:
             arrays[key] = _to_array(_trainer_bytes(trainer, folder))
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         mx.nd.save(tmp, arrays)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def load_checkpoint(path):
@@ -97,7 +95,7 @@ def load_checkpoint(path):
     states = {k: _to_bytes(arrays[k]) if k in arrays else None
               for k in ('net_trainer', 'center_trainer')}
     return Checkpoint(net_params, arrays.get('centers'), states['net_trainer'],
-                      states['center_trainer'], json.loads(_to_bytes(arrays['meta'])))
+                      states['center_trainer'], json.loads(_to_bytes(arrays['meta'])), path)
 
 
 def _load_from_file(load, data):
@@ -114,15 +112,30 @@ def _load_from_file(load, data):
 
 def restore(checkpoint, net, center_loss=None, net_trainer=None, center_trainer=None,
             ctx=None):
-    """Load a :class:`Checkpoint` into the network, the centers and the trainers given."""
+    """Load a :class:`Checkpoint` into the network, the centers and the trainers given.
+
+    Raises
+    ------
+    ValueError
+        Naming the checkpoint's file, when its arrays do not fit the network or the centers.
+    """
     ctx = ctx or [mx.cpu()]
-    _load_from_file(lambda path: net.load_parameters(path, ctx=ctx), checkpoint.net_params)
-    if center_loss is not None and checkpoint.centers is not None:
-        center_loss.centers.weight.set_data(checkpoint.centers)
+    try:
+        _load_from_file(lambda path: net.load_parameters(path, ctx=ctx), checkpoint.net_params)
+        if center_loss is not None and checkpoint.centers is not None:
+            center_loss.centers.weight.set_data(checkpoint.centers)
+    except (AssertionError, mx.base.MXNetError) as err:  # load_parameters asserts on names
+        meta = checkpoint.meta
+        raise ValueError(f"{checkpoint.path} does not fit the network ({meta.get('network')}, "
+                         f"{len(meta.get('classes', []))} classes, embed_dim "
+                         f"{meta.get('embed_dim')}): {str(err).strip().splitlines()[0]}") from err
     for trainer, data in ((net_trainer, checkpoint.net_trainer_states),
                           (center_trainer, checkpoint.center_trainer_states)):
         if trainer is not None and data is not None:
             _load_from_file(trainer.load_states, data)
+
+
+REQUIRED_META = ('network', 'classes', 'embed_dim', 'mode', 'dataset')
 
 
 def build_from_checkpoint(path, ctx=None):
@@ -131,12 +144,21 @@ def build_from_checkpoint(path, ctx=None):
     Returns
     -------
     (net, center_loss, checkpoint)
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Naming ``path``: missing or unreadable file, metadata without one of
+        :data:`REQUIRED_META`, weights that do not fit the recorded network.
     """
-    from .center_loss import CenterLoss
-    from .model_zoo import get_model
+    from .center_loss import CenterLoss  # pylint: disable=import-outside-toplevel
+    from .model_zoo import get_model  # pylint: disable=import-outside-toplevel
     ctx = ctx or [mx.cpu()]
     checkpoint = load_checkpoint(path)
     meta = checkpoint.meta
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise ValueError(f"{path} lacks {', '.join(missing)} in its metadata")
     net = get_model(meta['network'], classes=meta['classes'], embed_dim=meta['embed_dim'],
                     pretrained_base=False)
     center_loss = CenterLoss(len(meta['classes']), meta['embed_dim'])

@@ -2,40 +2,39 @@
 import argparse
 import logging
 import os
-import sys
 
-from .loss import Mode
+import mxnet as mx
+from mxnet.gluon.data import SimpleDataset
+
+from .checkpoint import load_checkpoint
+from .cli_tools import (OneLineErrorParser, add_gpus_flag, add_knn_flag, add_loader_flags,
+                        contexts, log_to_file, nonnegative_int, positive_float, positive_int, run)
+from .data.datasets import get_dataloader, get_dataset
+from .data.digits import ensure_digits
+from .evaluate import compare_classifiers, format_table, save_results
+from .inference import detection_map, positive_loader
+from .loss import Mode, MultiBoxCenterLoss
+from .model import initialize_params
+from .model_zoo import get_model, list_models
+from .train import TrainConfig, fit, set_seed
+from .viz import FeatureMapRecorder
 
 __all__ = ['build_parser', 'parse_args', 'main']
 
 logger = logging.getLogger(__name__)
 
 
-def _positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
-class _OneLineErrorParser(argparse.ArgumentParser):
-    """Reports a bad flag in one line (no usage dump, no traceback) and exits with code 2."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
-
-
 def build_parser():
     """The argument parser (GluonCV's train_ssd.py names where they exist)."""
-    p = _OneLineErrorParser(
+    p = OneLineErrorParser(
         prog='train_ssd_center.py',
         description='Train an SSD detector with a center-loss embedding head.')
     p.add_argument('--network', default='small',
                    help="base network: small (plain convolutions, for CPUs), tiny, mobilenet0.25, "
                         "mobilenet1.0, vgg16_atrous, resnet50_v1 (default: small)")
-    p.add_argument('--data-shape', type=_positive_int, default=256,
+    p.add_argument('--data-shape', type=positive_int, default=256,
                    help='input size; with --network it names the model (default: 256)')
-    p.add_argument('--batch-size', type=_positive_int, default=16)
+    add_loader_flags(p)
     p.add_argument('--dataset', choices=('digits', 'voc', 'custom'), default='digits',
                    help='digits: the offline data set, generated on first use (default)')
     p.add_argument('--dataset-root', default=None,
@@ -43,9 +42,9 @@ def build_parser():
                         'voc: ~/.mxnet/datasets/voc; custom: required)')
     p.add_argument('--classes', default=None, help='custom: comma-separated class names '
                                                    '(default: read from the annotations)')
-    p.add_argument('--digits-train', type=_positive_int, default=4000,
+    p.add_argument('--digits-train', type=positive_int, default=4000,
                    help='digits: training images to generate (default: 4000)')
-    p.add_argument('--digits-val', type=_positive_int, default=500,
+    p.add_argument('--digits-val', type=positive_int, default=500,
                    help='digits: validation images to generate (default: 500)')
     p.add_argument('--skip-bad', action='store_true',
                    help='skip images that fail the data check (one warning each) instead of '
@@ -54,14 +53,13 @@ def build_parser():
                    help="GluonCV's SSD augmentation (colour, expand, crop; no flips). Default: "
                         "off for digits, whose canvases are already varied (the resized images "
                         "and targets are then computed once and held in memory), on otherwise")
-    p.add_argument('-j', '--num-workers', type=int, default=2, help='loader processes')
-    p.add_argument('--gpus', default='', help="GPU ids, e.g. '0,1'; '' trains on the CPU")
-    p.add_argument('--epochs', type=_positive_int, default=6)
+    add_gpus_flag(p)
+    p.add_argument('--epochs', type=positive_int, default=6)
     p.add_argument('--resume', default='',
                    help='continue a run: its --save-prefix (or its _last.params file)')
-    p.add_argument('--start-epoch', type=int, default=None,
+    p.add_argument('--start-epoch', type=nonnegative_int, default=None,
                    help='epoch to resume at (default: the one after the checkpoint)')
-    p.add_argument('--lr', type=float, default=0.04)
+    p.add_argument('--lr', type=positive_float, default=0.04)
     p.add_argument('--lr-mode', choices=('cosine', 'step'), default='cosine')
     p.add_argument('--lr-decay', type=float, default=0.1, help='step mode: decay factor')
     p.add_argument('--lr-decay-epoch', default='', help="step mode: epochs, e.g. '160,200'")
@@ -70,13 +68,13 @@ def build_parser():
     p.add_argument('--wd', type=float, default=5e-4)
     p.add_argument('--clip-gradient', type=float, default=0.0,
                    help='clip each network gradient element to this (default 0: off)')
-    p.add_argument('--val-interval', type=_positive_int, default=1)
+    p.add_argument('--val-interval', type=positive_int, default=1)
     p.add_argument('--save-prefix', default='', help='checkpoint/log prefix '
                    '(default: runs/<model>_<mode>)')
     p.add_argument('--save-interval', type=int, default=0,
                    help='also keep <prefix>_<epoch>.params every N epochs (0: never)')
     p.add_argument('--seed', type=int, default=233)
-    p.add_argument('--log-interval', type=_positive_int, default=100,
+    p.add_argument('--log-interval', type=positive_int, default=100,
                    help='kept for GluonCV compatibility: progress is a tqdm bar per epoch')
     p.add_argument('--pretrained-base', action='store_true',
                    help='start from GluonCV base weights found in ~/.mxnet/models (no download)')
@@ -88,20 +86,22 @@ def build_parser():
                             '(a second stage, see --init-from)')
     p.add_argument('--init-from', default='',
                    help='checkpoint whose network and centers start this run (second stage)')
-    p.add_argument('--lmbd', type=float, default=1.0, help='λ, weight of the center loss')
+    p.add_argument('--lmbd', type=positive_float, default=1.0,
+                   help='λ, weight of the center loss (default: 1)')
     p.add_argument('--alpha', type=float, default=0.5, help='center update rate in (0, 1]')
-    p.add_argument('--embed-dim', type=_positive_int, default=16)
-    p.add_argument('--knn-k', type=_positive_int, default=5)
+    p.add_argument('--freeze-centers', action='store_true',
+                   help='center-only: keep the centers fixed (default: they train)')
+    p.add_argument('--embed-dim', type=positive_int, default=16)
+    add_knn_flag(p)
     p.add_argument('--plotting', action='store_true',
                    help='after each validation save <prefix>_features_{train,val}_epoch<N>.png '
                         '(embeddings of the first --plot-images images), at the end a GIF each')
-    p.add_argument('--plot-images', type=_positive_int, default=100,
+    p.add_argument('--plot-images', type=positive_int, default=100,
                    help='--plotting: images per split whose positive anchors are plotted')
     return p
 
 
 def _model_name(args):
-    from .model_zoo import list_models
     names = list_models()
     for suffix in (args.dataset, 'custom'):
         name = f'ssd_{args.data_shape}_{args.network}_center_{suffix}'
@@ -116,14 +116,10 @@ def parse_args(argv=None):
     """Parse and check the flags; bad values exit with code 2 and a one-line reason."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.lmbd <= 0:
-        parser.error(f"--lmbd must be > 0, got {args.lmbd}")
     if not 0 < args.alpha <= 1:
         parser.error(f"--alpha must be in (0, 1], got {args.alpha}")
-    if args.lr <= 0:
-        parser.error(f"--lr must be > 0, got {args.lr}")
-    if args.num_workers < 0:
-        parser.error(f"-j/--num-workers must be >= 0, got {args.num_workers}")
+    if args.freeze_centers and not args.center_only:
+        parser.error("--freeze-centers is only for --center-only")
     args.mode = (Mode.CENTER if args.center_only else
                  Mode.SOFTMAX_CENTER if args.center_loss else Mode.SOFTMAX)
     if args.init_from and not os.path.isfile(args.init_from):
@@ -143,7 +139,6 @@ def parse_args(argv=None):
         parser.error("--classes is only for --dataset custom")
     try:
         args.lr_decay_epoch = [int(e) for e in args.lr_decay_epoch.split(',') if e.strip()]
-        args.gpus = [int(g) for g in args.gpus.split(',') if g.strip()]
         args.model = _model_name(args)
     except ValueError as err:
         parser.error(str(err))
@@ -151,21 +146,11 @@ def parse_args(argv=None):
     return args
 
 
-def _setup_logging(log_path):
-    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
-    handlers = [logging.StreamHandler(sys.stdout), logging.FileHandler(log_path)]
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(message)s', handlers=handlers,
-                        force=True)
-
-
 def _feature_recorder(args, net, train_ds, val_ds, ctx, classes, anchors):
     """A :class:`~gluon_ssdcl.viz.FeatureMapRecorder` over the first ``--plot-images`` images
     of each split, or None without ``--plotting``."""
     if not args.plotting:
         return None
-    from mxnet.gluon.data import SimpleDataset
-    from .evaluate import positive_loader
-    from .viz import FeatureMapRecorder
     if not args.mode.uses_center:
         logger.info("--plotting in softmax mode: the softmax alone shapes the embeddings and "
                     "the centers are not trained")
@@ -176,83 +161,92 @@ def _feature_recorder(args, net, train_ds, val_ds, ctx, classes, anchors):
     return FeatureMapRecorder(loaders, classes, args.save_prefix, ctx)
 
 
-def main(argv=None):
-    """Run train_ssd_center.py; returns the exit code."""
-    args = parse_args(argv)
-    _setup_logging(f'{args.save_prefix}_train.log')
-    # heavy imports after the flags are known good
-    import mxnet as mx
-    from .data.datasets import BadDatasetError, get_dataloader, get_dataset
-    from .data.digits import ensure_digits
-    from .evaluate import compare_classifiers, detection_map, format_table, save_results
-    from .loss import MultiBoxCenterLoss
-    from .model import initialize_params
-    from .model_zoo import get_model
-    from .train import NonFiniteLossError, TrainConfig, fit, set_seed
+def _load_data(args):
+    """(train_dataset, val_dataset, root) of the flags; the digits set is made on first use."""
+    root = args.dataset_root
+    if args.dataset == 'digits':
+        root = ensure_digits(root, num_train=args.digits_train, num_val=args.digits_val)
+    classes = args.classes.split(',') if args.classes else None
+    train_ds, val_ds = get_dataset(args.dataset, root, classes=classes, skip_bad=args.skip_bad)
+    return train_ds, val_ds, root
 
-    ctx = [mx.gpu(i) for i in args.gpus] or [mx.cpu()]
-    logger.info("%s on %s with %s OpenMP threads", args.model, ctx,
-                os.environ.get('OMP_NUM_THREADS'))
-    try:
-        root = args.dataset_root
-        if args.dataset == 'digits':
-            root = ensure_digits(root, num_train=args.digits_train, num_val=args.digits_val)
-        classes = args.classes.split(',') if args.classes else None
-        train_ds, val_ds = get_dataset(args.dataset, root, classes=classes,
-                                       skip_bad=args.skip_bad)
-    except (BadDatasetError, ValueError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
-    classes = list(train_ds.classes)
-    set_seed(args.seed)
+
+def _build_model(args, classes, ctx):
+    """The initialised network of the flags and its (1, N, 4) anchors."""
     kwargs = {'classes': classes} if args.model.endswith('_custom') else {}
-    try:
-        net = get_model(args.model, embed_dim=args.embed_dim,
-                        pretrained_base=args.pretrained_base, **kwargs)
-    except (FileNotFoundError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    net = get_model(args.model, embed_dim=args.embed_dim, pretrained_base=args.pretrained_base,
+                    **kwargs)
     initialize_params(net, ctx)
     anchors = net.anchor_outputs(mx.nd.zeros((1, 3, args.data_shape, args.data_shape),
                                              ctx=ctx[0]))[2]
+    return net, anchors
+
+
+def _train_config(args, classes, root):
+    """The :class:`~gluon_ssdcl.train.TrainConfig` of the flags."""
+    return TrainConfig(
+        mode=args.mode, epochs=args.epochs, lr=args.lr, lr_mode=args.lr_mode,
+        lr_decay=args.lr_decay, lr_decay_epoch=args.lr_decay_epoch,
+        warmup_iters=args.warmup_iters, momentum=args.momentum, wd=args.wd, lmbd=args.lmbd,
+        alpha=args.alpha, clip_gradient=args.clip_gradient or None,
+        freeze_centers=args.freeze_centers, seed=args.seed, val_interval=args.val_interval,
+        save_interval=args.save_interval, save_prefix=args.save_prefix,
+        meta={'network': args.model, 'classes': classes, 'embed_dim': args.embed_dim,
+              'data_shape': args.data_shape, 'dataset': args.dataset, 'dataset_root': root,
+              'flags': {k: v for k, v in vars(args).items() if k != 'mode'}})
+
+
+def _train(args, ctx):
+    """Load the data, build the model, train it and compare its classifiers; returns 0."""
+    train_ds, val_ds, root = _load_data(args)
+    classes = list(train_ds.classes)
+    set_seed(args.seed)
+    net, anchors = _build_model(args, classes, ctx)
     train_loader, val_loader = get_dataloader(train_ds, val_ds, args.data_shape, args.data_shape,
                                               anchors, args.batch_size, args.num_workers,
                                               augment=args.augment)
     loss_fn = MultiBoxCenterLoss(len(classes), args.embed_dim, args.mode, args.lmbd)
     loss_fn.initialize(ctx=ctx)
-    config = TrainConfig(
-        mode=args.mode, epochs=args.epochs, lr=args.lr, lr_mode=args.lr_mode,
-        lr_decay=args.lr_decay, lr_decay_epoch=args.lr_decay_epoch,
-        warmup_iters=args.warmup_iters, momentum=args.momentum, wd=args.wd, lmbd=args.lmbd,
-        alpha=args.alpha, clip_gradient=args.clip_gradient or None, seed=args.seed,
-        val_interval=args.val_interval,
-        save_interval=args.save_interval, save_prefix=args.save_prefix,
-        meta={'network': args.model, 'classes': classes, 'embed_dim': args.embed_dim,
-              'data_shape': args.data_shape, 'dataset': args.dataset, 'dataset_root': root,
-              'flags': {k: v for k, v in vars(args).items() if k != 'mode'}})
+    centers = loss_fn.center_loss.centers.weight
     recorder = _feature_recorder(args, net, train_ds, val_ds, ctx, classes, anchors)
 
     def validate(net, epoch):
         if recorder is not None:
-            recorder.record(net, loss_fn.center_loss.centers.weight.data(ctx[0]), epoch)
+            recorder.record(net, centers.data(ctx[0]), epoch)
         return detection_map(net, val_loader, ctx, classes)[0]
     try:
-        result = fit(net, loss_fn, train_loader, ctx, config, validate=validate,
-                     resume=args.resume or None, init_from=args.init_from or None,
-                     start_epoch=args.start_epoch)
-    except NonFiniteLossError as err:
-        logger.error("%s", err)
-        return 1
+        result = fit(net, loss_fn, train_loader, ctx, _train_config(args, classes, root),
+                     validate=validate, resume=args.resume or None,
+                     init_from=args.init_from or None, start_epoch=args.start_epoch)
     finally:
         if recorder is not None and any(recorder.frames.values()):
             logger.info("feature maps: %s", ', '.join(recorder.animate()))
-    results = compare_classifiers(net, loss_fn.center_loss.centers.weight.data(ctx[0]),
-                                  train_ds, val_ds, ctx, classes, args.mode,
-                                  batch_size=args.batch_size, knn_k=args.knn_k, seed=args.seed,
-                                  num_workers=args.num_workers)
+    results = compare_classifiers(net, centers.data(ctx[0]), train_ds, val_ds, ctx, classes,
+                                  args.mode, batch_size=args.batch_size, knn_k=args.knn_k,
+                                  seed=args.seed, num_workers=args.num_workers)
     results['best_map'] = result['best_map']
     print(format_table(results))
     save_results(results, f'{args.save_prefix}_eval.json')
     logger.info("checkpoints: %s_last.params, %s_best.params; results: %s_eval.json",
                 *[args.save_prefix] * 3)
     return 0
+
+
+def main(argv=None):
+    """Run train_ssd_center.py; returns the exit code (0; 1 after one ``error: ...`` line for a
+    runtime failure such as bad data, an unusable checkpoint, a NaN loss or no GPU). Bad flags
+    exit with 2. The log also goes to ``<save prefix>_train.log``."""
+    args = parse_args(argv)
+    log_path = f'{args.save_prefix}_train.log'
+    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
+
+    def train():
+        ctx = contexts(args.gpus)
+        for path in (args.resume, args.init_from):
+            if path:  # fail before the data is loaded
+                load_checkpoint(path)
+        logger.info("%s on %s with %s OpenMP threads", args.model, ctx,
+                    os.environ.get('OMP_NUM_THREADS'))
+        return _train(args, ctx)
+    with log_to_file(log_path):
+        return run(train)

@@ -2,7 +2,7 @@
 
 Usage::
 
-    python -m gluon_ssdcl.detect --params ssd_center_best.params IMAGE... [-o detections]
+    python -m gluon_ssdcl.detect --params runs/<run>_best.params IMAGE... [-o detections]
         [--thresh 0.5] [--label-by softmax|knn] [--gpus ''] [--knn-k 5] [--gallery-images 200]
 
 writes ``<OUT_DIR>/<image stem>_detections.png`` for each image and prints its path. Each image
@@ -14,13 +14,13 @@ positive anchors of the first ``--gallery-images`` training images of the checkp
 (the score stays the class head's). Only checkpoints trained with the center loss have
 trained embeddings.
 
-Exit codes: 0; 1 when the checkpoint cannot be used or an image cannot be read (the other
-images are still drawn); 2 for bad flags.
+The model, its classes and its data set are read from the checkpoint. Exit codes: 0; 1 when
+the checkpoint cannot be used or an image cannot be read (the other images are still drawn);
+2 for bad flags.
 """
 from __future__ import annotations
 
 import argparse
-import functools
 import logging
 import os
 import sys
@@ -32,15 +32,17 @@ import numpy as np
 from gluoncv.data.transforms import bbox as tbbox
 
 from .checkpoint import build_from_checkpoint
-from .cli import _OneLineErrorParser, _positive_int
-from .data.check import _check_image, clip_boxes
+from .cli_tools import (CommandError, OneLineErrorParser, add_gpus_flag, add_knn_flag, contexts,
+                        one_line, positive_int, program, run)
+from .data.check import check_image, clip_boxes
 from .data.datasets import get_dataset, get_val_transform
-from .evaluate import (_contexts, _without_trace, collect_positives, knn_predict,
-                       positive_loader, sample_gallery)
+from .files import atomic_path
+from .inference import build_gallery
+from .knn import knn_classifier
 from .loss import Mode
-from .viz import atomic_path, plot_detections
+from .viz import plot_detections
 
-__all__ = ['Detections', 'read_image', 'detect_image', 'build_gallery', 'main']
+__all__ = ['Detections', 'read_image', 'detect_image', 'training_gallery', 'main']
 
 logger = logging.getLogger(__name__)
 
@@ -67,14 +69,13 @@ def read_image(path: str) -> mx.nd.NDArray:
     """
     if not os.path.isfile(path):
         raise ValueError(f"{path}: no such image file")
-    _, problem = _check_image(path)
+    _, problem = check_image(path)
     if problem:
         raise ValueError(f"{path}: {problem}")
     try:
         return mx.image.imread(path)
     except mx.base.MXNetError as err:
-        raise ValueError(f"{path}: image cannot be decoded "
-                         f"({_without_trace(str(err)).strip()})") from err
+        raise ValueError(f"{path}: image cannot be decoded ({one_line(err)})") from err
 
 
 def detect_image(net, img: mx.nd.NDArray, ctx: Sequence[mx.Context]) -> Detections:
@@ -105,9 +106,10 @@ def detect_image(net, img: mx.nd.NDArray, ctx: Sequence[mx.Context]) -> Detectio
                       outputs[3][kept] if len(outputs) > 3 else None)
 
 
-def build_gallery(net, meta: dict, ctx: Sequence[mx.Context], num_images: int,
-                  max_size: int = GALLERY_SIZE) -> Tuple[np.ndarray, np.ndarray]:
-    """Embeddings and labels of the positive anchors of the first training images.
+def training_gallery(net, meta: dict, ctx: Sequence[mx.Context], num_images: int,
+                     max_size: int = GALLERY_SIZE) -> Tuple[np.ndarray, np.ndarray]:
+    """The k-NN gallery of the first ``num_images`` training images of a checkpoint's data set
+    (:func:`~gluon_ssdcl.inference.build_gallery`).
 
     Parameters
     ----------
@@ -116,9 +118,8 @@ def build_gallery(net, meta: dict, ctx: Sequence[mx.Context], num_images: int,
         Checkpoint metadata: ``dataset``, ``dataset_root``, ``classes`` and ``seed``.
     ctx : list of mx.Context
     num_images : int
-        Training images to use, from the first.
     max_size : int
-        Cap on the embeddings, sampled by :func:`gluon_ssdcl.evaluate.sample_gallery`.
+        Cap on the embeddings.
 
     Returns
     -------
@@ -129,48 +130,31 @@ def build_gallery(net, meta: dict, ctx: Sequence[mx.Context], num_images: int,
     dataset = meta['dataset']
     train_dataset, _ = get_dataset(dataset, meta.get('dataset_root'), skip_bad=True,
                                    classes=meta['classes'] if dataset == 'custom' else None)
-    loader = positive_loader(train_dataset.take(num_images), net, GALLERY_BATCH_SIZE)
-    embeddings, labels, _ = collect_positives(net, loader, ctx)
-    embeddings, labels = sample_gallery(embeddings, labels, max_size, meta.get('seed', 0))
-    if not len(embeddings):
-        raise ValueError(f"the first {num_images} training images have no positive anchors: "
-                         "no KNN gallery")
-    return embeddings, labels
+    return build_gallery(net, train_dataset.take(num_images), ctx, GALLERY_BATCH_SIZE, max_size,
+                         meta.get('seed', 0))
 
 
 def _knn_relabeller(net, meta: dict, ctx: Sequence[mx.Context], num_images: int,
                     k: int) -> Callable[[np.ndarray], np.ndarray]:
-    """``relabel(embeddings (K, D)) -> class ids (K,)`` by KNN over :func:`build_gallery`."""
-    mode = meta.get('mode')
-    if mode is None or not Mode(mode).uses_center:
-        raise ValueError(f"--label-by knn needs a checkpoint trained with the center loss; this "
-                         f"one was trained in {mode or 'an unrecorded'} mode, so its embeddings "
-                         "were never trained")
-    if 'dataset' not in meta:
-        raise ValueError("--label-by knn needs the training data set, which the checkpoint "
-                         "does not record")
-    gallery, labels = build_gallery(net, meta, ctx, num_images)
-    if k > len(gallery):
-        logger.warning("--knn-k %d is more than the %d gallery embeddings; using k=%d",
-                       k, len(gallery), len(gallery))
-    logger.info("KNN gallery: %d embeddings from %d training images", len(gallery), num_images)
-    return functools.partial(knn_predict, gallery, labels, k=min(k, len(gallery)))
+    """``relabel(embeddings (K, D)) -> class ids (K,)`` by k-NN over :func:`training_gallery`."""
+    mode = meta['mode']
+    if not Mode(mode).uses_center:
+        raise CommandError(f"--label-by knn needs a checkpoint trained with the center loss; "
+                           f"this one was trained in {mode} mode, so its embeddings were never "
+                           "trained")
+    gallery, labels = training_gallery(net, meta, ctx, num_images)
+    logger.info("k-NN gallery: %d embeddings from %d training images", len(gallery), num_images)
+    return knn_classifier(gallery, labels, k)
 
 
-def _load(args: argparse.Namespace) -> Tuple[object, List[str],
-                                             Optional[Callable[[np.ndarray], np.ndarray]]]:
-    """The hybridized net, its class names and the KNN relabeller (None for softmax labels)."""
-    try:
-        net, _, checkpoint = build_from_checkpoint(args.params, args.gpus)
-    except KeyError as err:
-        raise ValueError(f"{args.params} lacks {err} in its metadata") from err
+def _load(args: argparse.Namespace, ctx: Sequence[mx.Context]
+          ) -> Tuple[object, List[str], Optional[Callable[[np.ndarray], np.ndarray]]]:
+    """The hybridized net, its class names and the k-NN relabeller (None for softmax labels)."""
+    net, _, checkpoint = build_from_checkpoint(args.params, ctx)
     meta = checkpoint.meta
-    if args.network and args.network != meta['network']:
-        raise ValueError(f"--network {args.network} differs from the checkpoint's network "
-                         f"{meta['network']} (omit --network to use it)")
     relabel = None
     if args.label_by == 'knn':
-        relabel = _knn_relabeller(net, meta, args.gpus, args.gallery_images, args.knn_k)
+        relabel = _knn_relabeller(net, meta, ctx, args.gallery_images, args.knn_k)
         net.set_embeddings(infer=True)
     net.hybridize()
     return net, meta['classes'], relabel
@@ -189,13 +173,12 @@ def _threshold(text: str) -> float:
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = _OneLineErrorParser(
+    parser = OneLineErrorParser(
         prog='python -m gluon_ssdcl.detect',
         description='Detect objects in images with a gluon_ssdcl checkpoint; writes '
                     '<OUT_DIR>/<image stem>_detections.png per image.')
     parser.add_argument('images', nargs='+', metavar='IMAGE', help='image files')
     parser.add_argument('--params', required=True, help='checkpoint file (.params)')
-    parser.add_argument('--network', help="model name; must be the checkpoint's (default)")
     parser.add_argument('-o', '--output-dir', default='detections',
                         help='folder of the drawings (default: detections)')
     parser.add_argument('--thresh', type=_threshold, default=0.5,
@@ -203,11 +186,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--label-by', choices=('softmax', 'knn'), default='softmax',
                         help='class of a detection: the class head (default) or a KNN vote '
                              'of training embeddings (center-loss checkpoints)')
-    parser.add_argument('--gpus', type=_contexts, default='',
-                        help="GPU ids such as '0,1' (the first is used); empty for the CPU")
-    parser.add_argument('--knn-k', type=_positive_int, default=5,
-                        help='neighbours of the KNN vote (default: 5)')
-    parser.add_argument('--gallery-images', type=_positive_int, default=200,
+    add_gpus_flag(parser)
+    add_knn_flag(parser)
+    parser.add_argument('--gallery-images', type=positive_int, default=200,
                         help='training images whose embeddings form the KNN gallery '
                              '(default: 200)')
     return parser
@@ -224,6 +205,21 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     return args
 
 
+def _draw(net, classes: Sequence[str], relabel, path: str, args: argparse.Namespace,
+          ctx: Sequence[mx.Context]) -> str:
+    """Detect objects in the image at ``path`` and draw them; returns the drawing's path."""
+    img = read_image(path)
+    found = detect_image(net, img, ctx)
+    ids = relabel(found.embeddings) if relabel is not None and len(found.ids) else found.ids
+    fig = plot_detections(img, found.bboxes, found.scores, ids, classes, args.thresh)
+    output = _output_path(args.output_dir, path)
+    with atomic_path(output) as tmp:
+        fig.savefig(tmp, format='png', bbox_inches='tight')
+    logger.info("%s: %d detections scoring >= %g", path,
+                int(np.sum(found.scores >= args.thresh)), args.thresh)
+    return output
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     """Command line: draw the detections of each image; see the module docstring.
 
@@ -231,33 +227,24 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     checkpoint stops at once; an unreadable image is skipped). Bad flags exit with 2.
     """
     args = _parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(asctime)s %(levelname)s %(message)s')
-    # without --label-by knn the hybridized graph leaves the embedding head out, on purpose
-    warnings.filterwarnings('ignore', message=r'Parameter .* is not used by any computation')
-    try:
-        net, classes, relabel = _load(args)
-    except (OSError, ValueError, mx.base.MXNetError) as err:
-        print(f'error: {_without_trace(str(err))}', file=sys.stderr)
-        return 1
-    failed = 0
-    for path in args.images:
-        try:
-            img = read_image(path)
-        except ValueError as err:
-            print(f'error: {err}', file=sys.stderr)
-            failed += 1
-            continue
-        found = detect_image(net, img, args.gpus)
-        ids = relabel(found.embeddings) if relabel is not None and len(found.ids) else found.ids
-        fig = plot_detections(img, found.bboxes, found.scores, ids, classes, args.thresh)
-        output = _output_path(args.output_dir, path)
-        with atomic_path(output) as tmp:
-            fig.savefig(tmp, format='png', bbox_inches='tight')
-        logger.info("%s: %d detections scoring >= %g", path,
-                    int(np.sum(found.scores >= args.thresh)), args.thresh)
-        print(output)
-    return 1 if failed else 0
+
+    def detect() -> int:
+        ctx = contexts(args.gpus)
+        net, classes, relabel = _load(args, ctx)
+        failed = 0
+        with warnings.catch_warnings():
+            # without --label-by knn the hybridized graph leaves the embedding head out
+            warnings.filterwarnings('ignore',
+                                    message=r'Parameter .* is not used by any computation')
+            for path in args.images:
+                try:
+                    print(_draw(net, classes, relabel, path, args, ctx))
+                except ValueError as err:
+                    print(f'error: {err}', file=sys.stderr)
+                    failed += 1
+        return 1 if failed else 0
+    return run(detect)
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    program(main)

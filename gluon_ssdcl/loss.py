@@ -4,30 +4,55 @@ from enum import Enum
 
 from mxnet import gluon, nd
 
-from .center_loss import CenterLoss, class_histogram
+from .center_loss import CenterLoss, class_histogram, sum_over_devices
 
 __all__ = ['Mode', 'LossTerms', 'MultiBoxCenterLoss']
 
 
 class Mode(str, Enum):
-    """Training mode: which loss terms are used and which heads are trained."""
+    """Training mode: which loss terms are used and which parts of the model train.
+
+    The same table holds for SSD (:mod:`gluon_ssdcl.train`) and LeNet++ (:mod:`gluon_ssdcl.lenet`,
+    with the cross-entropy in place of ``L_conf`` and no ``L_loc``); ``N`` counts the positive
+    anchors (SSD) or the samples (LeNet) of the mini-batch, the class head is the linear layer
+    from the embeddings to the class scores.
+
+    ===============  =================================  ==========  ==============  ============
+    mode             loss                               class head  embedding head  centers
+    ===============  =================================  ==========  ==============  ============
+    softmax          (L_conf + L_loc) / N               trained     trained         unused
+    softmax-center   (L_conf + L_loc + λ L_center) / N  trained     trained         trained
+    center           (L_loc + λ L_center) / N           frozen      trained         trained [*]_
+    ===============  =================================  ==========  ==============  ============
+
+    .. [*] unless ``freeze_centers`` (see :meth:`trains_centers`): one option, default False,
+       for both models.
+    """
     SOFTMAX = 'softmax'
     SOFTMAX_CENTER = 'softmax-center'
     CENTER = 'center'
 
     @property
-    def uses_center(self):
-        """Whether the center loss (and so the embedding head and the centers) is trained."""
+    def uses_center(self) -> bool:
+        """Whether the loss has the center term."""
         return self is not Mode.SOFTMAX
 
     @property
-    def trains_classifier(self):
-        """Whether the class predictors are trained."""
+    def trains_class_head(self) -> bool:
+        """Whether the class head is trained (else its parameters are frozen)."""
         return self is not Mode.CENTER
 
+    def trains_centers(self, freeze_centers: bool = False) -> bool:
+        """Whether the centers are trained; ``freeze_centers`` keeps them fixed in center mode
+        (a second stage that pulls the embeddings to the centers learned in the first)."""
+        return self.uses_center and not (freeze_centers and self is Mode.CENTER)
 
-LossTerms = namedtuple('LossTerms', ['total', 'cls', 'box', 'center'])
-LossTerms.__doc__ = """Loss terms, each a list with one (B,) array per device (summed over anchors)."""
+
+LossTerms = namedtuple('LossTerms', ['total', 'cls', 'box', 'center', 'num_pos'])
+LossTerms.__doc__ = """Loss terms, each a list with one (B,) array per device (summed over anchors,
+divided by N), and ``num_pos``: one (1,) copy per device of N, the positive anchors of the whole
+mini-batch (the number the center trainer steps with, see
+:func:`~gluon_ssdcl.train.make_center_trainer`)."""
 
 
 class _MultiBoxTerms(gluon.HybridBlock):
@@ -67,14 +92,6 @@ def _as_list(x):
     return list(x) if isinstance(x, (list, tuple)) else [x]
 
 
-def _sum_over_devices(values):
-    """The sum of per-device arrays, as one copy on each device (no host synchronisation)."""
-    total = values[0]
-    for value in values[1:]:
-        total = total + value.as_in_context(total.context)
-    return [total.as_in_context(value.context) for value in values]
-
-
 class MultiBoxCenterLoss(gluon.Block):
     r"""SSD multibox loss with a center loss on the embeddings of positive anchors.
 
@@ -82,11 +99,9 @@ class MultiBoxCenterLoss(gluon.Block):
     ``softmax-center``: :math:`(L_{conf} + L_{loc} + \lambda L_{center}) / N`; ``center``:
     :math:`(L_{loc} + \lambda L_{center}) / N`, where :math:`L_{center} = \sum_j
     \mathrm{mean}_{i: y_i=j} \frac{1}{2}\lVert x_i - c_j\rVert^2`. ``N`` (positives) and the
-    class histogram of the center loss are counted over the whole mini-batch, across devices.
-    Like SSD's own terms, the center loss is divided by ``N``, as the reference MXNet center
-    loss is by its batch size: without it, λ = 1 weighs the center loss about ``N`` (hundreds of
-    anchors) times more than the softmax, and the embeddings stop separating the classes. Step
-    the center trainer with ``step(1 / N)`` (see :func:`~gluon_ssdcl.train.train_epoch`).
+    class histogram of the center loss are counted over the whole mini-batch, across devices,
+    and ``N`` is returned in :class:`LossTerms` (why the center loss is divided by ``N`` too,
+    and what that means for the center step: :func:`~gluon_ssdcl.train.make_center_trainer`).
 
     Parameters
     ----------
@@ -108,7 +123,7 @@ class MultiBoxCenterLoss(gluon.Block):
 
     Outputs
     -------
-    :class:`LossTerms` ``(total, cls, box, center)``, each a list of (B,) arrays per device.
+    :class:`LossTerms` ``(total, cls, box, center, num_pos)``.
     """
 
     def __init__(self, num_classes, embed_dim, mode=Mode.SOFTMAX, lmbd=1.0,
@@ -132,7 +147,7 @@ class MultiBoxCenterLoss(gluon.Block):
     def forward(self, cls_pred, box_pred, cls_target, box_target, embeddings=None):
         cls_pred, box_pred, cls_target, box_target = [
             _as_list(x) for x in (cls_pred, box_pred, cls_target, box_target)]
-        num_pos = _sum_over_devices([(ct > 0).sum() for ct in cls_target])
+        num_pos = sum_over_devices([(ct > 0).sum() for ct in cls_target])
         inv_num_pos = [1.0 / nd.maximum(n, 1.0) for n in num_pos]
         cls_losses, box_losses = zip(*[
             self.multibox(*inputs)
@@ -140,13 +155,13 @@ class MultiBoxCenterLoss(gluon.Block):
         if not self.mode.uses_center:
             totals = [c + b for c, b in zip(cls_losses, box_losses)]
             zeros = [b.zeros_like() for b in box_losses]
-            return LossTerms(totals, list(cls_losses), list(box_losses), zeros)
+            return LossTerms(totals, list(cls_losses), list(box_losses), zeros, num_pos)
         if embeddings is None:
             raise ValueError(f"mode '{self.mode.value}' needs the embeddings")
         embeddings = _as_list(embeddings)
         labels = [(ct - 1).reshape(-1) for ct in cls_target]
         masks = [(ct > 0).reshape(-1) for ct in cls_target]
-        counts = _sum_over_devices([class_histogram(nd, lab, self.num_classes, mask)
+        counts = sum_over_devices([class_histogram(nd, lab, self.num_classes, mask)
                                     for lab, mask in zip(labels, masks)])
         center_losses = [
             nd.broadcast_mul(
@@ -155,6 +170,6 @@ class MultiBoxCenterLoss(gluon.Block):
             for emb, lab, mask, cnt, ct, inv in zip(embeddings, labels, masks, counts, cls_target,
                                                     inv_num_pos)]
         totals = [b + c for b, c in zip(box_losses, center_losses)]
-        if self.mode.trains_classifier:
+        if self.mode.trains_class_head:
             totals = [t + c for t, c in zip(totals, cls_losses)]
-        return LossTerms(totals, list(cls_losses), list(box_losses), center_losses)
+        return LossTerms(totals, list(cls_losses), list(box_losses), center_losses, num_pos)

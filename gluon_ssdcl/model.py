@@ -38,8 +38,8 @@ class SSDCenter(SSD):
     Outputs
     -------
     training (inside ``autograd.record``):
-        ``[cls_preds (B,N,C+1), box_preds (B,N,4), anchors (1,N,4), embeddings (B,N,D)]``;
-        without embeddings (see :meth:`set_embeddings`) GluonCV's first three.
+        ``[cls_preds (B,N,C+1), box_preds (B,N,4), anchors (1,N,4), embeddings (B,N,D)]``
+        (GluonCV's three, then the embeddings).
     inference:
         ``ids (B,K,1), scores (B,K,1), bboxes (B,K,4)`` like GluonCV, plus ``embeddings (B,K,D)``
         of the kept detections when switched on (rows of suppressed detections are -1).
@@ -53,7 +53,6 @@ class SSDCenter(SSD):
             raise ValueError(f"embed_dim must be a positive integer, got {embed_dim}")
         self.base_size = base_size
         self.embed_dim = embed_dim
-        self.train_embeddings = True
         self.infer_embeddings = False
         with self.name_scope():
             self.embedding_predictors = nn.HybridSequential()
@@ -67,16 +66,18 @@ class SSDCenter(SSD):
             self.class_predictors.add(nn.Dense(self.num_classes + 1, flatten=False,
                                                in_units=embed_dim))
 
-    def set_embeddings(self, train=None, infer=None):
-        """Choose whether training / inference outputs include embeddings (None: unchanged).
+    @property
+    def class_head(self):
+        """The layer from the embeddings to the class scores (frozen in center mode)."""
+        return self.class_predictors
+
+    def set_embeddings(self, infer):
+        """Choose whether inference outputs include the kept detections' embeddings.
 
         Clears the cached graph: call ``hybridize()`` again afterwards if you use it.
         """
         self._clear_cached_op()
-        if train is not None:
-            self.train_embeddings = bool(train)
-        if infer is not None:
-            self.infer_embeddings = bool(infer)
+        self.infer_embeddings = bool(infer)
 
     def _flat_head(self, F, features, predictors, width):
         preds = [F.flatten(F.transpose(p(feat), (0, 2, 3, 1)))
@@ -103,11 +104,10 @@ class SSDCenter(SSD):
     # pylint: disable=arguments-differ
     def hybrid_forward(self, F, x):
         training = autograd.is_training()
-        with_embeddings = self.train_embeddings if training else self.infer_embeddings
-        cls_preds, box_preds, anchors, embeddings = self._heads(F, x, with_embeddings)
+        cls_preds, box_preds, anchors, embeddings = self._heads(
+            F, x, training or self.infer_embeddings)
         if training:
-            outputs = [cls_preds, box_preds, anchors]
-            return outputs + [embeddings] if with_embeddings else outputs
+            return [cls_preds, box_preds, anchors, embeddings]
         return self._detect(F, cls_preds, box_preds, anchors, embeddings)
 
     def _detect(self, F, cls_preds, box_preds, anchors, embeddings):

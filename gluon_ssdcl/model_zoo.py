@@ -9,9 +9,10 @@ import gluoncv
 from gluoncv.data import COCODetection, VOCDetection
 from gluoncv.model_zoo.ssd.vgg_atrous import vgg16_atrous_300, vgg16_atrous_512
 
+from .cli_tools import OneLineErrorParser, program
 from .model import TinyFeatures, get_ssd_center
 
-__all__ = ['get_model', 'list_models', 'DIGIT_CLASSES']
+__all__ = ['get_model', 'list_models', 'DIGIT_CLASSES', 'main']
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
@@ -100,6 +101,13 @@ def get_model(name, **kwargs):
     return gluoncv.model_zoo.get_model(name, **kwargs)
 
 
+def main(argv=None):
+    """Command line: print the registered model names, one a line; returns 0."""
+    OneLineErrorParser(prog='python -m gluon_ssdcl.model_zoo',
+                       description='List the registered SSDCenter models.').parse_args(argv)
+    print('\n'.join(list_models()))
+    return 0
+
+
 if __name__ == '__main__':
-    for model_name in list_models():
-        print(model_name)
+    program(main)

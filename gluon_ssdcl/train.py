@@ -1,6 +1,5 @@
 """Training: the modes' frozen parameters, the two trainers, the loop and its checkpoints."""
 import logging
-import math
 import random
 import time
 from dataclasses import dataclass, field
@@ -15,45 +14,56 @@ from tqdm import tqdm
 from .checkpoint import load_checkpoint, restore, save_checkpoint
 from .loss import Mode
 
-__all__ = ['apply_mode', 'make_center_trainer', 'make_trainers', 'make_lr_scheduler',
-           'TrainConfig', 'NonFiniteLossError', 'train_epoch', 'fit', 'set_seed']
+__all__ = ['set_trainable', 'apply_mode', 'make_trainers', 'make_center_trainer', 'step_trainers',
+           'make_lr_scheduler', 'set_seed', 'NonFiniteLossError', 'check_finite', 'TrainConfig',
+           'train_epoch', 'fit']
 
 logger = logging.getLogger(__name__)
 
 
-def _set_grad_req(block, trainable):
+def set_trainable(block, trainable):
+    """Give every parameter of ``block`` a gradient (``grad_req='write'``) or none ('null')."""
     block.collect_params().setattr('grad_req', 'write' if trainable else 'null')
 
 
-def apply_mode(net, center_loss, mode):
-    """Freeze (``grad_req='null'``) what ``mode`` does not train and switch the net's outputs.
+def apply_mode(net, center_loss, mode, freeze_centers=False):
+    """Freeze (``grad_req='null'``) what ``mode`` does not train; see the table of
+    :class:`~gluon_ssdcl.loss.Mode`.
 
-    softmax: the centers are unused (the net does not output the embeddings, which still feed
-    the class predictors); center: the class predictors are frozen; softmax-center: everything
-    trains.
+    Parameters
+    ----------
+    net : SSDCenter or LeNetPlusPlus
+        Its ``class_head`` (the layer from embeddings to class scores) is frozen in center mode
+        and trainable otherwise; its other parameters are left as they are.
+    center_loss : CenterLoss or None
+        Holder of the centers; trainable when ``mode.trains_centers(freeze_centers)``. May be
+        None in softmax mode.
+    mode : Mode or str
+    freeze_centers : bool
+        Center mode only: keep the centers fixed.
     """
     mode = Mode(mode)
-    net.set_embeddings(train=mode.uses_center)
-    _set_grad_req(net.class_predictors, mode.trains_classifier)
-    _set_grad_req(center_loss, mode.uses_center)
+    set_trainable(net.class_head, mode.trains_class_head)
+    if center_loss is not None:
+        set_trainable(center_loss, mode.trains_centers(freeze_centers))
 
 
 def make_trainers(net, center_loss, mode, lr, momentum=0.9, wd=5e-4, alpha=0.5, lmbd=1.0,
-                  lr_scheduler=None, clip_gradient=None, kvstore='device'):
-    """The network trainer and the center trainer of DESIGN.md (after :func:`apply_mode`).
+                  lr_scheduler=None, clip_gradient=None, freeze_centers=False, kvstore='device'):
+    """The network trainer and the center trainer, after :func:`apply_mode`.
 
     The network trainer: SGD with momentum and weight decay over every trainable parameter of
-    ``net`` (not the centers; not the class predictors in center mode). The center trainer:
-    see :func:`make_center_trainer`; None in softmax mode. ``clip_gradient`` clips each
-    element of the network's gradients (None: no clipping). Step both with ``step(1)``: the loss
-    is already normalised.
+    ``net`` (not the centers; not the class head in center mode), stepped with ``step(1)`` (the
+    loss is already divided by N). ``clip_gradient`` clips each element of the network's
+    gradients (None: no clipping). The center trainer: :func:`make_center_trainer`, None when
+    the centers do not train.
 
     Returns
     -------
     (gluon.Trainer, gluon.Trainer or None)
     """
     mode = Mode(mode)
-    apply_mode(net, center_loss, mode)
+    apply_mode(net, center_loss, mode, freeze_centers)
     trainable = {name: param for name, param in net.collect_params().items()
                  if param.grad_req != 'null'}
     optimizer_params = {'learning_rate': lr, 'momentum': momentum, 'wd': wd,
@@ -61,18 +71,25 @@ def make_trainers(net, center_loss, mode, lr, momentum=0.9, wd=5e-4, alpha=0.5, 
     if clip_gradient:
         optimizer_params['clip_gradient'] = clip_gradient
     net_trainer = gluon.Trainer(trainable, 'sgd', optimizer_params, kvstore=kvstore)
-    if not mode.uses_center:
+    if not mode.trains_centers(freeze_centers):
         return net_trainer, None
     return net_trainer, make_center_trainer(center_loss, alpha, lmbd, kvstore)
 
 
 def make_center_trainer(center_loss, alpha, lmbd, kvstore='device'):
-    """Plain SGD over the centers at rate ``alpha`` on their gradient divided by ``lmbd``.
+    """Plain SGD over the centers (no momentum, no weight decay): the one place of the
+    λ / N / α bookkeeping.
 
-    With the loss ``lmbd * CenterLoss`` summed over the batch, ``step(1)`` moves each center
-    present in the batch to ``c - alpha * (c - mean of its class's features)`` (Wen et al.,
-    2016); with :class:`~gluon_ssdcl.loss.MultiBoxCenterLoss`, which divides it by the number
-    of positives ``N``, ``step(1 / N)`` does.
+    The loss holds the center term as ``λ L_center / N``, ``N`` being what the other terms are
+    divided by: the positive anchors of the mini-batch (SSD, :class:`~gluon_ssdcl.loss.LossTerms`
+    ``num_pos``) or its samples (LeNet). Like SSD's own terms, and like the reference MXNet
+    center loss (its ``trainer.step(batch_size)``), the center term is divided by ``N``: without
+    it λ = 1 weighs it about N times more than the softmax, and the softmax stops separating the
+    classes (measured). The gradient of a center ``c_j`` is then
+    ``(λ / N) n_j (c_j - mean of class j) / n_j``; this trainer's ``rescale_grad = 1 / λ`` and
+    :func:`step_trainers`' ``step(1 / N)`` cancel λ and N, so each step moves every center
+    present in the batch to ``c_j - α (c_j - mean of its class's embeddings)`` (Wen et al.,
+    2016), whatever λ, N and the number of devices.
     """
     if not 0 < alpha <= 1:
         raise ValueError(f"alpha (the center update rate) must be in (0, 1], got {alpha}")
@@ -82,6 +99,14 @@ def make_center_trainer(center_loss, alpha, lmbd, kvstore='device'):
         center_loss.collect_params(), 'sgd',
         {'learning_rate': alpha, 'momentum': 0.0, 'wd': 0.0, 'rescale_grad': 1.0 / lmbd},
         kvstore=kvstore)
+
+
+def step_trainers(net_trainer, center_trainer, num_pos):
+    """One update after ``backward``: the network with ``step(1)``, the centers (when trained)
+    with ``step(1 / N)``, ``N = max(1, num_pos)`` (see :func:`make_center_trainer`)."""
+    net_trainer.step(1)
+    if center_trainer is not None:
+        center_trainer.step(1.0 / max(1.0, float(num_pos)))
 
 
 def make_lr_scheduler(lr, epochs, iters_per_epoch, lr_mode='cosine', lr_decay=0.1,
@@ -103,13 +128,21 @@ def set_seed(seed):
     mx.random.seed(seed % 2**31)
 
 
-class NonFiniteLossError(RuntimeError):
+class NonFiniteLossError(FloatingPointError):
     """A loss became NaN or infinite; parameters were not updated with it."""
 
     def __init__(self, epoch, batch, values):
         super().__init__(f"non-finite loss at epoch {epoch}, batch {batch} ({values}); "
-                         "training stopped, the last checkpoint is intact. Try a lower --lr.")
+                         "training stopped before updating with it. Lower the learning rate "
+                         "or λ, or clip the gradients.")
         self.epoch, self.batch = epoch, batch
+
+
+def check_finite(values, names, epoch, batch):
+    """Raise :class:`NonFiniteLossError` unless every loss value is finite."""
+    values = np.asarray(values, dtype=np.float64)
+    if not np.all(np.isfinite(values)):
+        raise NonFiniteLossError(epoch, batch, dict(zip(names, values.tolist())))
 
 
 @dataclass
@@ -127,6 +160,7 @@ class TrainConfig:
     lmbd: float = 1.0
     alpha: float = 0.5
     clip_gradient: Optional[float] = None
+    freeze_centers: bool = False
     seed: int = 0
     val_interval: int = 1
     save_interval: int = 0
@@ -134,17 +168,21 @@ class TrainConfig:
     meta: dict = field(default_factory=dict)
 
 
+LOSS_NAMES = ('loss', 'cls', 'box', 'center')
+
+
 def _losses_to_host(terms):
-    """(4,) sums of total, cls, box, center over the batch and devices: one host sync."""
-    parts = [mx.nd.add_n(*[t.sum().as_in_context(mx.cpu()) for t in term]) for term in terms]
-    return mx.nd.concat(*parts, dim=0).asnumpy()
+    """(4,) sums of total, cls, box, center over the batch and devices, and N: one host sync."""
+    parts = [mx.nd.add_n(*[t.sum().as_in_context(mx.cpu()) for t in term])
+             for term in terms[:4]]
+    values = mx.nd.concat(*parts, terms.num_pos[0].as_in_context(mx.cpu()), dim=0).asnumpy()
+    return values[:4], values[4]
 
 
 def train_epoch(net, loss_fn, net_trainer, center_trainer, loader, ctx, epoch):
     """One pass over ``loader`` (batches ``img (B,3,H,W), cls_targets (B,N), box_targets
     (B,N,4)``), split over ``ctx``. Returns the mean (total, cls, box, center) per image and
     images/s. Raises :class:`NonFiniteLossError` before any update with a non-finite loss."""
-    uses_center = loss_fn.mode.uses_center
     sums, images, start = np.zeros(4), 0, time.time()
     progress = tqdm(loader, desc=f'epoch {epoch}', leave=False, dynamic_ncols=True)
     for batch_index, batch in enumerate(progress):
@@ -153,14 +191,11 @@ def train_epoch(net, loss_fn, net_trainer, center_trainer, loader, ctx, epoch):
         with autograd.record():
             outputs = [net(x) for x in data]
             terms = loss_fn([o[0] for o in outputs], [o[1] for o in outputs], cls_targets,
-                            box_targets, [o[3] for o in outputs] if uses_center else None)
+                            box_targets, [o[3] for o in outputs])
         autograd.backward(terms.total)
-        values = _losses_to_host(terms)
-        if not np.all(np.isfinite(values)):
-            raise NonFiniteLossError(epoch, batch_index, dict(zip(terms._fields, values)))
-        net_trainer.step(1)
-        if center_trainer is not None:  # the center loss is divided by the positives N
-            center_trainer.step(1.0 / max(1.0, float((batch[1] > 0).sum().asscalar())))
+        values, num_pos = _losses_to_host(terms)
+        check_finite(values, LOSS_NAMES, epoch, batch_index)
+        step_trainers(net_trainer, center_trainer, num_pos)
         sums += values
         images += batch[0].shape[0]
         progress.set_postfix(loss=f'{sums[0] / images:.3f}', lr=f'{net_trainer.learning_rate:.4f}')
@@ -214,7 +249,8 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
                                   config.lr_decay, config.lr_decay_epoch, config.warmup_iters)
     net_trainer, center_trainer = make_trainers(
         net, loss_fn.center_loss, mode, config.lr, config.momentum, config.wd, config.alpha,
-        config.lmbd, lr_scheduler=scheduler, clip_gradient=config.clip_gradient)
+        config.lmbd, lr_scheduler=scheduler, clip_gradient=config.clip_gradient,
+        freeze_centers=config.freeze_centers)
     first_epoch, best_map, history = 0, -1.0, []
     if resume:
         checkpoint = load_checkpoint(resume)
@@ -232,7 +268,7 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
         loss_fn.hybridize()
         means, speed = train_epoch(net, loss_fn, net_trainer, center_trainer, train_loader,
                                    ctx, epoch)
-        record = {'epoch': epoch, **dict(zip(('loss', 'cls', 'box', 'center'), means)),
+        record = {'epoch': epoch, **dict(zip(LOSS_NAMES, means)),
                   'speed': speed, 'lr': net_trainer.learning_rate}
         if validate is not None and ((epoch + 1) % config.val_interval == 0
                                      or epoch + 1 == config.epochs):

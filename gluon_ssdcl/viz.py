@@ -7,11 +7,9 @@ tests do not pile up open pyplot figures; save it with ``fig.savefig(path)``. No
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import tempfile
-from typing import Iterator, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 from gluoncv.utils.viz import plot_bbox
@@ -20,10 +18,12 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .evaluate import _numpy, collect_positives
+from .files import atomic_path
+from .inference import collect_positives
+from .knn import as_numpy
 
 __all__ = ['plot_embeddings', 'plot_detections', 'plot_history', 'save_animation',
-           'plot_feature_epoch', 'pca_2d', 'atomic_path', 'FeatureMapRecorder']
+           'plot_feature_epoch', 'pca_2d', 'FeatureMapRecorder']
 
 LOSS_KEYS = ('loss', 'cls', 'box', 'center')  # per-epoch loss terms of train.fit's history
 
@@ -108,9 +108,9 @@ def plot_embeddings(emb, labels, centers=None, class_names: Optional[Sequence[st
     -------
     matplotlib.figure.Figure
     """
-    emb = _numpy(emb).astype(np.float64)
-    labels = _numpy(labels)
-    centers = None if centers is None else _numpy(centers).astype(np.float64)
+    emb = as_numpy(emb).astype(np.float64)
+    labels = as_numpy(labels)
+    centers = None if centers is None else as_numpy(centers).astype(np.float64)
     _check_embeddings(emb, labels, centers, class_names)
     ax = _axes(ax, (6, 6))
     dim = emb.shape[1]
@@ -165,12 +165,12 @@ def plot_detections(img, bboxes, scores, ids, class_names: Sequence[str], thresh
     matplotlib.figure.Figure
         One rectangle patch per detection with ``id >= 0`` and ``score >= thresh``.
     """
-    bboxes = _numpy(bboxes)
+    bboxes = as_numpy(bboxes)
     if bboxes.ndim != 2 or bboxes.shape[1] != 4:
         raise ValueError(f"bboxes must have shape (K, 4), got {bboxes.shape}")
     height, width = img.shape[:2]
     ax = _axes(ax, (8, 8 * height / width))
-    plot_bbox(img, bboxes, _numpy(scores).reshape(-1), _numpy(ids).reshape(-1), thresh=thresh,
+    plot_bbox(img, bboxes, as_numpy(scores).reshape(-1), as_numpy(ids).reshape(-1), thresh=thresh,
               class_names=list(class_names), ax=ax)
     ax.set_axis_off()
     return ax.figure
@@ -228,22 +228,6 @@ def plot_history(history: Union[Sequence[dict], str, os.PathLike],
     return ax.figure
 
 
-@contextlib.contextmanager
-def atomic_path(path: str) -> Iterator[str]:
-    """A temporary path in ``path``'s folder to write to; renamed to ``path`` when the block
-    ends without an exception, removed otherwise. The folder is created if needed."""
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=os.path.basename(path) + '.', suffix='.tmp', dir=folder)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-
-
 def _padded_frames(png_paths: Sequence[str]) -> List[Image.Image]:
     """The images as RGB, each pasted at the top left of a white canvas of the largest size."""
     frames = []
@@ -295,14 +279,14 @@ def plot_feature_epoch(net, loader, ctx, centers, class_names: Sequence[str],
                        ax: Optional[Axes] = None) -> Figure:
     """The embeddings of the positive anchors of ``loader``, plotted with the centers.
 
-    Runs :func:`gluon_ssdcl.evaluate.collect_positives` and :func:`plot_embeddings`.
+    Runs :func:`gluon_ssdcl.inference.collect_positives` and :func:`plot_embeddings`.
 
     Parameters
     ----------
     net : SSDCenter
     loader : iterable
         Batches ``(img (B, 3, H, W), cls_targets (B, N), box_targets (B, N, 4))``, e.g. from
-        :func:`gluon_ssdcl.evaluate.positive_loader`.
+        :func:`gluon_ssdcl.inference.positive_loader`.
     ctx : list of mx.Context
     centers : numpy.ndarray or NDArray, (C, D), optional
         E.g. ``center_loss.centers.weight.data()``.
@@ -328,7 +312,7 @@ class FeatureMapRecorder:
     ----------
     loaders : dict of str to iterable
         Split name (``'train'``, ``'val'``) to a fixed loader of training targets, e.g.
-        :func:`gluon_ssdcl.evaluate.positive_loader` over the first images of the split.
+        :func:`gluon_ssdcl.inference.positive_loader` over the first images of the split.
     class_names : sequence of str
     prefix : str
         Files are ``<prefix>_features_<split>_epoch<N>.png`` and ``<prefix>_features_<split>.gif``.

@@ -12,7 +12,10 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize('flags, reason', [
-    (['--lmbd', '-1'], '--lmbd must be > 0'),
+    (['--lmbd', '-1'], 'argument --lmbd: must be a finite number > 0'),
+    (['--lr', 'inf'], 'argument --lr: must be a finite number > 0'),
+    (['--start-epoch', '-3'], 'argument --start-epoch: must be an integer >= 0'),
+    (['--freeze-centers'], '--freeze-centers is only for --center-only'),
     (['--alpha', '0'], '--alpha must be in (0, 1]'),
     (['--alpha', '1.5'], '--alpha must be in (0, 1]'),
     (['--center-loss', '--center-only'], 'not allowed with argument'),

@@ -7,7 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from gluon_ssdcl.data.check import ERROR, WARNING, box_problem, check_voc_folder, main
+from PIL import ImageFile
+
+from gluon_ssdcl.data.check import (ERROR, WARNING, box_problem, check_image, check_voc_folder,
+                                    main, resolve_voc_root, split_path)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -46,10 +49,17 @@ def write(path, text):
         f.write(text)
 
 
-def good_folder(tmp_path):
+def good_folder(tmp_path, sub='voc'):
     items = {'a': [('cat', (5, 6, 30, 40))],
              'b': [('dog', (10, 10, 20, 20)), ('cat', (30, 5, 60, 45))]}
-    return write_voc_folder(tmp_path / 'voc', items, {'train': ['a', 'b'], 'val': ['b']})
+    return write_voc_folder(tmp_path / sub, items, {'train': ['a', 'b'], 'val': ['b']})
+
+
+def run_check(cwd, *args):
+    """``python -m gluon_ssdcl.data.check ARGS`` in a new process."""
+    return subprocess.run([sys.executable, '-m', 'gluon_ssdcl.data.check', *args],
+                          capture_output=True, text=True, cwd=str(cwd),
+                          env=dict(os.environ, PYTHONPATH=REPO))
 
 
 def remove(*parts):
@@ -83,6 +93,8 @@ BAD_CASES = {  # name: (spoil the good folder, file reported, words in the messa
     'missing image': (remove('JPEGImages', 'a.jpg'), 'a.jpg', 'missing'),
     'missing annotation': (remove('Annotations', 'a.xml'), 'a.xml', 'missing'),
     'missing split file': (remove('ImageSets', 'Main', 'val.txt'), 'val.txt', 'split file'),
+    'empty split file': (lambda root: write(split_path(root, 'train'), '\n'), 'train.txt',
+                         'lists no images'),
     'corrupt jpeg': (corrupt_jpeg, 'a.jpg', 'cannot be decoded'),
     'truncated jpeg': (truncate_jpeg, 'a.jpg', 'truncated'),
     'xml does not parse': (xml_edit('</annotation>', ''), 'a.xml', 'does not parse'),
@@ -162,10 +174,68 @@ def test_every_problem_is_listed_once(tmp_path):
 def test_command_line_module(tmp_path):
     root = good_folder(tmp_path)
     truncate_jpeg(root)
-    result = subprocess.run([sys.executable, '-m', 'gluon_ssdcl.data.check', '--root', root],
-                            capture_output=True, text=True, cwd=str(tmp_path),
-                            env=dict(os.environ, PYTHONPATH=REPO))
+    result = run_check(tmp_path, '--root', root)
     assert result.returncode == 1, result.stderr
     image = os.path.join(root, 'JPEGImages', 'a.jpg')
     assert f'{image}: error: image cannot be decoded' in result.stdout
     assert 'RuntimeWarning' not in result.stderr
+
+
+def test_check_image_leaves_pil_setting_as_it_was(tmp_path, monkeypatch):
+    root = good_folder(tmp_path)
+    truncate_jpeg(root)
+    for setting in (True, False):
+        monkeypatch.setattr(ImageFile, 'LOAD_TRUNCATED_IMAGES', setting)
+        size, problem = check_image(os.path.join(root, 'JPEGImages', 'a.jpg'))
+        assert size is None and 'truncated' in problem
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is setting
+        assert check_image(os.path.join(root, 'JPEGImages', 'b.jpg')) == ((64, 48), None)
+        assert ImageFile.LOAD_TRUNCATED_IMAGES is setting
+
+
+def test_resolve_voc_root_accepts_the_folder_and_its_parent(tmp_path):
+    voc = good_folder(tmp_path, os.path.join('generated', 'VOC2007'))
+    assert resolve_voc_root(voc) == voc
+    assert resolve_voc_root(str(tmp_path / 'generated')) == voc
+
+
+def test_resolve_voc_root_says_which_folder_to_pass(tmp_path):
+    with pytest.raises(ValueError, match='no such folder') as error:
+        resolve_voc_root(str(tmp_path / 'missing'))
+    assert str(tmp_path / 'missing') in str(error.value)
+    (tmp_path / 'photos' / 'JPEGImages').mkdir(parents=True)
+    with pytest.raises(ValueError) as error:
+        resolve_voc_root(str(tmp_path / 'photos'))
+    message = str(error.value)
+    assert str(tmp_path / 'photos') in message and '\n' not in message
+    assert all(word in message for word in ('JPEGImages/', 'ImageSets/Main/', 'VOC2007/'))
+
+
+def test_command_line_accepts_the_generator_folder_and_its_voc2007(tmp_path, capsys):
+    voc = good_folder(tmp_path, os.path.join('generated', 'VOC2007'))
+    truncate_jpeg(voc)
+    image = os.path.join(voc, 'JPEGImages', 'a.jpg')
+    for root in (str(tmp_path / 'generated'), voc):
+        assert main(['--root', root, '--classes', 'cat,dog']) == 1
+        out = capsys.readouterr().out
+        assert f'{image}: error: image cannot be decoded' in out
+        assert out.splitlines()[-1] == f'1 error(s), 0 warning(s) in {voc}'
+
+
+def test_command_line_bad_root_is_one_line(tmp_path):
+    (tmp_path / 'photos').mkdir()
+    for root in (tmp_path / 'missing', tmp_path / 'photos'):
+        result = run_check(tmp_path, '--root', str(root))
+        assert result.returncode == 1, result.stderr
+        (line,) = result.stderr.strip().splitlines()
+        assert line.startswith('error: ') and str(root) in line
+        assert 'split file' not in line and 'Traceback' not in result.stderr
+
+
+@pytest.mark.parametrize('argv, flag', [([], '--root'), (['--root', '.', '--split'], '--split')])
+def test_command_line_bad_flags_are_one_line(capsys, argv, flag):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert flag in line and 'usage' not in line

@@ -69,8 +69,19 @@ def test_bad_names_and_arguments(custom):
         get_dataset('custom')
     with pytest.raises(ValueError, match='classes'):
         get_dataset('digits', custom, classes=['a'])
-    with pytest.raises(ValueError, match='does not exist'):
+    with pytest.raises(ValueError, match='no such folder'):
         get_dataset('custom', custom + '-missing')
+    with pytest.raises(ValueError, match='ImageSets/Main/'):
+        get_dataset('custom', os.path.join(custom, 'JPEGImages'))
+
+
+def test_custom_via_the_folder_given_to_the_generator(tmp_path):
+    voc = write_voc_folder(tmp_path / 'generated' / 'VOC2007', ITEMS,
+                           {'train': ['a', 'b'], 'val': ['c']})
+    for root in (str(tmp_path / 'generated'), voc):
+        train, val = get_dataset('custom', root)
+        assert (len(train), len(val)) == (2, 1) and train.classes == ('cat', 'dog')
+        assert str(train) == f'VOCLayoutDetection({voc}, train)'
 
 
 def test_unknown_class_is_an_error(custom):
@@ -85,6 +96,7 @@ def test_corrupt_image_raises_or_is_skipped(custom, caplog):
     with pytest.raises(BadDatasetError) as error:
         get_dataset('custom', custom)
     assert bad in str(error.value) and len(error.value.problems) == 1
+    assert '--skip-bad' in str(error.value) and 'skip_bad=True' in str(error.value)
     with caplog.at_level(logging.WARNING, logger='gluon_ssdcl.data.datasets'):
         train, val = get_dataset('custom', custom, skip_bad=True)
     assert len(train) == 1 and len(val) == 1
@@ -217,6 +229,7 @@ def test_digits(tmp_path):
                                 progress=False)
     train, val = get_dataset('digits', root)
     assert (len(train), len(val)) == (6, 3) and train.classes == tuple('0123456789')
+    assert len(get_dataset('digits', os.path.join(root, 'VOC2007'))[0]) == 6
     image, label = val[2]
     assert image.shape == (64, 64, 3) and label.shape[1] == 6
     assert set(label[:, 4]) <= set(range(10))

@@ -1,6 +1,7 @@
 """Tests of gluon_ssdcl.data.digits: the generated digits data set."""
 import glob
 import json
+import logging
 import os
 import xml.etree.ElementTree as ET
 
@@ -8,8 +9,10 @@ import numpy as np
 import pytest
 from gluoncv.data import VOCDetection
 
+import gluon_ssdcl.data
 from gluon_ssdcl.data import digits
-from gluon_ssdcl.data.digits import CLASSES, ensure_digits, load_mnist, render_image, split_sources
+from gluon_ssdcl.data.digits import (CLASSES, ensure_digits, mnist_sample, render_image,
+                                     split_sources)
 
 TINY = dict(num_train=12, num_val=4, image_size=96, progress=False)
 
@@ -48,7 +51,7 @@ def tiny(tmp_path_factory):
 
 
 def test_render_image_boxes_are_tight_around_the_ink():
-    images, _ = load_mnist()
+    images, _ = mnist_sample()
     rng = np.random.default_rng(0)
     for _ in range(20):
         out = render_image(rng, images[rng.choice(len(images), 6, replace=False)], image_size=96)
@@ -63,7 +66,7 @@ def test_render_image_boxes_are_tight_around_the_ink():
 
 
 def test_render_image_limits_overlap():
-    images, _ = load_mnist()
+    images, _ = mnist_sample()
     rng = np.random.default_rng(1)
     for _ in range(20):
         boxes = render_image(rng, images[:6], image_size=96, max_overlap=0.3).boxes
@@ -77,7 +80,7 @@ def test_render_image_limits_overlap():
 
 
 def test_split_sources_is_disjoint_and_per_class():
-    _, labels = load_mnist()
+    _, labels = mnist_sample()
     train, val = split_sources(labels, 0.2, seed=0)
     assert not set(train) & set(val) and len(train) + len(val) == len(labels)
     assert np.bincount(labels[val]).tolist() == [100] * 10
@@ -103,7 +106,7 @@ def test_layout_and_manifest(tiny):
 
 def test_gluoncv_reads_the_generator_boxes(tiny):
     """VOCDetection's labels are the rendered ink boxes (0-based, inclusive) and classes."""
-    _, labels = load_mnist()
+    _, labels = mnist_sample()
     pools = dict(zip(digits.SPLITS, split_sources(labels, 0.2, seed=3)))
     for split, count in (('train', 12), ('val', 4)):
         dataset = GluonCVDigits(tiny, splits=[(2007, split)])
@@ -119,7 +122,7 @@ def test_gluoncv_reads_the_generator_boxes(tiny):
 
 
 def test_train_and_val_use_disjoint_source_digits(tiny):
-    _, labels = load_mnist()
+    _, labels = mnist_sample()
     train, val = objects(tiny, 'train'), objects(tiny, 'val')
     assert not {i for i, _ in train} & {i for i, _ in val}
     assert all(CLASSES[labels[i]] == name for i, name in train + val)
@@ -189,9 +192,45 @@ def test_bad_parameters(tmp_path):
     assert os.listdir(tmp_path) == []
 
 
-def test_command_line(tmp_path, capsys):
+def test_mnist_sample():
+    images, labels = mnist_sample()
+    assert images.shape == (5000, 28, 28) and images.dtype == np.uint8
+    assert labels.shape == (5000,) and np.bincount(labels).tolist() == [500] * 10
+    assert not images.flags.writeable and not labels.flags.writeable
+    assert gluon_ssdcl.data.mnist_sample is mnist_sample
+    assert not hasattr(digits, 'load_mnist') and 'load_mnist' not in gluon_ssdcl.data.__all__
+
+
+def test_command_line(tmp_path, capsys, monkeypatch):
+    def no_basic_config(*args, **kwargs):
+        pytest.fail('main() configured logging: only program() may')
+    monkeypatch.setattr(logging, 'basicConfig', no_basic_config)
     root = str(tmp_path / 'cli')
     argv = ['--root', root, '--num-train', '3', '--num-val', '2', '--image-size', '64']
     assert digits.main(argv) == 0
     out = capsys.readouterr().out
     assert f'digits data set at {root}: 3 train + 2 val images' in out and 'MiB on disk' in out
+
+
+@pytest.mark.parametrize('flags, named', [
+    (['--num-train', '0'], '--num-train'), (['--num-val', '-1'], '--num-val'),
+    (['--workers', 'two'], '--workers'), (['--image-size', '16'], '--image-size'),
+    (['--min-digits', '3', '--max-digits', '2'], '--max-digits')])
+def test_command_line_bad_flags_are_one_line(tmp_path, capsys, flags, named):
+    root = tmp_path / 'cli'
+    with pytest.raises(SystemExit) as exit_:
+        digits.main(['--root', str(root)] + flags)
+    assert exit_.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert named in line and 'usage' not in line
+    assert not root.exists()
+
+
+def test_command_line_refuses_a_foreign_folder_in_one_line(tmp_path, capsys):
+    foreign = tmp_path / 'photos'
+    foreign.mkdir()
+    (foreign / 'holiday.jpg').write_bytes(b'not ours')
+    assert digits.main(['--root', str(foreign), '--num-train', '3', '--num-val', '2']) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith('error: ') and str(foreign) in line and 'manifest.json' in line
+    assert os.listdir(foreign) == ['holiday.jpg']

@@ -14,7 +14,8 @@ from gluon_ssdcl import CenterLoss, get_model, initialize_params
 from gluon_ssdcl import detect
 from gluon_ssdcl.checkpoint import build_from_checkpoint, save_checkpoint
 from gluon_ssdcl.data.datasets import get_dataset
-from gluon_ssdcl.evaluate import collect_positives, knn_predict, positive_loader
+from gluon_ssdcl.inference import collect_positives, positive_loader
+from gluon_ssdcl.knn import knn_predict
 from test_data_check import REPO, write_voc_folder
 
 CLASSES = ['cat', 'dog']
@@ -147,10 +148,10 @@ def test_label_by_knn_relabels_with_the_training_gallery(setup, tmp_path, monkey
     assert set(labels) == {0, 1} and len(gallery) >= 3
 
 
-def test_build_gallery_uses_the_first_training_images(setup):
+def test_training_gallery_uses_the_first_training_images(setup):
     net, _, checkpoint = build_from_checkpoint(setup['center'], CTX)
-    one, one_labels = detect.build_gallery(net, checkpoint.meta, CTX, 1)
-    two, _ = detect.build_gallery(net, checkpoint.meta, CTX, 2)
+    one, one_labels = detect.training_gallery(net, checkpoint.meta, CTX, 1)
+    two, _ = detect.training_gallery(net, checkpoint.meta, CTX, 2)
     assert one.shape[1] == 2 and 0 < len(one) < len(two)
     np.testing.assert_array_equal(two[:len(one)], one)
     assert set(one_labels) == {0}  # image 'a' holds one cat
@@ -171,9 +172,13 @@ def test_bad_checkpoints_and_network_are_one_line_errors(setup, tmp_path, capsys
     (tmp_path / 'junk.params').write_text('junk')
     assert detect.main([image, '--params', str(tmp_path / 'junk.params')]) == 1
     one_line_error(capsys, 'junk.params')
-    assert detect.main([image, '--params', setup['center'], '--network',
-                        'ssd_64_tiny_center_digits']) == 1
-    one_line_error(capsys, 'ssd_64_tiny_center_digits', 'ssd_64_tiny_center_custom')
+    checkpoint = build_from_checkpoint(setup['center'], CTX)[2]
+    mismatched = tmp_path / 'mismatched.params'  # weights of embed_dim 2, metadata says 3
+    write_checkpoint(mismatched, 'softmax-center', setup['root'])
+    net, center_loss, _ = build_from_checkpoint(setup['center'], CTX)
+    save_checkpoint(str(mismatched), net, center_loss, {**checkpoint.meta, 'embed_dim': 3})
+    assert detect.main([image, '--params', str(mismatched)]) == 1
+    one_line_error(capsys, 'mismatched.params', 'does not fit', 'embed_dim 3')
 
 
 @pytest.mark.parametrize('flags', [['--thresh', '2'], ['--label-by', 'nearest'],

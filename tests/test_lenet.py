@@ -75,16 +75,17 @@ def test_training_step_moves_centers_by_wen_rule_and_reports_the_losses(lmbd):
         members = features[labels == j]
         want = before[j] if not len(members) else before[j] - alpha * (before[j] - members.mean(0))
         np.testing.assert_allclose(after[j], want, rtol=1e-5, atol=1e-6)
-    # L_center = sum over classes of the class mean of 0.5 ||x - c||^2; softmax: mean CE
-    center = sum(0.5 * np.mean(np.sum((features[labels == j] - before[j]) ** 2, axis=1))
-                 for j in (0, 2))
+    # L_center = sum over classes of the class mean of 0.5 ||x - c||^2; the loss is
+    # (sum of CE + lmbd * L_center) / B: mean CE + lmbd * L_center / B
+    center = lmbd / len(labels) * sum(
+        0.5 * np.mean(np.sum((features[labels == j] - before[j]) ** 2, axis=1)) for j in (0, 2))
     shifted = logits - logits.max(axis=1, keepdims=True)
     log_prob = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))
     softmax = -np.mean(log_prob[np.arange(len(labels)), labels])
     (record,) = history
     assert record['center'] == pytest.approx(center, rel=1e-4)
     assert record['softmax'] == pytest.approx(softmax, rel=1e-4)
-    assert record['loss'] == pytest.approx(softmax + lmbd * center, rel=1e-4)
+    assert record['loss'] == pytest.approx(softmax + center, rel=1e-4)
     assert record['accuracy'] == pytest.approx(np.mean(logits.argmax(1) == labels))
 
 
@@ -104,7 +105,7 @@ def test_each_mode_updates_what_it_trains_and_nothing_else(mode):
         else:
             assert not np.array_equal(value, net_before[name]), name
     (name,) = centers_after
-    trained = mode is Mode.SOFTMAX_CENTER  # fixed in center mode by default, unused in softmax
+    trained = mode.uses_center  # trained in center mode too by default, as in SSD
     assert np.array_equal(centers_after[name], centers_before[name]) != trained
     frozen = {p.name for p in net.collect_params().values() if p.grad_req == 'null'}
     assert frozen == ({p.name for p in net.classifier.collect_params().values()}
@@ -113,13 +114,13 @@ def test_each_mode_updates_what_it_trains_and_nothing_else(mode):
         assert (center_loss.centers.weight.grad_req == 'null') != trained
 
 
-@pytest.mark.parametrize('mode, update', [('center', True), ('softmax-center', False)])
-def test_update_centers_overrides_the_mode_default(mode, update):
+@pytest.mark.parametrize('mode, frozen', [('center', True), ('softmax-center', False)])
+def test_freeze_centers_keeps_them_fixed_in_center_mode_only(mode, frozen):
     net, center_loss, images = _tiny_setup()
     before = center_loss.centers.weight.data().asnumpy().copy()
     train_classifier(net, center_loss, (images, np.array([0, 1, 2, 0, 1, 2])), mode, epochs=1,
-                     batch_size=6, lr=0.01, update_centers=update)
-    assert np.array_equal(center_loss.centers.weight.data().asnumpy(), before) != update
+                     batch_size=6, lr=0.01, freeze_centers=True)
+    assert np.array_equal(center_loss.centers.weight.data().asnumpy(), before) == frozen
 
 
 def test_training_on_mnist_digits_lowers_the_loss_and_beats_chance():

@@ -118,3 +118,38 @@ def test_center_step_of_the_loop_moves_centers_towards_class_means(lmbd):
         members = emb.reshape(-1, D)[labels == j]
         np.testing.assert_allclose(after[j], before[j] - 0.5 * (before[j] - members.mean(0)),
                                    rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('mode', list(Mode))
+def test_loss_returns_the_positives_of_the_whole_batch_on_each_device(mode):
+    cp, bp, ct, bt, emb = random_batch(3)
+    ct[:] = 0
+    ct[0, :5], ct[1, 7:9], ct[3, -4:] = 1, 3, 2  # 11 positives
+    ct[2, :6] = -1  # ignored anchors are not positives
+    terms = make_loss(mode)(*split((cp, bp, ct, bt, emb), CTX2))
+    assert [n.context for n in terms.num_pos] == CTX2
+    assert [n.asscalar() for n in terms.num_pos] == [11, 11]
+
+
+def test_the_center_step_uses_the_n_the_loss_returned():
+    """train_epoch steps the center trainer with 1 / N, N read from the loss's own terms: a
+    loss that reports another N changes the step."""
+    from gluon_ssdcl.train import train_epoch
+
+    cp, bp, ct, bt, emb = random_batch(4)
+    real = make_loss('softmax-center')
+    steps = []
+    center_trainer = SimpleNamespace(step=steps.append)
+    net_trainer = SimpleNamespace(step=lambda batch_size: None, learning_rate=0.0)
+    outputs = [nd.array(cp), nd.array(bp), nd.zeros((1, N, 4)), nd.array(emb)]
+    loader = [(nd.zeros((B, 1)), nd.array(ct), nd.array(bt))]
+
+    def reporting(num_pos):
+        def loss_fn(*args):
+            terms = real(*args)
+            return terms._replace(num_pos=[nd.array([num_pos]) for _ in terms.num_pos])
+        return loss_fn
+    train_epoch(lambda x: outputs, real, net_trainer, center_trainer, loader, [mx.cpu(0)], 0)
+    train_epoch(lambda x: outputs, reporting(40.0), net_trainer, center_trainer, loader,
+                [mx.cpu(0)], 0)
+    assert steps == [pytest.approx(1 / np.sum(ct > 0)), pytest.approx(1 / 40)]

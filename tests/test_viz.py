@@ -12,7 +12,7 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 
-from gluon_ssdcl.evaluate import collect_positives, positive_loader
+from gluon_ssdcl.inference import collect_positives, positive_loader
 from gluon_ssdcl.viz import (pca_2d, plot_detections, plot_embeddings, plot_feature_epoch,
                              plot_history, save_animation)
 from test_evaluate import image_dataset

@@ -6,12 +6,12 @@ runs its module once, without runpy's "found in sys.modules" warning.
 import importlib as _importlib
 
 _EXPORTS = {
-    'digits': ('CLASSES', 'render_image', 'split_sources', 'load_mnist', 'default_root',
+    'digits': ('CLASSES', 'render_image', 'split_sources', 'mnist_sample', 'default_root',
                'ensure_digits'),
     'datasets': ('BadDatasetError', 'VOCLayoutDetection', 'SSDTrainTransform', 'get_dataset',
                  'read_class_names', 'get_train_transform', 'get_val_transform', 'get_dataloader',
                  'get_val_loader'),
-    'check': ('Problem', 'check_voc_folder'),
+    'check': ('Problem', 'check_voc_folder', 'check_image', 'resolve_voc_root'),
 }
 _MODULE_OF = {name: module for module, names in _EXPORTS.items() for name in names}
 

@@ -5,24 +5,29 @@ A VOC-layout folder holds ``JPEGImages/<id>.jpg``, ``Annotations/<id>.xml`` and
 
     python -m gluon_ssdcl.data.check --root DIR [--split train val] [--classes cat,dog]
 
-prints one line per problem, ``path: severity: message``, and exits with 1 when there are errors.
+``DIR`` is that folder or its parent holding ``VOC2007/`` (the folder given to
+``python -m gluon_ssdcl.data.digits --root``). Prints one line per problem,
+``path: severity: message``, and exits with 1 when there are errors or ``DIR`` is neither.
 """
 from __future__ import annotations
 
-import argparse
+import contextlib
 import os
-import sys
 import xml.etree.ElementTree as ET
-from typing import List, NamedTuple, Optional, Sequence, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image, ImageFile
 
-__all__ = ['ERROR', 'WARNING', 'Problem', 'check_voc_folder', 'box_problem', 'clip_boxes',
-           'normalize_name', 'split_path', 'image_path', 'annotation_path', 'read_split', 'main']
+from ..cli_tools import OneLineErrorParser, program, run
+
+__all__ = ['ERROR', 'WARNING', 'SUBFOLDER', 'Problem', 'check_voc_folder', 'check_image',
+           'resolve_voc_root', 'box_problem', 'clip_boxes', 'normalize_name', 'split_path',
+           'image_path', 'annotation_path', 'read_split', 'main']
 
 ERROR = 'error'
 WARNING = 'warning'
+SUBFOLDER = 'VOC2007'  # the VOC-layout folder under the digits generator's (and Pascal VOC's) root
 
 
 class Problem(NamedTuple):
@@ -62,6 +67,37 @@ def image_path(root: str, image_id: str) -> str:
 def annotation_path(root: str, image_id: str) -> str:
     """Path of the annotation of `image_id`: ``root/Annotations/<image_id>.xml``."""
     return os.path.join(root, 'Annotations', f'{image_id}.xml')
+
+
+def resolve_voc_root(root: str) -> str:
+    """The VOC-layout folder of `root`: `root` itself, or ``root/VOC2007``.
+
+    Parameters
+    ----------
+    root : str
+        The folder holding ``JPEGImages/``, ``Annotations/`` and ``ImageSets/Main/``, or its
+        parent holding ``VOC2007/`` (as written by :func:`~gluon_ssdcl.data.digits.ensure_digits`);
+        ``~`` is expanded.
+
+    Returns
+    -------
+    str
+        `root` when it holds ``ImageSets/Main/``, else ``root/VOC2007`` when that does.
+
+    Raises
+    ------
+    ValueError
+        When `root` is not a folder, or neither it nor ``root/VOC2007`` holds ``ImageSets/Main/``
+        (one line saying which folder to pass).
+    """
+    root = os.path.expanduser(root)
+    if not os.path.isdir(root):
+        raise ValueError(f'{root}: no such folder')
+    for folder in (root, os.path.join(root, SUBFOLDER)):
+        if os.path.isdir(os.path.join(folder, 'ImageSets', 'Main')):
+            return folder
+    raise ValueError(f'{root} is not a VOC-layout data set: pass the folder holding JPEGImages/, '
+                     f'Annotations/ and ImageSets/Main/, or its parent holding {SUBFOLDER}/')
 
 
 def read_split(root: str, split: str) -> List[str]:
@@ -118,21 +154,38 @@ def clip_boxes(boxes: np.ndarray, width: float, height: float) -> np.ndarray:
     return boxes
 
 
-def _check_image(path: str) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:
-    """Decode an image fully; returns ``((width, height), None)`` or ``(None, what failed)``.
-
-    PIL rather than OpenCV: OpenCV decodes a truncated JPEG without an error (grey fill). PIL's
-    truncation check is switched off globally by ``import gluoncv.data``, so it is switched on here.
-    """
+@contextlib.contextmanager
+def _truncated_images_rejected() -> Iterator[None]:
+    """PIL's check for truncated images switched on while the block runs (``import gluoncv.data``
+    switches it off for the whole process); its previous setting is restored afterwards."""
     saved, ImageFile.LOAD_TRUNCATED_IMAGES = ImageFile.LOAD_TRUNCATED_IMAGES, False
     try:
-        with Image.open(path) as image:
+        yield
+    finally:
+        ImageFile.LOAD_TRUNCATED_IMAGES = saved
+
+
+def check_image(path: str) -> Tuple[Optional[Tuple[int, int]], Optional[str]]:
+    """Decode an image fully, truncated files included.
+
+    PIL rather than OpenCV: OpenCV decodes a truncated JPEG without an error (grey fill).
+
+    Parameters
+    ----------
+    path : str
+        The image file.
+
+    Returns
+    -------
+    ((width, height), None) or (None, str)
+        The size in pixels of an image that decodes, else what failed.
+    """
+    try:
+        with _truncated_images_rejected(), Image.open(path) as image:
             image.load()
             return image.size, None
     except (OSError, SyntaxError, ValueError) as e:
         return None, f'image cannot be decoded ({e})'
-    finally:
-        ImageFile.LOAD_TRUNCATED_IMAGES = saved
 
 
 def _number(node: Optional[ET.Element], tag: str) -> Optional[float]:
@@ -189,7 +242,7 @@ def _check_entry(root: str, image_id: str, classes: Optional[Sequence[str]]) -> 
                for f in (img_file, xml_file) if not os.path.isfile(f)]
     if missing:
         return missing
-    image_size, image_error = _check_image(img_file)
+    image_size, image_error = check_image(img_file)
     xml_size, problems = _check_annotation(xml_file, image_id, classes)
     if image_error:
         problems.insert(0, Problem(img_file, image_error, ERROR, image_id))
@@ -217,11 +270,11 @@ def check_voc_folder(root: str, splits: Sequence[str] = ('train', 'val'),
     -------
     list of Problem
         In split and file order; an image listed in several splits is checked once.
-        Errors: a missing split file, a listed image or annotation that is missing,
-        an image that does not decode (corrupt or truncated), an annotation that does not
-        parse, lacks ``<size>``, ``<name>``, ``<difficult>`` or box coordinates, disagrees
-        with the image size, has an empty box, a box more than a pixel outside the image
-        or an unknown class. Warning: an image without objects.
+        Errors: a missing split file or one that lists no images, a listed image or annotation
+        that is missing, an image that does not decode (corrupt or truncated), an annotation
+        that does not parse, lacks ``<size>``, ``<name>``, ``<difficult>`` or box coordinates,
+        disagrees with the image size, has an empty box, a box more than a pixel outside the
+        image or an unknown class. Warning: an image without objects.
     """
     known = None if classes is None else {normalize_name(c) for c in classes}
     problems: List[Problem] = []
@@ -233,6 +286,8 @@ def check_voc_folder(root: str, splits: Sequence[str] = ('train', 'val'),
             message = f'split file cannot be read ({e.strerror})'
             problems.append(Problem(split_path(root, split), message))
             continue
+        if not ids:
+            problems.append(Problem(split_path(root, split), 'split file lists no images'))
         for image_id in ids:
             if image_id not in seen:
                 seen.add(image_id)
@@ -241,24 +296,36 @@ def check_voc_folder(root: str, splits: Sequence[str] = ('train', 'val'),
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command line: print the problems of a VOC-layout folder; returns 1 on errors, else 0."""
-    parser = argparse.ArgumentParser(prog='python -m gluon_ssdcl.data.check',
-                                     description=__doc__.splitlines()[0])
+    """Command line: print the problems of a VOC-layout folder.
+
+    Returns
+    -------
+    int
+        0 without errors; 1 on errors, or when ``--root`` is not a VOC-layout folder nor its
+        parent (one ``error:`` line). Bad flags exit with 2 (one line).
+    """
+    parser = OneLineErrorParser(prog='python -m gluon_ssdcl.data.check',
+                                description=__doc__.splitlines()[0])
     parser.add_argument('--root', required=True,
-                        help='folder holding JPEGImages/, Annotations/ and ImageSets/Main/')
+                        help='folder holding JPEGImages/, Annotations/ and ImageSets/Main/, '
+                             f'or its parent holding {SUBFOLDER}/')
     parser.add_argument('--split', nargs='+', default=['train', 'val'],
                         help='ImageSets/Main/<split>.txt files to check (default: train val)')
     parser.add_argument('--classes', default=None,
                         help='comma-separated class names; objects of other classes are errors')
     args = parser.parse_args(argv)
     classes = None if args.classes is None else [c for c in args.classes.split(',') if c.strip()]
-    problems = check_voc_folder(args.root, args.split, classes)
-    for problem in problems:
-        print(problem)
-    errors = sum(p.severity == ERROR for p in problems)
-    print(f'{errors} error(s), {len(problems) - errors} warning(s) in {args.root}')
-    return 1 if errors else 0
+
+    def check() -> int:
+        root = resolve_voc_root(args.root)
+        problems = check_voc_folder(root, args.split, classes)
+        for problem in problems:
+            print(problem)
+        errors = sum(p.severity == ERROR for p in problems)
+        print(f'{errors} error(s), {len(problems) - errors} warning(s) in {root}')
+        return 1 if errors else 0
+    return run(check)
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    program(main)

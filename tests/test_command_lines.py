@@ -1,0 +1,121 @@
+"""One rule for every command line: bad usage exits 2 with one line, a runtime failure exits 1
+with one line naming the file, and no command prints a traceback; and no module imports another
+module's private names."""
+import ast
+import glob
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TRAIN = [os.path.join(ROOT, 'train_ssd_center.py')]
+EVALUATE = ['-m', 'gluon_ssdcl.evaluate']
+DETECT = ['-m', 'gluon_ssdcl.detect']
+DIGITS = ['-m', 'gluon_ssdcl.data.digits']
+CHECK = ['-m', 'gluon_ssdcl.data.check']
+MODEL_ZOO = ['-m', 'gluon_ssdcl.model_zoo']
+BENCH_TRAIN = [os.path.join(ROOT, 'benchmarks', 'bench_train.py')]
+BENCH_INFER = [os.path.join(ROOT, 'benchmarks', 'bench_infer.py')]
+COMMANDS = {'train': TRAIN, 'evaluate': EVALUATE, 'detect': DETECT, 'digits': DIGITS,
+            'check': CHECK, 'model_zoo': MODEL_ZOO, 'bench_train': BENCH_TRAIN,
+            'bench_infer': BENCH_INFER}
+TINY_TRAIN = ['--network', 'tiny', '--data-shape', '64', '--digits-train', '16',
+              '--digits-val', '8', '--batch-size', '8', '-j', '0', '--epochs', '1']
+
+
+@pytest.fixture(scope='module')
+def files(tmp_path_factory):
+    """Paths: a junk checkpoint, a junk image, a good image, a non-digits folder, digits."""
+    from gluon_ssdcl.data.digits import ensure_digits
+    tmp = tmp_path_factory.mktemp('cli')
+    (tmp / 'junk.params').write_bytes(os.urandom(256))
+    (tmp / 'junk.jpg').write_bytes(b'\xff\xd8\xff\xe0 not a jpeg')
+    (tmp / 'notes').mkdir()
+    (tmp / 'notes' / 'todo.txt').write_text('mine')
+    digits = ensure_digits(str(tmp / 'digits'), num_train=16, num_val=8, progress=False)
+    return {'dir': str(tmp), 'junk': str(tmp / 'junk.params'), 'junk_img': str(tmp / 'junk.jpg'),
+            'notes': str(tmp / 'notes'), 'digits': digits}
+
+
+def cases(files):
+    """(name, argv, exit code, words the one error line names)."""
+    junk, tmp = files['junk'], files['dir']
+    bench = ['--model', 'ssd_64_tiny_center_digits', '--dataset-root', files['digits'],
+             '--iters', '1', '--rounds', '1', '--batch-size', '2']
+    required = {'evaluate': ['--params', junk], 'detect': [files['junk_img'], '--params', junk],
+                'check': ['--root', tmp]}
+    table = [(f'{name} bad flag', argv + required.get(name, []) + ['--no-such-flag'], 2,
+              ['--no-such-flag']) for name, argv in COMMANDS.items()]
+    table += [
+        ('train bad value', TRAIN + ['--lr', 'nan'], 2, ['--lr']),
+        ('evaluate bad value', EVALUATE + ['--params', junk, '--batch-size', '0'], 2,
+         ['--batch-size']),
+        ('digits bad value', DIGITS + ['--num-train', '0'], 2, ['--num-train']),
+        ('train unreadable checkpoint', TRAIN + TINY_TRAIN + [
+            '--dataset-root', files['digits'], '--save-prefix', os.path.join(tmp, 'run'),
+            '--init-from', junk], 1, [junk]),
+        ('evaluate unreadable checkpoint', EVALUATE + ['--params', junk], 1, [junk]),
+        ('detect unreadable checkpoint', DETECT + [files['junk_img'], '--params', junk], 1,
+         [junk]),
+        ('bench_infer unreadable checkpoint', BENCH_INFER + bench + ['--params', junk], 1,
+         [junk]),
+        ('digits not a digits folder', DIGITS + ['--root', files['notes']], 1, [files['notes']]),
+        ('check not a data set', CHECK + ['--root', files['notes']], 1, [files['notes']]),
+        ('train --gpus 0', TRAIN + ['--gpus', '0'], 1, ['--gpus 0']),
+        ('evaluate --gpus 0', EVALUATE + ['--params', junk, '--gpus', '0'], 1, ['--gpus 0']),
+        ('detect --gpus 0', DETECT + [files['junk_img'], '--params', junk, '--gpus', '0'], 1,
+         ['--gpus 0']),
+        ('bench_train --gpus 0', BENCH_TRAIN + bench + ['--gpus', '0'], 1, ['--gpus 0']),
+        ('bench_infer --gpus 0', BENCH_INFER + bench + ['--gpus', '0'], 1, ['--gpus 0']),
+    ]
+    return table
+
+
+def test_every_command_line_follows_the_exit_code_rule(files):
+    """All cases run at once (each is a fresh Python process), then each is checked."""
+    env = dict(os.environ, OMP_NUM_THREADS='1', HOME=files['dir'])
+    table = cases(files)
+    procs = [subprocess.Popen([sys.executable] + argv, cwd=ROOT, env=env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for _, argv, _, _ in table]
+    failures = []
+    for (name, _, code, words), proc in zip(table, procs):
+        _, err = proc.communicate(timeout=600)
+        errors = [line for line in err.splitlines() if 'error:' in line]
+        if (proc.returncode != code or len(errors) != 1 or 'Traceback' in err
+                or not all(word in errors[0] for word in words)):
+            failures.append(f'{name}: exit {proc.returncode} (want {code}), stderr:\n{err[-800:]}')
+    assert not failures, '\n\n'.join(failures)
+
+
+def test_a_bad_flag_is_one_line_without_usage(files):
+    proc = subprocess.run([sys.executable] + CHECK + ['--split'], cwd=ROOT, text=True,
+                          capture_output=True, timeout=120)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and 'usage' not in proc.stderr
+
+
+def private_imports(path):
+    """``from module import _name`` statements of a file, as 'line: text'."""
+    tree = ast.parse(open(path).read(), path)
+    return [f'{path}:{node.lineno}: from {node.module} import {alias.name}'
+            for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+            for alias in node.names
+            if alias.name.startswith('_') and not alias.name.startswith('__')]
+
+
+def test_no_module_imports_a_private_name_of_another():
+    paths = (glob.glob(os.path.join(ROOT, 'gluon_ssdcl', '**', '*.py'), recursive=True)
+             + glob.glob(os.path.join(ROOT, 'benchmarks', '*.py'))
+             + [os.path.join(ROOT, 'train_ssd_center.py')])
+    assert len(paths) > 20
+    found = [line for path in paths for line in private_imports(path)]
+    assert not found, '\n'.join(found)
+
+
+def test_the_private_import_check_finds_one(tmp_path):
+    path = tmp_path / 'bad.py'
+    path.write_text('from .cli import _OneLineErrorParser\nfrom .x import public, _hidden\n')
+    assert len(private_imports(str(path))) == 2
