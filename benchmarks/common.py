@@ -36,8 +36,9 @@ def build(model, ctx, embed_dim=16):
 
 
 def digit_batches(loader_of, num_batches, root=None):
-    """The first ``num_batches`` batches of ``loader_of(train_dataset, val_dataset)``, held."""
-    train, val = get_dataset('digits', ensure_digits(root))
+    """The first ``num_batches`` batches of ``loader_of(train_dataset, val_dataset)``, held:
+    of the digits data set at ``root``, by default the one of the default run."""
+    train, val = get_dataset('digits', root or ensure_digits())
     return list(itertools.islice(loader_of(train, val), num_batches))
 
 

@@ -39,8 +39,8 @@ def _to_bytes(array):
     return array.asnumpy().astype(np.uint8).tobytes()
 
 
-def _trainer_bytes(trainer, folder):
-    with tempfile.TemporaryDirectory(dir=folder) as tmp:
+def _trainer_bytes(trainer):
+    with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'states')
         trainer.save_states(path)
         with open(path, 'rb') as f:
@@ -61,8 +61,6 @@ def save_checkpoint(path, net, center_loss, meta, net_trainer=None, center_train
         JSON-serialisable record (epoch, best_map, seed, mode, network, classes, ...).
     net_trainer, center_trainer : gluon.Trainer, optional
     """
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
     # pylint: disable=protected-access
     arrays = {_NET + name: param._reduce()
               for name, param in net._collect_params_with_prefix().items()}
@@ -70,7 +68,7 @@ def save_checkpoint(path, net, center_loss, meta, net_trainer=None, center_train
     arrays['meta'] = _to_array(json.dumps(meta).encode())
     for key, trainer in (('net_trainer', net_trainer), ('center_trainer', center_trainer)):
         if trainer is not None:
-            arrays[key] = _to_array(_trainer_bytes(trainer, folder))
+            arrays[key] = _to_array(_trainer_bytes(trainer))
     with atomic_path(path) as tmp:
         mx.nd.save(tmp, arrays)
 
@@ -81,7 +79,8 @@ def load_checkpoint(path):
     Raises
     ------
     FileNotFoundError, ValueError
-        When the file is missing or is not a gluon_ssdcl checkpoint.
+        When the file is missing, is not a gluon_ssdcl checkpoint, or holds NaN or infinite
+        weights.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -91,6 +90,11 @@ def load_checkpoint(path):
         raise ValueError(f"{path} is not a readable checkpoint: {err}") from err
     if not isinstance(arrays, dict) or 'meta' not in arrays:
         raise ValueError(f"{path} is not a gluon_ssdcl checkpoint (no metadata)")
+    broken = [name for name, array in arrays.items()
+              if array.dtype != np.uint8 and not np.isfinite(array.asnumpy()).all()]
+    if broken:
+        raise ValueError(f"{path} holds NaN or infinite values in {len(broken)} arrays "
+                         f"({', '.join(sorted(broken)[:3])}, ...): it comes from a diverged run")
     net_params = {k[len(_NET):]: v for k, v in arrays.items() if k.startswith(_NET)}
     states = {k: _to_bytes(arrays[k]) if k in arrays else None
               for k in ('net_trainer', 'center_trainer')}

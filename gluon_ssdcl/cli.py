@@ -2,16 +2,19 @@
 import argparse
 import logging
 import os
+import sys
 
 import mxnet as mx
 from mxnet.gluon.data import SimpleDataset
 
 from .checkpoint import load_checkpoint
-from .cli_tools import (OneLineErrorParser, add_gpus_flag, add_knn_flag, add_loader_flags,
-                        contexts, log_to_file, nonnegative_int, positive_float, positive_int, run)
+from .cli_tools import (OneLineErrorParser, UsageError, add_gpus_flag, add_knn_flag,
+                        add_loader_flags, contexts, log_to_file, nonnegative_int, positive_float,
+                        positive_int, run)
 from .data.datasets import get_dataloader, get_dataset
 from .data.digits import ensure_digits
 from .evaluate import compare_classifiers, format_table, save_results
+from .files import prefix_lock, remove_leftovers
 from .inference import detection_map, positive_loader
 from .loss import Mode, MultiBoxCenterLoss
 from .model import initialize_params
@@ -19,7 +22,7 @@ from .model_zoo import get_model, list_models
 from .train import TrainConfig, fit, set_seed
 from .viz import FeatureMapRecorder
 
-__all__ = ['build_parser', 'parse_args', 'main']
+__all__ = ['build_parser', 'parse_args', 'resume_flags', 'RESUMED_FLAGS', 'main']
 
 logger = logging.getLogger(__name__)
 
@@ -27,7 +30,7 @@ logger = logging.getLogger(__name__)
 def build_parser():
     """The argument parser (GluonCV's train_ssd.py names where they exist)."""
     p = OneLineErrorParser(
-        prog='train_ssd_center.py',
+        prog='train_ssd_center.py', allow_abbrev=False,
         description='Train an SSD detector with a center-loss embedding head.')
     p.add_argument('--network', default='small',
                    help="base network: small (plain convolutions, for CPUs), tiny, mobilenet0.25, "
@@ -38,8 +41,9 @@ def build_parser():
     p.add_argument('--dataset', choices=('digits', 'voc', 'custom'), default='digits',
                    help='digits: the offline data set, generated on first use (default)')
     p.add_argument('--dataset-root', default=None,
-                   help='data folder (digits: cache, default ~/.gluon_ssdcl/datasets/digits; '
-                        'voc: ~/.mxnet/datasets/voc; custom: required)')
+                   help='data folder (digits: the cache, default ~/.gluon_ssdcl/datasets/digits, '
+                        'or a sibling named by --digits-train/--digits-val when not the '
+                        'defaults; voc: ~/.mxnet/datasets/voc; custom: required)')
     p.add_argument('--classes', default=None, help='custom: comma-separated class names '
                                                    '(default: read from the annotations)')
     p.add_argument('--digits-train', type=positive_int, default=4000,
@@ -56,22 +60,25 @@ def build_parser():
     add_gpus_flag(p)
     p.add_argument('--epochs', type=positive_int, default=6)
     p.add_argument('--resume', default='',
-                   help='continue a run: its --save-prefix (or its _last.params file)')
+                   help="continue a run: its --save-prefix (or its _last.params file); the run's "
+                        "mode, data, model and hyper-parameters are taken from it (flags given "
+                        "again must agree; --epochs may extend it)")
     p.add_argument('--start-epoch', type=nonnegative_int, default=None,
                    help='epoch to resume at (default: the one after the checkpoint)')
     p.add_argument('--lr', type=positive_float, default=0.04)
     p.add_argument('--lr-mode', choices=('cosine', 'step'), default='cosine')
     p.add_argument('--lr-decay', type=float, default=0.1, help='step mode: decay factor')
     p.add_argument('--lr-decay-epoch', default='', help="step mode: epochs, e.g. '160,200'")
-    p.add_argument('--warmup-iters', type=int, default=100)
+    p.add_argument('--warmup-iters', type=nonnegative_int, default=100)
     p.add_argument('--momentum', type=float, default=0.9)
     p.add_argument('--wd', type=float, default=5e-4)
     p.add_argument('--clip-gradient', type=float, default=0.0,
                    help='clip each network gradient element to this (default 0: off)')
     p.add_argument('--val-interval', type=positive_int, default=1)
-    p.add_argument('--save-prefix', default='', help='checkpoint/log prefix '
-                   '(default: runs/<model>_<mode>)')
-    p.add_argument('--save-interval', type=int, default=0,
+    p.add_argument('--save-prefix', default='', help='checkpoint/log prefix, one run at a time '
+                   '(default: runs/<model>_<mode>, plus _d<embed-dim> and _n<train>-<val> when '
+                   'they are not the defaults; with --resume: the resumed run\'s)')
+    p.add_argument('--save-interval', type=nonnegative_int, default=0,
                    help='also keep <prefix>_<epoch>.params every N epochs (0: never)')
     p.add_argument('--seed', type=int, default=233)
     p.add_argument('--log-interval', type=positive_int, default=100,
@@ -112,16 +119,55 @@ def _model_name(args):
                      f"registered: {', '.join(shapes or names)}")
 
 
+# flags a resumed run takes from its checkpoint (the others, e.g. --gpus, -j, may change)
+RESUMED_FLAGS = ('network', 'data_shape', 'batch_size', 'dataset', 'dataset_root', 'classes',
+                 'digits_train', 'digits_val', 'skip_bad', 'augment', 'epochs', 'lr', 'lr_mode',
+                 'lr_decay', 'lr_decay_epoch', 'warmup_iters', 'momentum', 'wd',
+                 'clip_gradient', 'center_loss', 'center_only', 'freeze_centers', 'lmbd',
+                 'alpha', 'embed_dim', 'seed')
+
+
+def _given_flags(parser, argv):
+    """The destinations of the flags written on the command line ``argv``."""
+    return {action.dest for action in parser._actions  # pylint: disable=protected-access
+            for option in action.option_strings for token in argv
+            if token == option or token.startswith(option + '=')}
+
+
+def _default_prefix(args, parser):
+    """``runs/<model>_<mode>``, plus ``_d<embed_dim>`` and ``_n<train>-<val>`` (digits) when
+    they are not the defaults, so that different runs do not share files."""
+    prefix = f'{args.model}_{args.mode.value}'
+    if args.embed_dim != parser.get_default('embed_dim'):
+        prefix += f'_d{args.embed_dim}'
+    sizes = (args.digits_train, args.digits_val)
+    if args.dataset == 'digits' and sizes != tuple(map(parser.get_default,
+                                                       ('digits_train', 'digits_val'))):
+        prefix += f'_n{sizes[0]}-{sizes[1]}'
+    return os.path.join('runs', prefix)
+
+
+def _mode(args):
+    return (Mode.CENTER if args.center_only else
+            Mode.SOFTMAX_CENTER if args.center_loss else Mode.SOFTMAX)
+
+
 def parse_args(argv=None):
-    """Parse and check the flags; bad values exit with code 2 and a one-line reason."""
+    """Parse and check the flags; bad values exit with code 2 and a one-line reason.
+
+    With ``--resume`` the run's own flags are restored later, by :func:`resume_flags`.
+    """
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
     args = parser.parse_args(argv)
+    args.given = _given_flags(parser, argv)
     if not 0 < args.alpha <= 1:
         parser.error(f"--alpha must be in (0, 1], got {args.alpha}")
     if args.freeze_centers and not args.center_only:
         parser.error("--freeze-centers is only for --center-only")
-    args.mode = (Mode.CENTER if args.center_only else
-                 Mode.SOFTMAX_CENTER if args.center_loss else Mode.SOFTMAX)
+    if args.init_from and args.resume:
+        parser.error("--init-from starts a new run and --resume continues one: give one")
+    args.mode = _mode(args)
     if args.init_from and not os.path.isfile(args.init_from):
         parser.error(f"--init-from: no such file {args.init_from}")
     if args.resume:
@@ -142,8 +188,42 @@ def parse_args(argv=None):
         args.model = _model_name(args)
     except ValueError as err:
         parser.error(str(err))
-    args.save_prefix = args.save_prefix or os.path.join('runs', f'{args.model}_{args.mode.value}')
+    args.save_prefix = args.save_prefix or _default_prefix(args, parser)
     return args
+
+
+def resume_flags(args, meta):
+    """Take the resumed run's flags (:data:`RESUMED_FLAGS`) from its checkpoint ``meta``.
+
+    Raises
+    ------
+    UsageError
+        When a flag given again disagrees with the checkpoint, or ``--epochs`` leaves nothing
+        to train.
+    """
+    saved = meta.get('flags')
+    if not saved:
+        raise UsageError(f"{args.resume} records no flags to resume with; start a new run from "
+                         "it with --init-from")
+    for dest in RESUMED_FLAGS:
+        if dest not in saved:
+            continue
+        if dest in args.given and getattr(args, dest) != saved[dest] and dest != 'epochs':
+            raise UsageError(
+                f"--{dest.replace('_', '-')} {getattr(args, dest)} differs from the resumed "
+                f"run's {saved[dest]}: a resumed run keeps its settings (omit the flag, or "
+                "start a new run with --init-from)")
+        if dest not in args.given:
+            setattr(args, dest, saved[dest])
+    if args.epochs <= meta['epoch'] + 1 and args.start_epoch is None:
+        raise UsageError(f"--epochs {args.epochs}: {args.resume} has already trained "
+                         f"{meta['epoch'] + 1} epochs; pass more to train on")
+    args.mode, args.model = _mode(args), meta['network']
+    if 'save_prefix' not in args.given:
+        args.save_prefix = args.resume[:-len('_last.params')] if args.resume.endswith(
+            '_last.params') else os.path.splitext(args.resume)[0]
+    logger.info("resuming %s: %s mode, %s, %d epochs", args.resume, args.mode.value,
+                args.model, args.epochs)
 
 
 def _feature_recorder(args, net, train_ds, val_ds, ctx, classes, anchors):
@@ -193,7 +273,7 @@ def _train_config(args, classes, root):
         save_interval=args.save_interval, save_prefix=args.save_prefix,
         meta={'network': args.model, 'classes': classes, 'embed_dim': args.embed_dim,
               'data_shape': args.data_shape, 'dataset': args.dataset, 'dataset_root': root,
-              'flags': {k: v for k, v in vars(args).items() if k != 'mode'}})
+              'flags': {k: v for k, v in vars(args).items() if k not in ('mode', 'given')}})
 
 
 def _train(args, ctx):
@@ -234,19 +314,24 @@ def _train(args, ctx):
 
 def main(argv=None):
     """Run train_ssd_center.py; returns the exit code (0; 1 after one ``error: ...`` line for a
-    runtime failure such as bad data, an unusable checkpoint, a NaN loss or no GPU). Bad flags
-    exit with 2. The log also goes to ``<save prefix>_train.log``."""
+    runtime failure such as bad data, an unusable checkpoint, a NaN loss, no GPU or a save
+    prefix in use by another run; 2 for bad usage). The log also goes to
+    ``<save prefix>_train.log``."""
     args = parse_args(argv)
-    log_path = f'{args.save_prefix}_train.log'
-    os.makedirs(os.path.dirname(os.path.abspath(log_path)), exist_ok=True)
 
     def train():
+        if args.resume:
+            resume_flags(args, load_checkpoint(args.resume).meta)
+        elif args.init_from:
+            load_checkpoint(args.init_from)  # fail before the data is loaded
         ctx = contexts(args.gpus)
-        for path in (args.resume, args.init_from):
-            if path:  # fail before the data is loaded
-                load_checkpoint(path)
-        logger.info("%s on %s with %s OpenMP threads", args.model, ctx,
-                    os.environ.get('OMP_NUM_THREADS'))
-        return _train(args, ctx)
-    with log_to_file(log_path):
-        return run(train)
+        with prefix_lock(args.save_prefix) as killed, \
+                log_to_file(f'{args.save_prefix}_train.log'):
+            if killed:
+                logger.info("took over %s.lock from a run that is no longer alive (%s)",
+                            args.save_prefix, killed)
+            remove_leftovers(args.save_prefix)
+            logger.info("%s on %s with %s OpenMP threads", args.model, ctx,
+                        os.environ.get('OMP_NUM_THREADS'))
+            return _train(args, ctx)
+    return run(train)

@@ -18,7 +18,7 @@ from typing import Callable, Iterator, List, Sequence
 
 import mxnet as mx
 
-__all__ = ['CommandError', 'OneLineErrorParser', 'positive_int', 'positive_float',
+__all__ = ['CommandError', 'UsageError', 'OneLineErrorParser', 'positive_int', 'positive_float',
            'nonnegative_int', 'gpu_ids', 'contexts', 'add_gpus_flag', 'add_loader_flags',
            'add_knn_flag', 'one_line', 'run', 'program', 'log_to_file', 'RUNTIME_ERRORS']
 
@@ -28,6 +28,10 @@ LOG_FORMAT = '%(asctime)s %(message)s'
 
 class CommandError(RuntimeError):
     """A runtime failure a command reports in one line (exit code 1)."""
+
+
+class UsageError(ValueError):
+    """Bad usage found after parsing (e.g. a flag that contradicts a checkpoint): exit code 2."""
 
 
 # NaN losses (FloatingPointError), missing or unwritable files, bad data or checkpoints, MXNet
@@ -129,13 +133,13 @@ def one_line(error) -> str:
 
 
 def run(body: Callable[[], int]) -> int:
-    """``body()``, or 1 after one ``error: ...`` line on stderr for a runtime failure
-    (:data:`RUNTIME_ERRORS`)."""
+    """``body()``; or, after one ``error: ...`` line on stderr, 2 for a :class:`UsageError` and
+    1 for a runtime failure (:data:`RUNTIME_ERRORS`)."""
     try:
         return body()
     except RUNTIME_ERRORS as err:
         print(f"error: {one_line(err)}", file=sys.stderr)
-        return 1
+        return 2 if isinstance(err, UsageError) else 1
 
 
 def program(main: Callable[[], int]) -> None:

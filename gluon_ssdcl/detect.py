@@ -197,6 +197,8 @@ def _parser() -> argparse.ArgumentParser:
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = _parser()
     args = parser.parse_args(argv)
+    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        parser.error(f"-o/--output-dir {args.output_dir} is a file, not a folder")
     outputs = [_output_path(args.output_dir, path) for path in args.images]
     clashes = sorted({path for path in outputs if outputs.count(path) > 1})
     if clashes:

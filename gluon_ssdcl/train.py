@@ -15,8 +15,8 @@ from .checkpoint import load_checkpoint, restore, save_checkpoint
 from .loss import Mode
 
 __all__ = ['set_trainable', 'apply_mode', 'make_trainers', 'make_center_trainer', 'step_trainers',
-           'make_lr_scheduler', 'set_seed', 'NonFiniteLossError', 'check_finite', 'TrainConfig',
-           'train_epoch', 'fit']
+           'make_lr_scheduler', 'set_seed', 'NonFiniteError', 'check_finite',
+           'weights_finite_flag', 'TrainConfig', 'train_epoch', 'fit']
 
 logger = logging.getLogger(__name__)
 
@@ -128,21 +128,34 @@ def set_seed(seed):
     mx.random.seed(seed % 2**31)
 
 
-class NonFiniteLossError(FloatingPointError):
-    """A loss became NaN or infinite; parameters were not updated with it."""
+class NonFiniteError(FloatingPointError):
+    """A loss, or the weights after an update, became NaN or infinite.
 
-    def __init__(self, epoch, batch, values):
-        super().__init__(f"non-finite loss at epoch {epoch}, batch {batch} ({values}); "
-                         "training stopped before updating with it. Lower the learning rate "
-                         "or λ, or clip the gradients.")
+    Raised before anything is saved: the files on disk are those of the last finite epoch.
+    """
+
+    def __init__(self, epoch, batch, what):
+        super().__init__(f"non-finite {what} at epoch {epoch}, batch {batch}: training stopped, "
+                         "the files on disk are from the last finite epoch. Lower the learning "
+                         "rate (--lr) or λ (--lmbd), or clip the gradients (--clip-gradient).")
         self.epoch, self.batch = epoch, batch
 
 
 def check_finite(values, names, epoch, batch):
-    """Raise :class:`NonFiniteLossError` unless every loss value is finite."""
+    """Raise :class:`NonFiniteError` unless every loss value is finite."""
     values = np.asarray(values, dtype=np.float64)
     if not np.all(np.isfinite(values)):
-        raise NonFiniteLossError(epoch, batch, dict(zip(names, values.tolist())))
+        values = ', '.join(f'{name}={value:.4g}' for name, value in zip(names, values))
+        raise NonFiniteError(epoch, batch, f"loss ({values})")
+
+
+def weights_finite_flag(blocks):
+    """(1,) array on the CPU, 0 when every parameter and BatchNorm statistic of ``blocks`` is
+    finite and NaN otherwise (``x - x`` is 0 for finite x), computed without a host
+    synchronisation."""
+    return mx.nd.add_n(*[(x - x).sum().as_in_context(mx.cpu()) for block in blocks
+                         for param in block.collect_params().values()
+                         for x in param.list_data()])
 
 
 @dataclass
@@ -171,19 +184,32 @@ class TrainConfig:
 LOSS_NAMES = ('loss', 'cls', 'box', 'center')
 
 
-def _losses_to_host(terms):
-    """(4,) sums of total, cls, box, center over the batch and devices, and N: one host sync."""
+def _to_host(terms, weights_flag):
+    """One host synchronisation: the (4,) sums of total, cls, box, center over the batch and
+    devices, N, and the value of ``weights_flag`` (the previous update's; 0 when None)."""
     parts = [mx.nd.add_n(*[t.sum().as_in_context(mx.cpu()) for t in term])
              for term in terms[:4]]
-    values = mx.nd.concat(*parts, terms.num_pos[0].as_in_context(mx.cpu()), dim=0).asnumpy()
-    return values[:4], values[4]
+    flag = mx.nd.zeros((1,)) if weights_flag is None else weights_flag
+    values = mx.nd.concat(*parts, terms.num_pos[0].as_in_context(mx.cpu()), flag,
+                          dim=0).asnumpy()
+    return values[:4], values[4], values[5]
+
+
+def _check_weights(flag, epoch, batch):
+    if not np.isfinite(flag):
+        raise NonFiniteError(epoch, batch, "weights after the update")
 
 
 def train_epoch(net, loss_fn, net_trainer, center_trainer, loader, ctx, epoch):
     """One pass over ``loader`` (batches ``img (B,3,H,W), cls_targets (B,N), box_targets
     (B,N,4)``), split over ``ctx``. Returns the mean (total, cls, box, center) per image and
-    images/s. Raises :class:`NonFiniteLossError` before any update with a non-finite loss."""
+    images/s.
+
+    Raises :class:`NonFiniteError` before an update with a non-finite loss, and, at the next
+    batch or the end of the epoch, after an update that left a non-finite weight.
+    """
     sums, images, start = np.zeros(4), 0, time.time()
+    blocks, weights_flag = (net, loss_fn.center_loss), None
     progress = tqdm(loader, desc=f'epoch {epoch}', leave=False, dynamic_ncols=True)
     for batch_index, batch in enumerate(progress):
         data, cls_targets, box_targets = [
@@ -193,18 +219,69 @@ def train_epoch(net, loss_fn, net_trainer, center_trainer, loader, ctx, epoch):
             terms = loss_fn([o[0] for o in outputs], [o[1] for o in outputs], cls_targets,
                             box_targets, [o[3] for o in outputs])
         autograd.backward(terms.total)
-        values, num_pos = _losses_to_host(terms)
+        values, num_pos, previous_flag = _to_host(terms, weights_flag)
+        _check_weights(previous_flag, epoch, batch_index - 1)
         check_finite(values, LOSS_NAMES, epoch, batch_index)
         step_trainers(net_trainer, center_trainer, num_pos)
+        weights_flag = weights_finite_flag(blocks)
         sums += values
         images += batch[0].shape[0]
         progress.set_postfix(loss=f'{sums[0] / images:.3f}', lr=f'{net_trainer.learning_rate:.4f}')
+    if weights_flag is not None:
+        _check_weights(weights_flag.asscalar(), epoch, batch_index)
     return sums / max(images, 1), images / (time.time() - start)
 
 
 def _checkpoint_meta(config, epoch, best_map, history):
-    return {**config.meta, 'mode': Mode(config.mode).value, 'epoch': epoch, 'best_map': best_map,
-            'seed': config.seed, 'history': history}
+    return {**config.meta, 'mode': Mode(config.mode).value, 'epoch': epoch,
+            'epochs': config.epochs, 'best_map': best_map, 'seed': config.seed,
+            'history': history}
+
+
+def _start(net, loss_fn, train_loader, ctx, config, resume, init_from):
+    """The trainers, the first epoch, the best mAP and the history of a new or resumed run."""
+    if not len(train_loader):
+        raise ValueError("the training loader yields no batch: no epoch can train")
+    mode = Mode(config.mode)
+    if mode is Mode.CENTER and not (resume or init_from):
+        logger.warning("center-only mode from scratch: the class predictors stay random; "
+                       "start it from a softmax-center checkpoint with --init-from")
+    if init_from:
+        restore(load_checkpoint(init_from), net, loss_fn.center_loss, ctx=ctx)
+        logger.info("initialised network and centers from %s", init_from)
+    scheduler = make_lr_scheduler(config.lr, config.epochs, len(train_loader), config.lr_mode,
+                                  config.lr_decay, config.lr_decay_epoch, config.warmup_iters)
+    trainers = make_trainers(
+        net, loss_fn.center_loss, mode, config.lr, config.momentum, config.wd, config.alpha,
+        config.lmbd, lr_scheduler=scheduler, clip_gradient=config.clip_gradient,
+        freeze_centers=config.freeze_centers)
+    if not resume:
+        return trainers, 0, -1.0, []
+    checkpoint = load_checkpoint(resume)
+    restore(checkpoint, net, loss_fn.center_loss, *trainers, ctx=ctx)
+    # the restored optimizer carries the schedule it was started with; the schedule depends on
+    # the update count only, so this one continues it (and stretches it to new --epochs)
+    trainers[0].optimizer.lr_scheduler = scheduler
+    started_for = checkpoint.meta.get('epochs', config.epochs)
+    if started_for != config.epochs:
+        logger.info("the schedule now runs over %d epochs (the checkpoint was started for %d)",
+                    config.epochs, started_for)
+    meta = checkpoint.meta
+    return trainers, meta['epoch'] + 1, meta['best_map'], meta.get('history', [])
+
+
+def _save(config, epoch, record, state, net, loss_fn, trainers):
+    """Write the checkpoints of an epoch; ``state`` ({'best_map', 'history'}) gets the new best."""
+    is_best = record.get('map', -1.0) > state['best_map']
+    state['best_map'] = max(state['best_map'], record.get('map', -1.0))
+    meta = _checkpoint_meta(config, epoch, state['best_map'], state['history'])
+    paths = [f'{config.save_prefix}_last.params']
+    if is_best:
+        paths.append(f'{config.save_prefix}_best.params')
+    if config.save_interval and (epoch + 1) % config.save_interval == 0:
+        paths.append(f'{config.save_prefix}_{epoch:04d}.params')
+    for path in paths:
+        save_checkpoint(path, net, loss_fn.center_loss, meta, *trainers)
 
 
 def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = None,
@@ -219,14 +296,17 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
     loss_fn : MultiBoxCenterLoss
         Initialised on ``ctx``; its mode must be ``config.mode``.
     train_loader : DataLoader
-        Training batches (see :func:`gluon_ssdcl.data.datasets.get_dataloader`).
+        Training batches (see :func:`gluon_ssdcl.data.datasets.get_dataloader`); each epoch's
+        order must depend only on NumPy's generator (seeded per epoch), so that a resumed run
+        repeats the uninterrupted one.
     ctx : list of mx.Context
     config : TrainConfig
     validate : callable, optional
         ``validate(net, epoch) -> mAP`` run every ``config.val_interval`` epochs and after the
         last; the best mAP decides ``<save_prefix>_best.params``.
     resume : str, optional
-        A checkpoint file to continue from (network, centers, trainers, epoch, best mAP).
+        A checkpoint file to continue from (network, centers, trainers, epoch, best mAP); the
+        learning-rate schedule is ``config``'s, continued from the restored update count.
     init_from : str, optional
         A checkpoint whose network and centers start a new stage (e.g. center mode).
     start_epoch : int, optional
@@ -237,56 +317,34 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
     dict with 'epoch', 'best_map', 'history' and 'checkpoint' (last path). The history, one
     dict per epoch (``epoch, loss, cls, box, center, speed, lr`` and ``map`` when validated),
     also goes into every checkpoint's meta, and continues across ``resume``.
+
+    Raises
+    ------
+    NonFiniteError
+        When a loss or the weights become NaN or infinite; nothing of that epoch is saved.
     """
-    mode = Mode(config.mode)
-    if mode is Mode.CENTER and not (resume or init_from):
-        logger.warning("center-only mode from scratch: the class predictors stay random; "
-                       "start it from a softmax-center checkpoint with --init-from")
-    if init_from:
-        restore(load_checkpoint(init_from), net, loss_fn.center_loss, ctx=ctx)
-        logger.info("initialised network and centers from %s", init_from)
-    scheduler = make_lr_scheduler(config.lr, config.epochs, len(train_loader), config.lr_mode,
-                                  config.lr_decay, config.lr_decay_epoch, config.warmup_iters)
-    net_trainer, center_trainer = make_trainers(
-        net, loss_fn.center_loss, mode, config.lr, config.momentum, config.wd, config.alpha,
-        config.lmbd, lr_scheduler=scheduler, clip_gradient=config.clip_gradient,
-        freeze_centers=config.freeze_centers)
-    first_epoch, best_map, history = 0, -1.0, []
-    if resume:
-        checkpoint = load_checkpoint(resume)
-        restore(checkpoint, net, loss_fn.center_loss, net_trainer, center_trainer, ctx=ctx)
-        first_epoch, best_map = checkpoint.meta['epoch'] + 1, checkpoint.meta['best_map']
-        history = checkpoint.meta.get('history', [])
+    trainers, first_epoch, best_map, history = _start(net, loss_fn, train_loader, ctx, config,
+                                                      resume, init_from)
     first_epoch = first_epoch if start_epoch is None else start_epoch
-    history = [record for record in history if record['epoch'] < first_epoch]
+    state = {'best_map': best_map,
+             'history': [record for record in history if record['epoch'] < first_epoch]}
     if resume:
         logger.info("resumed from %s at epoch %d", resume, first_epoch)
-    last_path = f'{config.save_prefix}_last.params'
     for epoch in range(first_epoch, config.epochs):
         set_seed(config.seed * 100003 + epoch)
         net.hybridize(static_alloc=True, static_shape=True)
         loss_fn.hybridize()
-        means, speed = train_epoch(net, loss_fn, net_trainer, center_trainer, train_loader,
-                                   ctx, epoch)
+        means, speed = train_epoch(net, loss_fn, *trainers, train_loader, ctx, epoch)
         record = {'epoch': epoch, **dict(zip(LOSS_NAMES, means)),
-                  'speed': speed, 'lr': net_trainer.learning_rate}
+                  'speed': speed, 'lr': trainers[0].learning_rate}
         if validate is not None and ((epoch + 1) % config.val_interval == 0
                                      or epoch + 1 == config.epochs):
             net.hybridize(static_alloc=True, static_shape=True)
             record['map'] = float(validate(net, epoch))
-        history.append(record)
+        state['history'].append(record)
         logger.info("[Epoch %d] cls=%.4f box=%.4f center=%.4f %.1f img/s lr=%.5f%s", epoch,
                     record['cls'], record['box'], record['center'], speed, record['lr'],
                     f" mAP={record['map']:.4f}" if 'map' in record else '')
-        is_best = record.get('map', -1.0) > best_map
-        best_map = max(best_map, record.get('map', -1.0))
-        meta = _checkpoint_meta(config, epoch, best_map, history)
-        save = lambda path: save_checkpoint(path, net, loss_fn.center_loss, meta,  # noqa: E731
-                                            net_trainer, center_trainer)
-        save(last_path)
-        if is_best:
-            save(f'{config.save_prefix}_best.params')
-        if config.save_interval and (epoch + 1) % config.save_interval == 0:
-            save(f'{config.save_prefix}_{epoch:04d}.params')
-    return {'epoch': config.epochs - 1, 'best_map': best_map, 'history': history,
-            'checkpoint': last_path}
+        _save(config, epoch, record, state, net, loss_fn, trainers)
+    return {'epoch': config.epochs - 1, 'best_map': state['best_map'],
+            'history': state['history'], 'checkpoint': f'{config.save_prefix}_last.params'}

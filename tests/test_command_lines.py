@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import mxnet as mx
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -34,9 +35,31 @@ def files(tmp_path_factory):
     (tmp / 'junk.jpg').write_bytes(b'\xff\xd8\xff\xe0 not a jpeg')
     (tmp / 'notes').mkdir()
     (tmp / 'notes' / 'todo.txt').write_text('mine')
+    (tmp / 'empty.params').write_bytes(b'')
+    (tmp / 'a_file').write_text('not a folder')
     digits = ensure_digits(str(tmp / 'digits'), num_train=16, num_val=8, progress=False)
+    other = write_checkpoint(str(tmp / 'other.params'))
+    with open(other, 'rb') as f:
+        data = f.read()
+    (tmp / 'truncated.params').write_bytes(data[:len(data) // 2])
     return {'dir': str(tmp), 'junk': str(tmp / 'junk.params'), 'junk_img': str(tmp / 'junk.jpg'),
-            'notes': str(tmp / 'notes'), 'digits': digits}
+            'notes': str(tmp / 'notes'), 'digits': digits, 'other': other,
+            'empty': str(tmp / 'empty.params'), 'truncated': str(tmp / 'truncated.params'),
+            'a_file': str(tmp / 'a_file')}
+
+
+def write_checkpoint(path):
+    """A checkpoint of a 2-class tiny network (not the digits one)."""
+    from gluon_ssdcl import CenterLoss, get_model, initialize_params
+    from gluon_ssdcl.checkpoint import save_checkpoint
+    net = get_model('ssd_64_tiny_center_custom', classes=['a', 'b'], embed_dim=2)
+    initialize_params(net, [mx.cpu()])
+    center_loss = CenterLoss(2, 2)
+    center_loss.initialize()
+    save_checkpoint(path, net, center_loss, {
+        'network': 'ssd_64_tiny_center_custom', 'classes': ['a', 'b'], 'embed_dim': 2,
+        'mode': 'softmax-center', 'dataset': 'custom', 'epoch': 0})
+    return path
 
 
 def cases(files):
@@ -63,6 +86,18 @@ def cases(files):
          [junk]),
         ('digits not a digits folder', DIGITS + ['--root', files['notes']], 1, [files['notes']]),
         ('check not a data set', CHECK + ['--root', files['notes']], 1, [files['notes']]),
+        ('train resume random bytes', TRAIN + ['--resume', junk], 1, [junk]),
+        ('train resume empty file', TRAIN + ['--resume', files['empty']], 1, [files['empty']]),
+        ('train resume truncated', TRAIN + ['--resume', files['truncated']], 1,
+         [files['truncated']]),
+        ('train init-from another network', TRAIN + TINY_TRAIN + [
+            '--dataset-root', files['digits'], '--save-prefix', os.path.join(tmp, 'other'),
+            '--init-from', files['other']], 1, [files['other'], 'does not fit']),
+        ('train unwritable prefix', TRAIN + TINY_TRAIN + [
+            '--dataset-root', files['digits'], '--save-prefix',
+            os.path.join(files['a_file'], 'run')], 1, [files['a_file']]),
+        ('detect output is a file', DETECT + [files['junk_img'], '--params', files['other'],
+                                              '-o', files['a_file']], 2, ['-o/--output-dir']),
         ('train --gpus 0', TRAIN + ['--gpus', '0'], 1, ['--gpus 0']),
         ('evaluate --gpus 0', EVALUATE + ['--params', junk, '--gpus', '0'], 1, ['--gpus 0']),
         ('detect --gpus 0', DETECT + [files['junk_img'], '--params', junk, '--gpus', '0'], 1,

@@ -24,6 +24,17 @@ def split(arrays, ctx):
     return [gluon.utils.split_and_load(nd.array(a), ctx, even_split=False) for a in arrays]
 
 
+class FixedOutputs(gluon.Block):
+    """A parameterless network that returns the same training outputs for any input."""
+
+    def __init__(self, outputs):
+        super().__init__()
+        self.outputs = outputs
+
+    def forward(self, x):  # pylint: disable=arguments-differ
+        return self.outputs
+
+
 def make_loss(mode, lmbd=1.0, hybridize=True):
     loss = MultiBoxCenterLoss(C, D, mode=mode, lmbd=lmbd)
     loss.initialize(mx.init.Normal(1.0), ctx=CTX2)
@@ -112,7 +123,7 @@ def test_center_step_of_the_loop_moves_centers_towards_class_means(lmbd):
     outputs = [nd.array(cp), nd.array(bp), nd.zeros((1, N, 4)), nd.array(emb)]
     net_trainer = SimpleNamespace(step=lambda batch_size: None, learning_rate=0.0)
     loader = [(nd.zeros((B, 1)), nd.array(ct), nd.array(bt))]
-    train_epoch(lambda x: outputs, loss, net_trainer, trainer, loader, [mx.cpu(0)], epoch=0)
+    train_epoch(FixedOutputs(outputs), loss, net_trainer, trainer, loader, [mx.cpu(0)], epoch=0)
     after = loss.center_loss.centers.weight.data(mx.cpu(0)).asnumpy()
     for j in range(C):
         members = emb.reshape(-1, D)[labels == j]
@@ -144,12 +155,15 @@ def test_the_center_step_uses_the_n_the_loss_returned():
     outputs = [nd.array(cp), nd.array(bp), nd.zeros((1, N, 4)), nd.array(emb)]
     loader = [(nd.zeros((B, 1)), nd.array(ct), nd.array(bt))]
 
-    def reporting(num_pos):
-        def loss_fn(*args):
-            terms = real(*args)
-            return terms._replace(num_pos=[nd.array([num_pos]) for _ in terms.num_pos])
-        return loss_fn
-    train_epoch(lambda x: outputs, real, net_trainer, center_trainer, loader, [mx.cpu(0)], 0)
-    train_epoch(lambda x: outputs, reporting(40.0), net_trainer, center_trainer, loader,
-                [mx.cpu(0)], 0)
+    class Reporting(MultiBoxCenterLoss):
+        """The loss, reporting N = 40 whatever the batch."""
+
+        def forward(self, *args):
+            terms = super().forward(*args)
+            return terms._replace(num_pos=[nd.array([40.0]) for _ in terms.num_pos])
+    reporting = Reporting(C, D, mode='softmax-center')
+    reporting.initialize(ctx=CTX2)
+    net = FixedOutputs(outputs)
+    train_epoch(net, real, net_trainer, center_trainer, loader, [mx.cpu(0)], 0)
+    train_epoch(net, reporting, net_trainer, center_trainer, loader, [mx.cpu(0)], 0)
     assert steps == [pytest.approx(1 / np.sum(ct > 0)), pytest.approx(1 / 40)]

@@ -234,12 +234,12 @@ class NaNOnCall(MultiBoxCenterLoss):
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
     from gluon_ssdcl.checkpoint import load_checkpoint
-    from gluon_ssdcl.train import NonFiniteLossError, fit
+    from gluon_ssdcl.train import NonFiniteError, fit
     net, _, loader = build_run('softmax-center')
     loss_fn = NaNOnCall(3, 2, mode='softmax-center')
     loss_fn.initialize(mx.init.Normal(1.0))
     assert len(loader) == 3  # so the 5th batch is epoch 1, batch 1
-    with pytest.raises(NonFiniteLossError, match='epoch 1, batch 1'):
+    with pytest.raises(NonFiniteError, match='loss .* at epoch 1, batch 1'):
         fit(net, loss_fn, loader, [mx.cpu()], config_for(tmp_path, 'nan', epochs=3))
     checkpoint = load_checkpoint(str(tmp_path / 'nan_last.params'))
     assert checkpoint.meta['epoch'] == 0
@@ -266,3 +266,39 @@ def test_center_only_stage_keeps_the_class_predictors(tmp_path):
     assert any(np.any(second.net_params[k].asnumpy() != first.net_params[k].asnumpy())
                for k in box_keys)
     assert second.meta['mode'] == 'center'
+
+
+class PoisonOnCall(MultiBoxCenterLoss):
+    """MultiBoxCenterLoss whose ``call``-th evaluation has its true value but an infinite
+    gradient, so that the update leaves non-finite weights while every loss stays finite."""
+    call = 6
+
+    def forward(self, *args):
+        self.calls = getattr(self, 'calls', 0) + 1
+        terms = super().forward(*args)
+        if self.calls == self.call:  # (t - t) is 0 forward; its gradient is scaled by inf
+            return terms._replace(total=[t + (t - t.detach()) * 3e38 * 3e38 for t in terms.total])
+        return terms
+
+
+def test_an_update_that_poisons_the_weights_in_the_last_batch_is_never_saved(tmp_path):
+    from gluon_ssdcl.checkpoint import load_checkpoint
+    from gluon_ssdcl.train import NonFiniteError, fit
+    net, _, loader = build_run('softmax-center')
+    loss_fn = PoisonOnCall(3, 2, mode='softmax-center')
+    loss_fn.initialize(mx.init.Normal(1.0))
+    assert len(loader) == 3  # the 6th batch is the last of epoch 1
+    with pytest.raises(NonFiniteError, match='weights after the update at epoch 1, batch 2'):
+        fit(net, loss_fn, loader, [mx.cpu()], config_for(tmp_path, 'poison', epochs=3))
+    checkpoint = load_checkpoint(str(tmp_path / 'poison_last.params'))  # refuses NaN files
+    assert checkpoint.meta['epoch'] == 0
+
+
+def test_a_checkpoint_with_nan_weights_is_refused(tmp_path):
+    from gluon_ssdcl.checkpoint import load_checkpoint, save_checkpoint
+    net, loss_fn, _ = build_run('softmax')
+    net.class_predictors[0].bias.set_data(net.class_predictors[0].bias.data() * np.nan)
+    path = str(tmp_path / 'nan.params')
+    save_checkpoint(path, net, loss_fn.center_loss, {'epoch': 0})
+    with pytest.raises(ValueError, match='nan.params holds NaN or infinite values in 1 arrays'):
+        load_checkpoint(path)

@@ -86,7 +86,7 @@ def cache_targets(dataset, transform, num_workers: int = 0, batch_size: int = 32
 
 
 def cached_loader(cache: TargetCache, batch_size: int, to_tensor) -> mx.gluon.data.DataLoader:
-    """Shuffled batches of ``cache`` (``last_batch='rollover'``, in this process).
+    """Shuffled batches of ``cache`` (``last_batch='discard'``, in this process).
 
     ``to_tensor`` maps ``(B, H, W, 3)`` uint8 to the network's normalised ``(B, 3, H, W)``
     float32 input (:meth:`~gluon_ssdcl.data.datasets.SSDTrainTransform.to_tensor`). Yields
@@ -97,4 +97,4 @@ def cached_loader(cache: TargetCache, batch_size: int, to_tensor) -> mx.gluon.da
         return to_tensor(mx.nd.array(images, dtype=np.uint8)), mx.nd.array(cls), mx.nd.array(box)
 
     return mx.gluon.data.DataLoader(cache, batch_size, shuffle=True, batchify_fn=batchify,
-                                    last_batch='rollover', num_workers=0)
+                                    last_batch='discard', num_workers=0)

@@ -379,7 +379,7 @@ def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors,
     anchors : mxnet.nd.NDArray
         ``(1, N, 4)`` anchors of the network at this input size.
     batch_size : int
-        Images per batch, B.
+        Images per batch, B; lowered, with a logged note, to the number of training images.
     num_workers : int
         Worker processes; 0 loads in the main process.
     flip, augment : bool
@@ -390,12 +390,17 @@ def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors,
     Returns
     -------
     train_loader
-        Shuffled, ``last_batch='rollover'``; yields
+        Shuffled, ``last_batch='discard'`` (each epoch is its own: an epoch's order depends only
+        on NumPy's generator, so a resumed run repeats the uninterrupted one); yields
         ``(image (B, 3, H, W), cls_targets (B, N), box_targets (B, N, 4))``.
     val_loader
         In order, ``last_batch='keep'``; yields ``(image (B, 3, H, W), label (B, M, 6))``,
         labels padded with rows of -1 (M >= 1).
     """
+    if batch_size > len(train_dataset):
+        logger.warning("batch size %d is larger than the %d training images: using %d",
+                       batch_size, len(train_dataset), len(train_dataset))
+        batch_size = len(train_dataset)
     train_transform = get_train_transform(width, height, anchors, flip=flip, augment=augment)
     cache_size = cache_nbytes(len(train_dataset), width, height, train_transform.num_anchors)
     if not augment and cache_size <= max_cache_bytes:
@@ -405,7 +410,7 @@ def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors,
     else:
         train_loader = mx.gluon.data.DataLoader(
             train_dataset.transform(train_transform), batch_size, shuffle=True,
-            batchify_fn=Batch(Stack(), Stack(), Stack()), last_batch='rollover',
+            batchify_fn=Batch(Stack(), Stack(), Stack()), last_batch='discard',
             num_workers=num_workers)
     return train_loader, get_val_loader(val_dataset, width, height, batch_size, num_workers)
 
