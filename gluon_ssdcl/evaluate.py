@@ -30,6 +30,7 @@ from .inference import (build_gallery, collect_positives, detection_map, net_anc
                         positive_loader)
 from .knn import knn_classifier, nearest_center_predict
 from .loss import Mode
+from .metrics import compactness, confusion_rates
 
 __all__ = ['compare_classifiers', 'format_table', 'save_results', 'main']
 
@@ -39,7 +40,12 @@ MISSING = '–'  # table cell of a value that does not exist (e.g. k-NN in softm
 
 # (row title, result key) of the comparison table
 TABLE_ROWS = (('mAP', 'map'), ('softmax acc', 'softmax_acc'), ('KNN acc', 'knn_acc'),
-              ('nearest-center acc', 'center_acc'), ('mAP relabelled by KNN', 'knn_map'))
+              ('nearest-center acc', 'center_acc'), ('mAP relabelled by KNN', 'knn_map'),
+              ('spread / gap (class means)', 'compactness_ratio'),
+              ('spread / gap (centers)', 'center_compactness_ratio'),
+              ('confusable digits, softmax', 'confusion_softmax'),
+              ('confusable digits, KNN', 'confusion_knn'),
+              ('confusable digits, center', 'confusion_center'))
 
 
 def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> Optional[float]:
@@ -50,6 +56,40 @@ def _accuracy(predictions: np.ndarray, labels: np.ndarray) -> Optional[float]:
 def _finite(value: float) -> Optional[float]:
     """``value``, or None when it is NaN (JSON has no NaN)."""
     return None if math.isnan(value) else value
+
+
+def _mean(values) -> Optional[float]:
+    """The mean of the values that are not None; None when there are none."""
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def _class_means(embeddings: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(C, D) mean embedding of each class (NaN rows for a class without embeddings)."""
+    means = np.full((num_classes, embeddings.shape[1]), np.nan)
+    for j in np.unique(labels):
+        means[j] = embeddings[labels == j].mean(axis=0)
+    return means
+
+
+def _separation(embeddings, labels, predictions, classes, centers=None) -> dict:
+    """Compactness (around the class means, and around ``centers`` when given) and the
+    confusable-digit rates of ``predictions`` ({name: labels}), each with its summary."""
+    present = np.unique(labels)
+    means = _class_means(embeddings, labels, len(classes))
+    names = [classes[j] for j in present]
+    spread = compactness(embeddings, np.searchsorted(present, labels), means[present], names)
+    result = {'compactness': spread,
+              'compactness_ratio': _mean(c['ratio'] for c in spread.values())}
+    if centers is not None:
+        around = compactness(embeddings, labels, centers, classes)
+        result.update(center_compactness=around, center_compactness_ratio=_mean(
+            c['ratio'] for c in around.values()))
+    result['confusions'] = {name: confusion_rates(labels, predicted, classes)
+                            for name, predicted in predictions.items()}
+    for name, rates in result['confusions'].items():
+        result[f'confusion_{name}'] = _mean(rates.values())
+    return result
 
 
 def compare_classifiers(net, centers, train_dataset, val_dataset, ctx: Sequence[mx.Context],
@@ -92,8 +132,14 @@ def compare_classifiers(net, centers, train_dataset, val_dataset, ctx: Sequence[
     dict
         JSON-ready: ``mode``, ``map``, ``map_per_class`` ({class: AP}), ``softmax_acc``,
         ``knn_acc``, ``center_acc``, ``knn_map``, ``num_val_positives``, ``gallery_size``,
-        ``knn_k``. Cells that do not exist are None: the KNN / center cells and the gallery in
-        softmax mode, accuracies without validation positives, APs without ground truth.
+        ``knn_k``; how the validation embeddings separate the classes (:mod:`gluon_ssdcl.metrics`):
+        ``compactness`` ({class: {distance, ratio}} around the class means, every mode) and its
+        mean ``compactness_ratio``, ``center_compactness`` and ``center_compactness_ratio``
+        (around the learned centers), ``confusions`` ({'softmax' / 'knn' / 'center': {'a->b':
+        rate}}, the confusable digits) and their means ``confusion_softmax``, ``confusion_knn``,
+        ``confusion_center``. Cells that do not exist are None: the KNN / center cells and the
+        gallery in softmax mode, accuracies without validation positives, APs without ground
+        truth, rates of classes without positives.
     """
     mode = Mode(mode)
     anchors = net_anchors(net)
@@ -107,15 +153,21 @@ def compare_classifiers(net, centers, train_dataset, val_dataset, ctx: Sequence[
                'map_per_class': {name: _finite(ap) for name, ap in per_class.items()},
                'softmax_acc': _accuracy(softmax_pred, val_labels), 'knn_acc': None,
                'center_acc': None, 'knn_map': None, 'num_val_positives': len(val_labels),
-               'gallery_size': None, 'knn_k': None}
+               'gallery_size': None, 'knn_k': None, 'center_compactness': None,
+               'center_compactness_ratio': None, 'confusion_knn': None, 'confusion_center': None}
     if not mode.uses_center:
+        results.update(_separation(val_embeddings, val_labels, {'softmax': softmax_pred},
+                                   classes))
         return results
     gallery, gallery_labels = build_gallery(net, train_dataset, ctx, batch_size, gallery_size,
                                             seed, num_workers, anchors, max_batches)
     knn = knn_classifier(gallery, gallery_labels, knn_k)
+    predictions = {'softmax': softmax_pred, 'knn': knn(val_embeddings),
+                   'center': nearest_center_predict(centers, val_embeddings)}
+    results.update(_separation(val_embeddings, val_labels, predictions, classes, centers))
     results.update(
-        knn_acc=_accuracy(knn(val_embeddings), val_labels),
-        center_acc=_accuracy(nearest_center_predict(centers, val_embeddings), val_labels),
+        knn_acc=_accuracy(predictions['knn'], val_labels),
+        center_acc=_accuracy(predictions['center'], val_labels),
         knn_map=_finite(detection_map(net, val_loader, ctx, classes, relabel=knn,
                                       max_batches=max_batches)[0]),
         gallery_size=len(gallery), knn_k=min(knn_k, len(gallery)))

@@ -26,3 +26,27 @@ def test_benchmark_prints_its_ratios(digits_root, script, ratios):
     speeds = re.findall(r'^  .+? +([0-9.]+) img/s$', proc.stdout, re.M)
     assert len(speeds) == 3 and all(float(s) > 0 for s in speeds)
     assert len(re.findall(r' = [0-9.]+ +\((meets|MISSES) the goal', proc.stdout)) == ratios
+
+
+def test_study_fast_grid_writes_its_summary_and_resumes_without_rerunning(tmp_path):
+    import csv
+    out = tmp_path / 'study'
+    command = [sys.executable, os.path.join(ROOT, 'benchmarks', 'study_center_loss.py'),
+               '--fast', '--out', str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stdout.count('running ') == 2
+    with open(out / 'results.csv') as f:
+        rows = list(csv.DictReader(f))
+    assert [r['mode'] for r in rows] == ['softmax', 'softmax-center']
+    assert all(0 <= float(r['map']) <= 1 and float(r['minutes']) > 0 for r in rows)
+    assert rows[0]['knn_acc'] == '' and 0 <= float(rows[1]['knn_acc']) <= 1
+    assert 'ap_0' in rows[0] and rows[1]['compactness_ratio'] != ''
+    table = (out / 'results.md').read_text().splitlines()
+    assert len(table) == 4 and ' ± ' in table[2]
+    assert (out / 'results.png').stat().st_size > 1000
+    stamp = os.path.getmtime(out / 'center_l1_s0_eval.json')
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0 and 'running ' not in again.stdout, again.stderr[-2000:]
+    assert os.path.getmtime(out / 'center_l1_s0_eval.json') == stamp

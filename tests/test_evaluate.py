@@ -150,6 +150,10 @@ def test_compare_classifiers_with_separable_embeddings(tiny_net, monkeypatch):
     assert 0 <= results['softmax_acc'] <= 1 and 0 <= results['knn_map'] <= 1
     assert results['knn_k'] == 1 and 3 <= results['gallery_size'] <= 1000
     assert results['num_val_positives'] > 0 and results['mode'] == 'softmax-center'
+    # every embedding of a class is the same point, its center: no spread at all
+    assert results['compactness_ratio'] == 0
+    assert results['center_compactness_ratio'] == pytest.approx(0, abs=1e-5)
+    assert results['confusions'] == {'softmax': {}, 'knn': {}, 'center': {}}  # not digits
 
     capped = compare_classifiers(tiny_net, centers, train, val, CTX, CLASSES, 'center',
                                  batch_size=2, knn_k=50, gallery_size=4, max_batches=1)
@@ -160,12 +164,16 @@ def test_compare_classifiers_with_separable_embeddings(tiny_net, monkeypatch):
 
 def test_format_table_marks_missing_values():
     softmax = {'mode': 'softmax', 'map': 0.5, 'softmax_acc': 0.75, 'knn_acc': None,
-               'center_acc': None, 'knn_map': None}
+               'center_acc': None, 'knn_map': None, 'compactness_ratio': 0.25,
+               'center_compactness_ratio': None, 'confusion_softmax': 0.125,
+               'confusion_knn': None, 'confusion_center': None}
     center = {**softmax, 'mode': 'softmax-center', 'knn_acc': 0.8, 'center_acc': 0.7,
               'knn_map': 0.55}
     table = format_table(softmax)
-    assert table.count('–') == 3 and '0.5000' in table and '0.7500' in table
-    for title in ('mAP', 'softmax acc', 'KNN acc', 'nearest-center acc', 'mAP relabelled by KNN'):
+    assert table.count('–') == 6 and '0.5000' in table and '0.7500' in table
+    assert '0.2500' in table and '0.1250' in table
+    for title in ('mAP', 'softmax acc', 'KNN acc', 'nearest-center acc', 'mAP relabelled by KNN',
+                  'spread / gap (class means)', 'confusable digits, KNN'):
         assert title in table
     both = format_table([softmax, center]).splitlines()
     assert 'softmax' in both[0] and 'softmax-center' in both[0]

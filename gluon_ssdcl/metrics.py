@@ -1,0 +1,95 @@
+"""How well embeddings separate the classes: per-class compactness and the confusion rates of
+confusable classes (pure NumPy; inputs may be NDArrays)."""
+from __future__ import annotations
+
+import itertools
+from typing import Dict, Optional, Sequence
+
+import numpy as np
+
+from .knn import as_numpy
+
+__all__ = ['CONFUSABLE_DIGITS', 'compactness', 'confusion_rates']
+
+# the digits that look alike: (4, 9), (3, 5, 8), (1, 7)
+CONFUSABLE_DIGITS = (('4', '9'), ('3', '5', '8'), ('1', '7'))
+
+
+def compactness(embeddings, labels, centers, class_names: Sequence[str]) -> Dict[str, dict]:
+    """Per class: how close its embeddings lie to its center, against how far the nearest other
+    center is.
+
+    Parameters
+    ----------
+    embeddings : array-like, (M, D)
+    labels : array-like of int, (M,)
+        Class ids in ``[0, C)``.
+    centers : array-like, (C, D)
+        Row ``j`` is the center of class ``j``.
+    class_names : sequence of str
+        The C class names, the keys of the result.
+
+    Returns
+    -------
+    dict
+        ``{name: {'distance': d, 'ratio': d / nearest}}``, ``d`` the mean Euclidean distance of
+        the class's embeddings to its center, ``nearest`` the distance from its center to the
+        nearest other center; a class without embeddings has None for both (and ``ratio`` is
+        None with a single class or coinciding centers). The smaller the ratio, the more compact
+        and apart the class.
+    """
+    embeddings = as_numpy(embeddings).astype(np.float64)
+    labels = as_numpy(labels).astype(np.int64)
+    centers = as_numpy(centers).astype(np.float64)
+    if centers.shape != (len(class_names), embeddings.shape[1]) or labels.shape != (
+            len(embeddings),):
+        raise ValueError(f"need embeddings (M, D), labels (M,) and centers "
+                         f"({len(class_names)}, D); got {embeddings.shape}, {labels.shape} "
+                         f"and {centers.shape}")
+    between = np.linalg.norm(centers[:, None] - centers[None], axis=-1)
+    np.fill_diagonal(between, np.inf)
+    result = {}
+    for j, name in enumerate(class_names):
+        members = embeddings[labels == j]
+        distance = float(np.linalg.norm(members - centers[j], axis=1).mean()) if len(
+            members) else None
+        nearest = between[j].min()
+        ratio = distance / nearest if distance is not None and 0 < nearest < np.inf else None
+        result[name] = {'distance': distance, 'ratio': ratio}
+    return result
+
+
+def confusion_rates(labels, predictions, class_names: Sequence[str],
+                    groups: Sequence[Sequence[str]] = CONFUSABLE_DIGITS
+                    ) -> Dict[str, Optional[float]]:
+    """How often one class of a confusable group is labelled as another of the same group.
+
+    Parameters
+    ----------
+    labels, predictions : array-like of int, (M,)
+        True and predicted class ids (indices into ``class_names``).
+    class_names : sequence of str
+    groups : sequence of sequences of str
+        Classes that look alike; groups with a name not in ``class_names`` are left out.
+
+    Returns
+    -------
+    dict
+        ``{'a->b': rate}`` for every ordered pair of distinct classes in a group: the share of
+        the samples of class a predicted as b (None when class a has no sample).
+    """
+    labels, predictions = as_numpy(labels), as_numpy(predictions)
+    if labels.shape != predictions.shape:
+        raise ValueError(f"labels and predictions differ in shape: {labels.shape} and "
+                         f"{predictions.shape}")
+    index = {name: i for i, name in enumerate(class_names)}
+    rates = {}
+    for group in groups:
+        if not all(name in index for name in group):
+            continue
+        for true, predicted in itertools.permutations(group, 2):
+            members = labels == index[true]
+            rates[f'{true}->{predicted}'] = (
+                float(np.mean(predictions[members] == index[predicted])) if members.any()
+                else None)
+    return rates
