@@ -150,12 +150,17 @@ def check_finite(values, names, epoch, batch):
 
 
 def weights_finite_flag(blocks):
-    """(1,) array on the CPU, 0 when every parameter and BatchNorm statistic of ``blocks`` is
-    finite and NaN otherwise (``x - x`` is 0 for finite x), computed without a host
-    synchronisation."""
-    return mx.nd.add_n(*[(x - x).sum().as_in_context(mx.cpu()) for block in blocks
-                         for param in block.collect_params().values()
-                         for x in param.list_data()])
+    """(1,) array on the CPU: the sum of the squares of every parameter and BatchNorm statistic
+    of ``blocks``, finite exactly when they all are (or so large, above ~1e19, that their
+    squares overflow: a diverged run), computed without a host synchronisation with one
+    ``multi_sum_sq`` per device."""
+    by_device = {}
+    for block in blocks:
+        for param in block.collect_params().values():
+            for array in param.list_data():
+                by_device.setdefault(array.context, []).append(array)
+    return mx.nd.add_n(*[mx.nd.multi_sum_sq(*arrays, num_arrays=len(arrays)).sum()
+                         .as_in_context(mx.cpu()) for arrays in by_device.values()])
 
 
 @dataclass
