@@ -32,6 +32,13 @@ def build_parser():
     p = OneLineErrorParser(
         prog='train_ssd_center.py', allow_abbrev=False,
         description='Train an SSD detector with a center-loss embedding head.')
+    for add_flags in (_add_model_and_data_flags, _add_schedule_flags, _add_run_flags,
+                      _add_center_loss_flags):
+        add_flags(p)
+    return p
+
+
+def _add_model_and_data_flags(p):
     p.add_argument('--network', default='small',
                    help="base network: small (plain convolutions, for CPUs), tiny, mobilenet0.25, "
                         "mobilenet1.0, vgg16_atrous, resnet50_v1 (default: small)")
@@ -57,14 +64,11 @@ def build_parser():
                    help="GluonCV's SSD augmentation (colour, expand, crop; no flips). Default: "
                         "off for digits, whose canvases are already varied (the resized images "
                         "and targets are then computed once and held in memory), on otherwise")
-    add_gpus_flag(p)
+
+
+
+def _add_schedule_flags(p):
     p.add_argument('--epochs', type=positive_int, default=6)
-    p.add_argument('--resume', default='',
-                   help="continue a run: its --save-prefix (or its _last.params file); the run's "
-                        "mode, data, model and hyper-parameters are taken from it (flags given "
-                        "again must agree; --epochs may extend it)")
-    p.add_argument('--start-epoch', type=nonnegative_int, default=None,
-                   help='epoch to resume at (default: the one after the checkpoint)')
     p.add_argument('--lr', type=positive_float, default=0.04)
     p.add_argument('--lr-mode', choices=('cosine', 'step'), default='cosine')
     p.add_argument('--lr-decay', type=float, default=0.1, help='step mode: decay factor')
@@ -74,17 +78,35 @@ def build_parser():
     p.add_argument('--wd', type=float, default=5e-4)
     p.add_argument('--clip-gradient', type=float, default=0.0,
                    help='clip each network gradient element to this (default 0: off)')
+    p.add_argument('--seed', type=int, default=233)
+
+
+def _add_run_flags(p):
+    add_gpus_flag(p)
+    p.add_argument('--resume', default='',
+                   help="continue a run: its --save-prefix (or its _last.params file); the run's "
+                        "mode, data, model and hyper-parameters are taken from it (flags given "
+                        "again must agree; --epochs may extend it)")
+    p.add_argument('--start-epoch', type=nonnegative_int, default=None,
+                   help='epoch to resume at (default: the one after the checkpoint)')
     p.add_argument('--val-interval', type=positive_int, default=1)
     p.add_argument('--save-prefix', default='', help='checkpoint/log prefix, one run at a time '
                    '(default: runs/<model>_<mode>, plus _d<embed-dim> and _n<train>-<val> when '
                    'they are not the defaults; with --resume: the resumed run\'s)')
     p.add_argument('--save-interval', type=nonnegative_int, default=0,
                    help='also keep <prefix>_<epoch>.params every N epochs (0: never)')
-    p.add_argument('--seed', type=int, default=233)
     p.add_argument('--log-interval', type=positive_int, default=100,
                    help='kept for GluonCV compatibility: progress is a tqdm bar per epoch')
     p.add_argument('--pretrained-base', action='store_true',
                    help='start from GluonCV base weights found in ~/.mxnet/models (no download)')
+    p.add_argument('--plotting', action='store_true',
+                   help='after each validation save <prefix>_features_{train,val}_epoch<N>.png '
+                        '(embeddings of the first --plot-images images), at the end a GIF each')
+    p.add_argument('--plot-images', type=positive_int, default=100,
+                   help='--plotting: images per split whose positive anchors are plotted')
+
+
+def _add_center_loss_flags(p):
     modes = p.add_mutually_exclusive_group()
     modes.add_argument('--center-loss', action='store_true',
                        help='softmax+center mode: add λ·center loss to the multibox loss')
@@ -100,12 +122,6 @@ def build_parser():
                    help='center-only: keep the centers fixed (default: they train)')
     p.add_argument('--embed-dim', type=positive_int, default=16)
     add_knn_flag(p)
-    p.add_argument('--plotting', action='store_true',
-                   help='after each validation save <prefix>_features_{train,val}_epoch<N>.png '
-                        '(embeddings of the first --plot-images images), at the end a GIF each')
-    p.add_argument('--plot-images', type=positive_int, default=100,
-                   help='--plotting: images per split whose positive anchors are plotted')
-    return p
 
 
 def _model_name(args):

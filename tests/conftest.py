@@ -1,7 +1,9 @@
 import os
 
+from gluon_ssdcl.cpus import available_cpus  # imports nothing heavy: MXNet is not loaded yet
+
 # MXNet uses half the cores when OMP_NUM_THREADS is unset; must be set before importing it.
-os.environ.setdefault('OMP_NUM_THREADS', str(len(os.sched_getaffinity(0))))
+os.environ.setdefault('OMP_NUM_THREADS', str(available_cpus()))
 
 import mxnet as mx  # noqa: E402
 import pytest  # noqa: E402
