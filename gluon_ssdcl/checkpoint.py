@@ -118,25 +118,53 @@ def restore(checkpoint, net, center_loss=None, net_trainer=None, center_trainer=
             ctx=None):
     """Load a :class:`Checkpoint` into the network, the centers and the trainers given.
 
+    A checkpoint of other classes than ``net.classes`` (another data set's) starts a new run:
+    the backbone, box and embedding heads are loaded; the rows of the class head and the
+    centers of the classes both lists name are copied, the others are new
+    (:meth:`~gluon_ssdcl.model.SSDCenter.reset_class`); the trainers cannot be restored then.
+
     Raises
     ------
     ValueError
         Naming the checkpoint's file, when its arrays do not fit the network or the centers.
     """
     ctx = ctx or [mx.cpu()]
+    old_classes, new_classes = list(checkpoint.meta.get('classes', [])), list(net.classes)
+    other_classes = bool(old_classes) and old_classes != new_classes
+    if other_classes and (net_trainer or center_trainer):
+        raise ValueError(f"{checkpoint.path} was trained on other classes ({old_classes}): it "
+                         "can start a new run (--init-from), not continue one")
+    if other_classes:
+        net.reset_class(old_classes)
     try:
         _load_from_file(lambda path: net.load_parameters(path, ctx=ctx), checkpoint.net_params)
         if center_loss is not None and checkpoint.centers is not None:
-            center_loss.centers.weight.set_data(checkpoint.centers)
+            _set_centers(center_loss, checkpoint.centers, old_classes, new_classes)
     except (AssertionError, mx.base.MXNetError) as err:  # load_parameters asserts on names
         meta = checkpoint.meta
         raise ValueError(f"{checkpoint.path} does not fit the network ({meta.get('network')}, "
-                         f"{len(meta.get('classes', []))} classes, embed_dim "
+                         f"{len(old_classes)} classes, embed_dim "
                          f"{meta.get('embed_dim')}): {str(err).strip().splitlines()[0]}") from err
+    if other_classes:
+        net.reset_class(new_classes, reuse_weights=[c for c in new_classes if c in old_classes])
     for trainer, data in ((net_trainer, checkpoint.net_trainer_states),
                           (center_trainer, checkpoint.center_trainer_states)):
         if trainer is not None and data is not None:
             _load_from_file(trainer.load_states, data)
+
+
+def _set_centers(center_loss, centers, old_classes, new_classes):
+    """Load checkpoint ``centers`` (C_old, D) into ``center_loss`` (C_new, D): all of them for
+    the same classes, else the rows of the classes both lists name."""
+    weight = center_loss.centers.weight
+    if not old_classes or old_classes == new_classes:
+        weight.set_data(centers)
+        return
+    data = weight.data().copy()
+    for new_index, name in enumerate(new_classes):
+        if name in old_classes:
+            data[new_index] = centers[old_classes.index(name)]
+    weight.set_data(data)
 
 
 REQUIRED_META = ('network', 'classes', 'embed_dim', 'mode', 'dataset')

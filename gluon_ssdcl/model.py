@@ -8,9 +8,11 @@ from mxnet import autograd
 from mxnet.gluon import nn
 from gluoncv.model_zoo.model_store import short_hash
 from gluoncv.model_zoo.ssd import SSD
+from gluoncv.nn.coder import MultiPerClassDecoder
 from gluoncv.nn.predictor import ConvPredictor
 
-__all__ = ['SSDCenter', 'TinyFeatures', 'get_ssd_center', 'initialize_params', 'feature_map_sizes']
+__all__ = ['SSDCenter', 'TinyFeatures', 'get_ssd_center', 'initialize_params', 'feature_map_sizes',
+           'reuse_map']
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +72,42 @@ class SSDCenter(SSD):
     def class_head(self):
         """The layer from the embeddings to the class scores (frozen in center mode)."""
         return self.class_predictors
+
+    def reset_class(self, classes, reuse_weights=None):
+        """New class categories: a new class head, as GluonCV's ``SSD.reset_class`` does for its
+        heads (the backbone, box and embedding heads are kept).
+
+        Parameters
+        ----------
+        classes : sequence of str
+            The new categories.
+        reuse_weights : dict or list, optional
+            Classes whose rows of the class head are copied exactly (see :func:`reuse_map`),
+            e.g. ``{'seven': '7'}``; the background row is always copied. Rows of other classes
+            are initialised anew.
+
+        The centers live in the :class:`~gluon_ssdcl.center_loss.CenterLoss`; resize them with
+        the same mapping (:func:`~gluon_ssdcl.checkpoint.restore` does both when a checkpoint
+        of other classes starts a run).
+        """
+        mapping = reuse_map(reuse_weights, self.classes, classes)
+        old = self.class_predictors[0]
+        ctx = old.weight.list_ctx()
+        self._clear_cached_op()
+        self.classes = list(classes)
+        with self.name_scope():
+            head = nn.HybridSequential(prefix=self.class_predictors.prefix)
+            head.add(nn.Dense(len(classes) + 1, flatten=False, in_units=self.embed_dim,
+                              prefix=old.prefix))
+            head.initialize(ctx=ctx)
+        for old_param, new_param in zip((old.weight, old.bias), (head[0].weight, head[0].bias)):
+            data, new_data = old_param.data(ctx[0]), new_param.data(ctx[0]).copy()
+            new_data[0] = data[0]
+            for new_index, old_index in mapping.items():
+                new_data[new_index + 1] = data[old_index + 1]
+            new_param.set_data(new_data)
+        self.class_predictors = head
+        self.cls_decoder = MultiPerClassDecoder(len(self.classes) + 1, thresh=0.01)
 
     def set_embeddings(self, infer):
         """Choose whether inference outputs include the kept detections' embeddings.
@@ -149,6 +187,40 @@ class SSDCenter(SSD):
         kept = F.gather_nd(embeddings, F.stack(batch_index, F.relu(anchor_index)))
         valid = F.slice_axis(result, axis=2, begin=0, end=1) >= 0
         return F.broadcast_add(F.broadcast_mul(kept, valid), valid - 1)
+
+
+def reuse_map(reuse_weights, old_classes, new_classes):
+    """``{new index: old index}`` of the classes whose weights a new class list reuses.
+
+    Parameters
+    ----------
+    reuse_weights : dict, list or None
+        As GluonCV's ``reset_class``: ``{new: old}`` with names or indices, or a list of names
+        found in both lists; None reuses nothing.
+    old_classes, new_classes : sequence of str
+
+    Raises
+    ------
+    ValueError
+        For a name or index not in its list.
+    """
+    if reuse_weights is None:
+        return {}
+    pairs = reuse_weights.items() if isinstance(reuse_weights, dict) else [
+        (name, name) for name in reuse_weights]
+    return {_class_index(new, new_classes, 'new'): _class_index(old, old_classes, 'old')
+            for new, old in pairs}
+
+
+def _class_index(key, classes, which):
+    if isinstance(key, str):
+        if key not in classes:
+            raise ValueError(f"{key!r} is not among the {which} classes {list(classes)}")
+        return list(classes).index(key)
+    if not 0 <= key < len(classes):
+        raise ValueError(f"class index {key} is out of range for the {which} classes "
+                         f"{list(classes)}")
+    return key
 
 
 class TinyFeatures(nn.HybridBlock):

@@ -3,6 +3,7 @@ import os
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 from gluon_ssdcl.checkpoint import load_checkpoint
@@ -114,3 +115,35 @@ def test_plotting_saves_feature_maps_and_gifs(tmp_path, digits_root):
                 assert png.width > 100 and png.height > 100
         with Image.open(f'{prefix}_features_{split}.gif') as gif:
             assert gif.n_frames == 2
+
+
+def test_init_from_another_data_sets_checkpoint_reuses_the_shared_classes(tmp_path, digits_root):
+    import mxnet as mx
+    from gluon_ssdcl import CenterLoss, get_model, initialize_params
+    from gluon_ssdcl.checkpoint import restore
+    from test_data_check import write_voc_folder
+    digits = load_checkpoint(run_cli(tmp_path, digits_root, 'digits', '--center-loss') +
+                             '_last.params')
+    net = get_model('ssd_64_tiny_center_custom', classes=['7', 'cat'], embed_dim=2)
+    initialize_params(net, [mx.cpu()])
+    center_loss = CenterLoss(2, 2)
+    center_loss.initialize()
+    restore(digits, net, center_loss)
+    head = net.class_predictors[0].weight.data().asnumpy()
+    old_head = digits.net_params['class_predictors.0.weight'].asnumpy()
+    np.testing.assert_array_equal(head[[0, 1]], old_head[[0, 8]])  # background, '7'
+    np.testing.assert_array_equal(center_loss.centers.weight.data().asnumpy()[0],
+                                  digits.centers.asnumpy()[7])
+    for name, value in net._collect_params_with_prefix().items():  # pylint: disable=protected-access
+        if not name.startswith('class_predictors'):
+            np.testing.assert_array_equal(value.data().asnumpy(),
+                                          digits.net_params[name].asnumpy(), err_msg=name)
+    items = {f'i{i}': [('cat' if i % 2 else '7', (8, 8, 40, 40))] for i in range(6)}
+    root = write_voc_folder(tmp_path / 'voc', items, {'train': [f'i{i}' for i in range(4)],
+                                                      'val': ['i4', 'i5']})
+    prefix = str(tmp_path / 'finetune')
+    assert main(['--network', 'tiny', '--data-shape', '64', '--dataset', 'custom',
+                 '--dataset-root', root, '--epochs', '1', '--batch-size', '2', '-j', '0',
+                 '--embed-dim', '2', '--knn-k', '1', '--save-prefix', prefix, '--center-loss',
+                 '--init-from', str(tmp_path / 'digits_last.params')]) == 0
+    assert load_checkpoint(prefix + '_last.params').meta['classes'] == ['7', 'cat']

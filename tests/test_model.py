@@ -153,3 +153,46 @@ def test_training_embeddings_are_standardised_per_channel(tiny_net):
     per_channel = embeddings[:, :rows].reshape(4, -1, anchors, embeddings.shape[-1])
     np.testing.assert_allclose(per_channel.mean(axis=(0, 1)), 0, atol=1e-4)
     np.testing.assert_allclose(per_channel.var(axis=(0, 1)), 1, atol=1e-2)
+
+
+def test_reset_class_copies_the_reused_rows_exactly(tiny_net):
+    old = tiny_net.class_predictors[0]
+    old_weight, old_bias = old.weight.data().asnumpy(), old.bias.data().asnumpy()
+    tiny_net.reset_class(['x', 'b', 'a', 'y'], reuse_weights={'x': 'c', 'b': 'b', 2: 0})
+    head = tiny_net.class_predictors[0]
+    weight, bias = head.weight.data().asnumpy(), head.bias.data().asnumpy()
+    assert weight.shape == (5, 2) and tiny_net.classes == ['x', 'b', 'a', 'y']
+    for new_row, old_row in ((0, 0), (1, 3), (2, 2), (3, 1)):  # background, x<-c, b<-b, a<-a
+        np.testing.assert_array_equal(weight[new_row], old_weight[old_row])
+        np.testing.assert_array_equal(bias[new_row], old_bias[old_row])
+    assert not np.array_equal(weight[4], old_weight[1])  # y: new
+    ids, scores, boxes = tiny_net(mx.nd.zeros((1, 3, 64, 64)))
+    assert ids.asnumpy().max() < 4
+
+
+def test_a_reset_net_trains_a_step(tiny_net):
+    from mxnet import autograd
+    from gluon_ssdcl import MultiBoxCenterLoss
+    from gluon_ssdcl.train import make_trainers
+    tiny_net.reset_class(['a', 'new'], reuse_weights=['a'])
+    loss_fn = MultiBoxCenterLoss(2, 2, mode='softmax-center')
+    loss_fn.initialize()
+    net_trainer, center_trainer = make_trainers(tiny_net, loss_fn.center_loss, 'softmax-center',
+                                                lr=0.1)
+    before = tiny_net.class_predictors[0].weight.data().asnumpy().copy()
+    x = mx.nd.random.uniform(shape=(2, 3, 64, 64))
+    with autograd.record():
+        cls, box, _, emb = tiny_net(x)
+        targets = mx.nd.array(np.random.RandomState(0).choice([0, 1, 2], size=cls.shape[:2]))
+        terms = loss_fn(cls, box, targets, mx.nd.zeros_like(box), emb)
+    autograd.backward(terms.total)
+    net_trainer.step(1)
+    assert not np.array_equal(tiny_net.class_predictors[0].weight.data().asnumpy(), before)
+
+
+@pytest.mark.parametrize('reuse, message', [({'x': 'zebra'}, "'zebra' is not among the old"),
+                                            ({'zebra': 'a'}, "'zebra' is not among the new"),
+                                            ({0: 7}, 'index 7 is out of range')])
+def test_reset_class_rejects_unknown_classes(tiny_net, reuse, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_net.reset_class(['x'], reuse_weights=reuse)

@@ -1,0 +1,171 @@
+"""Tests of gluon_ssdcl.export: the exported graph computes what the Gluon net computes."""
+import glob
+import json
+import os
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from gluon_ssdcl import CenterLoss, get_model, initialize_params
+from gluon_ssdcl import export
+from gluon_ssdcl.checkpoint import build_from_checkpoint, save_checkpoint
+
+NAME = 'ssd_64_tiny_center_custom'
+CLASSES = ['cat', 'dog']
+SIZE = 64
+IMAGE_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
+IMAGE_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+
+
+@pytest.fixture(scope='module')
+def params(tmp_path_factory):
+    """A checkpoint of a 2-class tiny network with 2-D embeddings and random centers, alone in
+    its folder."""
+    path = tmp_path_factory.mktemp('export') / 'run_best.params'
+    net = get_model(NAME, classes=CLASSES, embed_dim=2)
+    initialize_params(net, [mx.cpu()])
+    center_loss = CenterLoss(len(CLASSES), 2)
+    center_loss.initialize()
+    center_loss.centers.weight.set_data(mx.nd.array([[1.5, -2.0], [-0.5, 3.25]]))
+    meta = {'network': NAME, 'classes': CLASSES, 'embed_dim': 2, 'mode': 'softmax-center',
+            'data_shape': SIZE, 'dataset': 'custom', 'seed': 0, 'epoch': 3}
+    save_checkpoint(str(path), net, center_loss, meta)
+    return str(path)
+
+
+def gluon_outputs(params, x, embeddings=False):
+    """The (not hybridized) Gluon net's inference outputs on x (1, 3, S, S), as NumPy."""
+    net, _, _ = build_from_checkpoint(params)
+    net.set_embeddings(infer=embeddings)
+    return [o.asnumpy() for o in net(mx.nd.array(x))]
+
+
+def imported_outputs(paths, x):
+    block = mx.gluon.SymbolBlock.imports(paths['symbol'], ['data'], paths['params'])
+    return [o.asnumpy() for o in block(mx.nd.array(x))]
+
+
+def assert_same(actual, expected):
+    assert len(actual) == len(expected)
+    assert (expected[0] >= 0).any(), 'no detection kept: the comparison would be empty'
+    for a, e in zip(actual, expected):
+        assert a.shape == e.shape
+        np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-6)
+
+
+def random_input(seed=0):
+    return np.random.default_rng(seed).normal(size=(1, 3, SIZE, SIZE)).astype(np.float32)
+
+
+def test_export_without_embeddings_matches_the_gluon_net(params, tmp_path):
+    paths = export.export_model(params, str(tmp_path))
+    assert paths['symbol'] == str(tmp_path / f'{NAME}-symbol.json')
+    assert paths['params'] == str(tmp_path / f'{NAME}-0000.params')
+    x = random_input()
+    actual = imported_outputs(paths, x)
+    assert len(actual) == 3
+    assert_same(actual, gluon_outputs(params, x))
+
+
+def test_export_with_embeddings_has_the_fourth_output(params, tmp_path):
+    paths = export.export_model(params, str(tmp_path), embeddings=True)
+    x = random_input(1)
+    actual = imported_outputs(paths, x)
+    assert len(actual) == 4 and actual[3].shape[-1] == 2
+    assert_same(actual, gluon_outputs(params, x, embeddings=True))
+
+
+def test_export_with_preprocess_takes_hwc_pixels(params, tmp_path):
+    paths = export.export_model(params, str(tmp_path), embeddings=True, preprocess=True)
+    image = np.random.default_rng(2).integers(0, 256, (1, SIZE, SIZE, 3), dtype=np.uint8)
+    normalised = ((image.astype(np.float32) / 255 - IMAGE_MEAN) / IMAGE_STD).transpose(0, 3, 1, 2)
+    actual = imported_outputs(paths, image.astype(np.float32))
+    assert_same(actual, gluon_outputs(params, normalised, embeddings=True))
+
+
+def test_centers_and_meta_files(params, tmp_path):
+    paths = export.export_model(params, str(tmp_path), preprocess=True)
+    _, center_loss, _ = build_from_checkpoint(params)
+    centers = np.load(paths['centers'])
+    assert paths['centers'] == str(tmp_path / f'{NAME}-centers.npy')
+    assert centers.dtype == np.float32 and centers.shape == (2, 2)
+    np.testing.assert_array_equal(centers, center_loss.centers.weight.data().asnumpy())
+    np.testing.assert_array_equal(centers, [[1.5, -2.0], [-0.5, 3.25]])
+    with open(paths['meta']) as f:
+        meta = json.load(f)
+    assert paths['meta'] == str(tmp_path / f'{NAME}-meta.json')
+    assert meta['classes'] == CLASSES and meta['embed_dim'] == 2
+    assert meta['mode'] == 'softmax-center' and meta['base_size'] == SIZE
+    assert meta['embeddings'] is False and meta['preprocess'] is True
+    assert meta['input']['layout'] == 'NHWC' and meta['input']['shape'] == [1, SIZE, SIZE, 3]
+    assert meta['outputs'] == ['ids', 'scores', 'bboxes']
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in paths.values())
+
+
+def test_export_leaves_mxnet_as_it_was(params, tmp_path):
+    """GluonCV's export_block removes mx.sym.contrib.box_encode for the rest of the process."""
+    paths = export.export_model(params, str(tmp_path))
+    assert 'box_encode' in mx.sym.contrib.__dict__
+    with open(paths['symbol']) as f:
+        assert 'box_encode' not in f.read()
+
+
+def test_export_model_refuses_a_file_as_folder(params, tmp_path):
+    (tmp_path / 'a_file').write_text('not a folder')
+    with pytest.raises(NotADirectoryError, match='a_file'):
+        export.export_model(params, str(tmp_path / 'a_file'))
+
+
+def one_line_error(capsys, *words):
+    captured = capsys.readouterr()
+    err = captured.err.strip()
+    assert len(err.splitlines()) == 1 and 'Traceback' not in err and 'usage' not in err, err
+    for word in words:
+        assert word in err, err
+    return captured.out
+
+
+def test_cli_bad_flag_exits_2_with_one_line(params, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(['--params', params, '--no-such-flag'])
+    assert exit_info.value.code == 2
+    one_line_error(capsys, '--no-such-flag')
+
+
+def test_cli_output_dir_that_is_a_file_exits_2(params, tmp_path, capsys):
+    (tmp_path / 'a_file').write_text('not a folder')
+    with pytest.raises(SystemExit) as exit_info:
+        export.main(['--params', params, '-o', str(tmp_path / 'a_file')])
+    assert exit_info.value.code == 2
+    one_line_error(capsys, '-o/--output-dir')
+
+
+def test_cli_missing_checkpoint_exits_1_naming_it(tmp_path, capsys):
+    missing = str(tmp_path / 'missing.params')
+    assert export.main(['--params', missing, '-o', str(tmp_path / 'out')]) == 1
+    one_line_error(capsys, 'error:', missing)
+    assert not os.path.exists(tmp_path / 'out')
+
+
+def test_cli_unreadable_checkpoint_exits_1_naming_it(tmp_path, capsys):
+    junk = tmp_path / 'junk.params'
+    junk.write_bytes(os.urandom(256))
+    assert export.main(['--params', str(junk)]) == 1
+    one_line_error(capsys, 'error:', str(junk))
+    assert os.listdir(tmp_path) == ['junk.params']
+
+
+def test_cli_writes_beside_the_checkpoint_and_prints_the_paths(params, capsys):
+    assert export.main(['--params', params, '--embeddings', '--preprocess']) == 0
+    captured = capsys.readouterr()
+    printed = captured.out.split()
+    folder = os.path.dirname(params)
+    assert sorted(printed) == sorted(os.path.join(folder, f'{NAME}-{suffix}') for suffix in
+                                     ('symbol.json', '0000.params', 'centers.npy', 'meta.json'))
+    assert all(os.path.isfile(path) for path in printed)
+    assert not glob.glob(os.path.join(folder, '*.tmp'))
+    with open(os.path.join(folder, f'{NAME}-meta.json')) as f:
+        meta = json.load(f)
+    assert meta['embeddings'] is True and meta['preprocess'] is True
+    assert meta['outputs'] == ['ids', 'scores', 'bboxes', 'embeddings']
