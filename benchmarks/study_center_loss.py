@@ -149,7 +149,8 @@ def plot(rows, path):
         ax.set_xscale('log')
         ax.set_xlabel('λ')
         ax.set_title(title)
-        ax.legend(fontsize='small')
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize='small')
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format='png', dpi=90)

@@ -14,11 +14,13 @@ except ImportError as err:  # MXNet is an extra: the CPU and CUDA builds exclude
                       "or 'gluon_ssdcl[gpu]' for the CUDA 11.2 build") from err
 
 from .center_loss import CenterLoss
+from .checkpoint import LoadedModel, load_model
 from .loss import LossTerms, Mode, MultiBoxCenterLoss
 from .model import SSDCenter, get_ssd_center, initialize_params
 from .model_zoo import get_model, list_models
 
-__version__ = '0.1.0'
+__version__ = '0.2.0'
 
-__all__ = ['CenterLoss', 'LossTerms', 'Mode', 'MultiBoxCenterLoss', 'SSDCenter',
-           'get_ssd_center', 'initialize_params', 'get_model', 'list_models', '__version__']
+__all__ = ['CenterLoss', 'LoadedModel', 'load_model', 'LossTerms', 'Mode', 'MultiBoxCenterLoss',
+           'SSDCenter', 'get_ssd_center', 'initialize_params', 'get_model', 'list_models',
+           '__version__']

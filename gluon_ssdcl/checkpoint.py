@@ -1,34 +1,60 @@
-"""Checkpoints: one file with the network, the centers, both trainers' states and metadata.
+"""Checkpoints: the weights a GluonCV user loads, and beside them the training state.
 
-A checkpoint is an MXNet ``nd.save`` dictionary: ``net.<name>`` arrays (the structural names of
-``Block.save_parameters``), ``centers`` (C, D), the trainers' states and a JSON ``meta`` record
-(epoch, best mAP, seed, mode, network, classes, embed_dim, data shape, flags) as uint8 arrays.
-Saves are atomic: a temporary file in the same folder, then ``os.replace``.
+A checkpoint ``<stem>`` (e.g. ``runs/<run>_best``) is two files:
+
+- ``<stem>.params``: the network's weights, exactly the file of ``Block.save_parameters``, so
+  ``net.load_parameters(path)`` reads it into ``get_model(meta['network'],
+  classes=meta['classes'], embed_dim=meta['embed_dim'])`` as GluonCV's ``train_ssd.py`` files;
+- ``<stem>.state``: an ``nd.save`` dictionary of the ``centers`` (C, D), both trainers' states
+  and a JSON ``meta`` record as uint8 (epoch, best mAP, seed, mode, network, classes,
+  embed_dim, data shape, data set, flags, history, and the SHA-256 of the weights file it goes
+  with, checked when loading).
+
+Both are written atomically (the state first); nothing with NaN or infinite values is loaded.
+``python -m gluon_ssdcl.checkpoint --convert OLD.params`` converts a one-file checkpoint of
+gluon_ssdcl 0.1.
 """
+import hashlib
 import json
 import os
 import tempfile
-from typing import NamedTuple, Optional
+from typing import NamedTuple, Optional, Sequence
 
 import mxnet as mx
 import numpy as np
 
+from .cli_tools import OneLineErrorParser, program, run
 from .files import atomic_path
 
-__all__ = ['Checkpoint', 'save_checkpoint', 'load_checkpoint', 'restore', 'build_from_checkpoint',
-           'REQUIRED_META']
+__all__ = ['Checkpoint', 'checkpoint_stem', 'save_checkpoint', 'load_checkpoint', 'restore',
+           'LoadedModel', 'load_model', 'convert_checkpoint', 'REQUIRED_META', 'main']
 
-_NET = 'net.'
+_NET = 'net.'  # prefix of the weights in a one-file checkpoint of gluon_ssdcl 0.1
 
 
 class Checkpoint(NamedTuple):
-    """What :func:`load_checkpoint` reads back from the file ``path``."""
+    """What :func:`load_checkpoint` reads back; ``path`` is its weights file."""
     net_params: dict
     centers: Optional[mx.nd.NDArray]
     net_trainer_states: Optional[bytes]
     center_trainer_states: Optional[bytes]
     meta: dict
     path: str
+
+
+def checkpoint_stem(path: str, default: str = 'last') -> str:
+    """The stem of a checkpoint named by either of its files or by its run's prefix.
+
+    ``runs/x_last.params`` and ``runs/x_last.state`` give ``runs/x_last``; a prefix
+    ``runs/x`` gives ``runs/x_<default>`` ('last' or 'best'; 'best' falls back to 'last'
+    when the run has no best file).
+    """
+    root, ext = os.path.splitext(path)
+    if ext in ('.params', '.state'):
+        return root
+    if default == 'best' and not os.path.isfile(f'{path}_best.params'):
+        default = 'last'
+    return f'{path}_{default}'
 
 
 def _to_array(data: bytes):
@@ -39,6 +65,14 @@ def _to_bytes(array):
     return array.asnumpy().astype(np.uint8).tobytes()
 
 
+def _sha256(path):
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def _trainer_bytes(trainer):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'states')
@@ -47,13 +81,23 @@ def _trainer_bytes(trainer):
             return f.read()
 
 
+def _write(stem, weights, state, meta):
+    """Write ``<stem>.params`` (``weights``: name -> array) and ``<stem>.state`` (``state``
+    plus ``meta`` with the weights' SHA-256) atomically, the state file first."""
+    with atomic_path(stem + '.params') as weights_tmp:
+        mx.nd.save(weights_tmp, weights)
+        meta = {**meta, 'params_sha256': _sha256(weights_tmp)}
+        with atomic_path(stem + '.state') as state_tmp:
+            mx.nd.save(state_tmp, {**state, 'meta': _to_array(json.dumps(meta).encode())})
+
+
 def save_checkpoint(path, net, center_loss, meta, net_trainer=None, center_trainer=None):
-    """Write a checkpoint atomically to ``path``; an interrupted save leaves the old file whole.
+    """Write a checkpoint: ``<stem>.params`` (the weights) and ``<stem>.state``.
 
     Parameters
     ----------
     path : str
-        Destination file, e.g. ``<prefix>_last.params``.
+        Either file of the checkpoint, e.g. ``<prefix>_last.params``.
     net : SSDCenter
     center_loss : CenterLoss
         Holder of the centers.
@@ -62,44 +106,61 @@ def save_checkpoint(path, net, center_loss, meta, net_trainer=None, center_train
     net_trainer, center_trainer : gluon.Trainer, optional
     """
     # pylint: disable=protected-access
-    arrays = {_NET + name: param._reduce()
-              for name, param in net._collect_params_with_prefix().items()}
-    arrays['centers'] = center_loss.centers.weight._reduce()
-    arrays['meta'] = _to_array(json.dumps(meta).encode())
+    weights = {name: param._reduce() for name, param in net._collect_params_with_prefix().items()}
+    state = {'centers': center_loss.centers.weight._reduce()}
     for key, trainer in (('net_trainer', net_trainer), ('center_trainer', center_trainer)):
         if trainer is not None:
-            arrays[key] = _to_array(_trainer_bytes(trainer))
-    with atomic_path(path) as tmp:
-        mx.nd.save(tmp, arrays)
+            state[key] = _to_array(_trainer_bytes(trainer))
+    _write(checkpoint_stem(path), weights, state, meta)
+
+
+def _read(path, what):
+    """The ``nd.save`` dictionary in ``path``; ValueError naming it when it is not one."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"{what} {path} does not exist")
+    try:
+        arrays = mx.nd.load(path)
+    except mx.base.MXNetError as err:
+        raise ValueError(f"{path} is not a readable {what}: {err}") from err
+    if not isinstance(arrays, dict):
+        raise ValueError(f"{path} is not a gluon_ssdcl {what}")
+    broken = sorted(name for name, array in arrays.items()
+                    if array.dtype != np.uint8 and not np.isfinite(array.asnumpy()).all())
+    if broken:
+        raise ValueError(f"{path} holds NaN or infinite values in {len(broken)} arrays "
+                         f"({', '.join(broken[:3])}, ...): it comes from a diverged run")
+    return arrays
 
 
 def load_checkpoint(path):
-    """Read a checkpoint written by :func:`save_checkpoint`.
+    """Read a checkpoint written by :func:`save_checkpoint`, named by either file or its run's
+    prefix (then the last one).
 
     Raises
     ------
     FileNotFoundError, ValueError
-        When the file is missing, is not a gluon_ssdcl checkpoint, or holds NaN or infinite
-        weights.
+        Naming the file: missing, unreadable, not a gluon_ssdcl checkpoint, a one-file
+        checkpoint of gluon_ssdcl 0.1 (with the command that converts it), weights that are not
+        the state's, or NaN or infinite weights.
     """
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        arrays = mx.nd.load(path)
-    except mx.base.MXNetError as err:
-        raise ValueError(f"{path} is not a readable checkpoint: {err}") from err
-    if not isinstance(arrays, dict) or 'meta' not in arrays:
-        raise ValueError(f"{path} is not a gluon_ssdcl checkpoint (no metadata)")
-    broken = [name for name, array in arrays.items()
-              if array.dtype != np.uint8 and not np.isfinite(array.asnumpy()).all()]
-    if broken:
-        raise ValueError(f"{path} holds NaN or infinite values in {len(broken)} arrays "
-                         f"({', '.join(sorted(broken)[:3])}, ...): it comes from a diverged run")
-    net_params = {k[len(_NET):]: v for k, v in arrays.items() if k.startswith(_NET)}
-    states = {k: _to_bytes(arrays[k]) if k in arrays else None
-              for k in ('net_trainer', 'center_trainer')}
-    return Checkpoint(net_params, arrays.get('centers'), states['net_trainer'],
-                      states['center_trainer'], json.loads(_to_bytes(arrays['meta'])), path)
+    stem = checkpoint_stem(path)
+    weights = _read(stem + '.params', 'weights file')
+    if 'meta' in weights:
+        raise ValueError(f"{stem}.params is a one-file checkpoint of gluon_ssdcl 0.1: convert "
+                         f"it with python -m gluon_ssdcl.checkpoint --convert {stem}.params")
+    if not os.path.isfile(stem + '.state'):
+        raise FileNotFoundError(f"{stem}.state, the training state of {stem}.params, does not "
+                                "exist (the weights alone load with net.load_parameters)")
+    state = _read(stem + '.state', 'training state')
+    if 'meta' not in state:
+        raise ValueError(f"{stem}.state is not a gluon_ssdcl training state (no metadata)")
+    meta = json.loads(_to_bytes(state['meta']))
+    if meta.pop('params_sha256', None) != _sha256(stem + '.params'):
+        raise ValueError(f"{stem}.params and {stem}.state are from different saves (an "
+                         "interrupted save?): use another checkpoint of the run")
+    trainers = [_to_bytes(state[k]) if k in state else None
+                for k in ('net_trainer', 'center_trainer')]
+    return Checkpoint(weights, state.get('centers'), *trainers, meta, stem + '.params')
 
 
 def _load_from_file(load, data):
@@ -170,30 +231,90 @@ def _set_centers(center_loss, centers, old_classes, new_classes):
 REQUIRED_META = ('network', 'classes', 'embed_dim', 'mode', 'dataset')
 
 
-def build_from_checkpoint(path, ctx=None):
+class LoadedModel(NamedTuple):
+    """What :func:`load_model` returns: the network, the holder of its centers and the
+    checkpoint (``checkpoint.meta`` has the classes, mode, data set, flags and history)."""
+    net: object
+    center_loss: object
+    checkpoint: Checkpoint
+
+    @property
+    def classes(self):
+        """The class names, in the order of the class ids."""
+        return self.checkpoint.meta['classes']
+
+    @property
+    def centers(self):
+        """(C, D) learned centers."""
+        return self.center_loss.centers.weight.data()
+
+
+def load_model(path, ctx=None):
     """Rebuild the network and centers a checkpoint was trained with, ready for inference.
+
+    Parameters
+    ----------
+    path : str
+        Either file of a checkpoint, or its run's save prefix (then its best checkpoint, or its
+        last when it has no best).
+    ctx : list of mx.Context, optional
+        Default: the CPU.
 
     Returns
     -------
-    (net, center_loss, checkpoint)
+    LoadedModel
+        ``(net, center_loss, checkpoint)``, with ``classes`` and ``centers``.
 
     Raises
     ------
     FileNotFoundError, ValueError
-        Naming ``path``: missing or unreadable file, metadata without one of
-        :data:`REQUIRED_META`, weights that do not fit the recorded network.
+        Naming the file: missing or unreadable, metadata without one of :data:`REQUIRED_META`,
+        weights that do not fit the recorded network (see :func:`load_checkpoint`).
     """
     from .center_loss import CenterLoss  # pylint: disable=import-outside-toplevel
     from .model_zoo import get_model  # pylint: disable=import-outside-toplevel
     ctx = ctx or [mx.cpu()]
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(checkpoint_stem(path, default='best') + '.params')
     meta = checkpoint.meta
     missing = [key for key in REQUIRED_META if key not in meta]
     if missing:
-        raise ValueError(f"{path} lacks {', '.join(missing)} in its metadata")
+        raise ValueError(f"{checkpoint.path} lacks {', '.join(missing)} in its metadata")
     net = get_model(meta['network'], classes=meta['classes'], embed_dim=meta['embed_dim'],
                     pretrained_base=False)
     center_loss = CenterLoss(len(meta['classes']), meta['embed_dim'])
     center_loss.initialize(ctx=ctx)
     restore(checkpoint, net, center_loss, ctx=ctx)
-    return net, center_loss, checkpoint
+    return LoadedModel(net, center_loss, checkpoint)
+
+
+def convert_checkpoint(path):
+    """Rewrite a one-file checkpoint of gluon_ssdcl 0.1 (``net.<name>`` arrays, centers,
+    trainers and ``meta`` in ``path``) as this version's two files; returns their stem."""
+    arrays = _read(path, 'checkpoint')
+    if 'meta' not in arrays:
+        raise ValueError(f"{path} is not a one-file checkpoint of gluon_ssdcl 0.1 (no metadata)")
+    weights = {k[len(_NET):]: v for k, v in arrays.items() if k.startswith(_NET)}
+    state = {k: v for k, v in arrays.items() if k in ('centers', 'net_trainer', 'center_trainer')}
+    stem = checkpoint_stem(path)
+    _write(stem, weights, state, json.loads(_to_bytes(arrays['meta'])))
+    return stem
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line: ``--convert OLD.params...`` rewrites one-file checkpoints of gluon_ssdcl
+    0.1 as weights + state; prints each new pair."""
+    parser = OneLineErrorParser(prog='python -m gluon_ssdcl.checkpoint',
+                                description='Convert one-file checkpoints of gluon_ssdcl 0.1.')
+    parser.add_argument('--convert', nargs='+', required=True, metavar='OLD.params')
+    args = parser.parse_args(argv)
+
+    def convert() -> int:
+        for path in args.convert:
+            stem = convert_checkpoint(path)
+            print(f'{stem}.params {stem}.state')
+        return 0
+    return run(convert)
+
+
+if __name__ == '__main__':
+    program(main)

@@ -7,7 +7,7 @@ import sys
 import mxnet as mx
 from mxnet.gluon.data import SimpleDataset
 
-from .checkpoint import load_checkpoint
+from .checkpoint import checkpoint_stem, load_checkpoint
 from .cli_tools import (OneLineErrorParser, UsageError, add_gpus_flag, add_knn_flag,
                         add_loader_flags, contexts, log_to_file, nonnegative_int, positive_float,
                         positive_int, run)
@@ -184,10 +184,12 @@ def parse_args(argv=None):
     if args.init_from and args.resume:
         parser.error("--init-from starts a new run and --resume continues one: give one")
     args.mode = _mode(args)
-    if args.init_from and not os.path.isfile(args.init_from):
-        parser.error(f"--init-from: no such file {args.init_from}")
+    if args.init_from:
+        args.init_from = checkpoint_stem(args.init_from, default='best') + '.params'
+        if not os.path.isfile(args.init_from):
+            parser.error(f"--init-from: no such file {args.init_from}")
     if args.resume:
-        path = args.resume if args.resume.endswith('.params') else f'{args.resume}_last.params'
+        path = checkpoint_stem(args.resume) + '.params'
         if not os.path.isfile(path):
             parser.error(f"--resume: no checkpoint {path}")
         args.resume = path
@@ -236,8 +238,8 @@ def resume_flags(args, meta):
                          f"{meta['epoch'] + 1} epochs; pass more to train on")
     args.mode, args.model = _mode(args), meta['network']
     if 'save_prefix' not in args.given:
-        args.save_prefix = args.resume[:-len('_last.params')] if args.resume.endswith(
-            '_last.params') else os.path.splitext(args.resume)[0]
+        stem = checkpoint_stem(args.resume)
+        args.save_prefix = stem[:-len('_last')] if stem.endswith('_last') else stem
     logger.info("resuming %s: %s mode, %s, %d epochs", args.resume, args.mode.value,
                 args.model, args.epochs)
 

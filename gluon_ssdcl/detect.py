@@ -31,7 +31,7 @@ import mxnet as mx
 import numpy as np
 from gluoncv.data.transforms import bbox as tbbox
 
-from .checkpoint import build_from_checkpoint
+from .checkpoint import load_model
 from .cli_tools import (CommandError, OneLineErrorParser, add_gpus_flag, add_knn_flag, contexts,
                         one_line, positive_int, program, run)
 from .data.check import check_image, clip_boxes
@@ -150,7 +150,7 @@ def _knn_relabeller(net, meta: dict, ctx: Sequence[mx.Context], num_images: int,
 def _load(args: argparse.Namespace, ctx: Sequence[mx.Context]
           ) -> Tuple[object, List[str], Optional[Callable[[np.ndarray], np.ndarray]]]:
     """The hybridized net, its class names and the k-NN relabeller (None for softmax labels)."""
-    net, _, checkpoint = build_from_checkpoint(args.params, ctx)
+    net, _, checkpoint = load_model(args.params, ctx)
     meta = checkpoint.meta
     relabel = None
     if args.label_by == 'knn':

@@ -21,7 +21,7 @@ from typing import List, Optional, Sequence, Union
 import mxnet as mx
 import numpy as np
 
-from .checkpoint import build_from_checkpoint
+from .checkpoint import load_model
 from .cli_tools import (CommandError, OneLineErrorParser, add_gpus_flag, add_knn_flag,
                         add_loader_flags, contexts, positive_int, program, run)
 from .data.datasets import get_dataset, get_val_loader
@@ -238,7 +238,7 @@ def _default_output(params: str) -> str:
 def _evaluate_checkpoint(args: argparse.Namespace) -> dict:
     """Build the network from ``args.params`` and run :func:`compare_classifiers`."""
     ctx = contexts(args.gpus)
-    net, center_loss, checkpoint = build_from_checkpoint(args.params, ctx)
+    net, center_loss, checkpoint = load_model(args.params, ctx)
     meta = checkpoint.meta
     classes = args.classes or meta['classes']
     if len(classes) != len(meta['classes']):

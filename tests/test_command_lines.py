@@ -104,6 +104,12 @@ def cases(files):
          ['--gpus 0']),
         ('bench_train --gpus 0', BENCH_TRAIN + bench + ['--gpus', '0'], 1, ['--gpus 0']),
         ('bench_infer --gpus 0', BENCH_INFER + bench + ['--gpus', '0'], 1, ['--gpus 0']),
+        ('export bad flag', ['-m', 'gluon_ssdcl.export', '--params', junk, '--no-such-flag'], 2,
+         ['--no-such-flag']),
+        ('export unreadable checkpoint', ['-m', 'gluon_ssdcl.export', '--params', junk], 1,
+         [junk]),
+        ('export output is a file', ['-m', 'gluon_ssdcl.export', '--params', files['other'],
+                                     '-o', files['a_file']], 2, ['-o/--output-dir']),
     ]
     return table
 

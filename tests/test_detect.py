@@ -12,7 +12,7 @@ from PIL import Image
 
 from gluon_ssdcl import CenterLoss, get_model, initialize_params
 from gluon_ssdcl import detect
-from gluon_ssdcl.checkpoint import build_from_checkpoint, save_checkpoint
+from gluon_ssdcl.checkpoint import load_model, save_checkpoint
 from gluon_ssdcl.data.datasets import get_dataset
 from gluon_ssdcl.inference import collect_positives, positive_loader
 from gluon_ssdcl.knn import knn_predict
@@ -64,7 +64,7 @@ def one_line_error(capsys, *words):
 
 @pytest.mark.filterwarnings('ignore:Parameter .* is not used')
 def test_detect_image_scales_boxes_back_to_the_image(setup):
-    net, _, _ = build_from_checkpoint(setup['center'], CTX)
+    net, _, _ = load_model(setup['center'], CTX)
     net.hybridize()
     img = mx.image.imread(setup['images'][0])  # 40 x 120
     found = detect.detect_image(net, img, CTX)
@@ -139,7 +139,7 @@ def test_label_by_knn_relabels_with_the_training_gallery(setup, tmp_path, monkey
                                               '--label-by', 'knn', '--knn-k', '3',
                                               '--gallery-images', '2']) == 0
     # the reference: KNN over the positives of the first two training images
-    net, _, _ = build_from_checkpoint(setup['center'], CTX)
+    net, _, _ = load_model(setup['center'], CTX)
     train, _ = get_dataset('custom', setup['root'], classes=CLASSES)
     gallery, labels, _ = collect_positives(net, positive_loader(train.take(2), net, 16), CTX)
     net.set_embeddings(infer=True)
@@ -149,7 +149,7 @@ def test_label_by_knn_relabels_with_the_training_gallery(setup, tmp_path, monkey
 
 
 def test_training_gallery_uses_the_first_training_images(setup):
-    net, _, checkpoint = build_from_checkpoint(setup['center'], CTX)
+    net, _, checkpoint = load_model(setup['center'], CTX)
     one, one_labels = detect.training_gallery(net, checkpoint.meta, CTX, 1)
     two, _ = detect.training_gallery(net, checkpoint.meta, CTX, 2)
     assert one.shape[1] == 2 and 0 < len(one) < len(two)
@@ -172,10 +172,10 @@ def test_bad_checkpoints_and_network_are_one_line_errors(setup, tmp_path, capsys
     (tmp_path / 'junk.params').write_text('junk')
     assert detect.main([image, '--params', str(tmp_path / 'junk.params')]) == 1
     one_line_error(capsys, 'junk.params')
-    checkpoint = build_from_checkpoint(setup['center'], CTX)[2]
+    checkpoint = load_model(setup['center'], CTX)[2]
     mismatched = tmp_path / 'mismatched.params'  # weights of embed_dim 2, metadata says 3
     write_checkpoint(mismatched, 'softmax-center', setup['root'])
-    net, center_loss, _ = build_from_checkpoint(setup['center'], CTX)
+    net, center_loss, _ = load_model(setup['center'], CTX)
     save_checkpoint(str(mismatched), net, center_loss, {**checkpoint.meta, 'embed_dim': 3})
     assert detect.main([image, '--params', str(mismatched)]) == 1
     one_line_error(capsys, 'mismatched.params', 'does not fit', 'embed_dim 3')

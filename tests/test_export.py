@@ -9,34 +9,40 @@ import pytest
 
 from gluon_ssdcl import CenterLoss, get_model, initialize_params
 from gluon_ssdcl import export
-from gluon_ssdcl.checkpoint import build_from_checkpoint, save_checkpoint
+from gluon_ssdcl.checkpoint import load_model, save_checkpoint
 
 NAME = 'ssd_64_tiny_center_custom'
 CLASSES = ['cat', 'dog']
 SIZE = 64
 IMAGE_MEAN = np.array([0.485, 0.456, 0.406], dtype=np.float32)
 IMAGE_STD = np.array([0.229, 0.224, 0.225], dtype=np.float32)
+# SymbolBlock.imports cannot tell the input's type before the first call
+pytestmark = pytest.mark.filterwarnings('ignore:Cannot decide type')
 
 
-@pytest.fixture(scope='module')
-def params(tmp_path_factory):
-    """A checkpoint of a 2-class tiny network with 2-D embeddings and random centers, alone in
-    its folder."""
-    path = tmp_path_factory.mktemp('export') / 'run_best.params'
+def write_checkpoint(path, **meta_changes):
+    """A checkpoint of a 2-class tiny network with 2-D embeddings and set centers; its metadata
+    with ``meta_changes``."""
     net = get_model(NAME, classes=CLASSES, embed_dim=2)
     initialize_params(net, [mx.cpu()])
     center_loss = CenterLoss(len(CLASSES), 2)
     center_loss.initialize()
     center_loss.centers.weight.set_data(mx.nd.array([[1.5, -2.0], [-0.5, 3.25]]))
     meta = {'network': NAME, 'classes': CLASSES, 'embed_dim': 2, 'mode': 'softmax-center',
-            'data_shape': SIZE, 'dataset': 'custom', 'seed': 0, 'epoch': 3}
+            'data_shape': SIZE, 'dataset': 'custom', 'seed': 0, 'epoch': 3, **meta_changes}
     save_checkpoint(str(path), net, center_loss, meta)
     return str(path)
 
 
+@pytest.fixture(scope='module')
+def params(tmp_path_factory):
+    """The checkpoint of :func:`write_checkpoint`, alone in its folder."""
+    return write_checkpoint(tmp_path_factory.mktemp('export') / 'run_best.params')
+
+
 def gluon_outputs(params, x, embeddings=False):
     """The (not hybridized) Gluon net's inference outputs on x (1, 3, S, S), as NumPy."""
-    net, _, _ = build_from_checkpoint(params)
+    net, _, _ = load_model(params)
     net.set_embeddings(infer=embeddings)
     return [o.asnumpy() for o in net(mx.nd.array(x))]
 
@@ -86,7 +92,7 @@ def test_export_with_preprocess_takes_hwc_pixels(params, tmp_path):
 
 def test_centers_and_meta_files(params, tmp_path):
     paths = export.export_model(params, str(tmp_path), preprocess=True)
-    _, center_loss, _ = build_from_checkpoint(params)
+    _, center_loss, _ = load_model(params)
     centers = np.load(paths['centers'])
     assert paths['centers'] == str(tmp_path / f'{NAME}-centers.npy')
     assert centers.dtype == np.float32 and centers.shape == (2, 2)
@@ -154,6 +160,19 @@ def test_cli_unreadable_checkpoint_exits_1_naming_it(tmp_path, capsys):
     assert export.main(['--params', str(junk)]) == 1
     one_line_error(capsys, 'error:', str(junk))
     assert os.listdir(tmp_path) == ['junk.params']
+
+
+def test_cli_mismatched_checkpoint_exits_1_naming_it(tmp_path, capsys):
+    path = write_checkpoint(tmp_path / 'three.params', classes=['a', 'b', 'c'])
+    assert export.main(['--params', path, '-o', str(tmp_path / 'out')]) == 1
+    one_line_error(capsys, 'error:', path, 'does not fit')
+
+
+def test_export_model_refuses_an_unknown_mode(tmp_path):
+    path = write_checkpoint(tmp_path / 'odd.params', mode='triplet')
+    with pytest.raises(export.CommandError, match=f"{path}.*'triplet'"):
+        export.export_model(path)
+    assert sorted(os.listdir(tmp_path)) == ['odd.params', 'odd.state']
 
 
 def test_cli_writes_beside_the_checkpoint_and_prints_the_paths(params, capsys):

@@ -217,7 +217,7 @@ def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
     assert after.meta == {'epoch': 0}
     for name, value in before.net_params.items():
         np.testing.assert_array_equal(after.net_params[name].asnumpy(), value.asnumpy())
-    assert sorted(p.name for p in tmp_path.iterdir()) == ['run_last.params']
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['run_last.params', 'run_last.state']
 
 
 class NaNOnCall(MultiBoxCenterLoss):

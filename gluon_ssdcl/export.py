@@ -1,0 +1,267 @@
+"""Export a checkpoint for deployment: the network as an MXNet symbol graph, its centers and a
+description, readable without gluon_ssdcl.
+
+Usage::
+
+    python -m gluon_ssdcl.export --params runs/<run>_best.params [-o DIR] [--embeddings]
+        [--preprocess]
+
+``--params`` names a checkpoint by either of its files (``<stem>.params``, ``<stem>.state``) or
+by its run's save prefix (then its best checkpoint, or its last). The command writes, in ``DIR``
+(default: the checkpoint's folder), with ``<name>`` the checkpoint's model name (e.g.
+``ssd_256_small_center_digits``):
+
+- ``<name>-symbol.json`` and ``<name>-0000.params``: GluonCV's ``export_block`` layout, for
+  ``mx.gluon.SymbolBlock.imports(symbol, ['data'], params)``, ``mx.mod.Module`` or the C++
+  API. The graph is the inference net: ``ids (1,K,1), scores (1,K,1), bboxes (1,K,4)`` with
+  ``--embeddings`` followed by ``embeddings (1,K,D)`` of the kept detections (-1 rows for
+  padding). Its input is a ``(1, 3, S, S)`` normalised tensor, or with ``--preprocess``
+  (as GluonCV's ``export_block(preprocess=True)``) a ``(1, S, S, 3)`` RGB image of floats in
+  0..255, which the graph divides by 255, normalises with GluonCV's mean and std and
+  transposes; ``S`` is the network's ``base_size``.
+- ``<name>-centers.npy``: the learned centers, float32 ``(C, D)``: a deployed model can label
+  a detection by its nearest center.
+- ``<name>-meta.json``: the classes, embed_dim, training mode (``centers_trained`` is false for
+  a softmax checkpoint, whose centers never moved), base_size, the input (name, shape, layout,
+  normalisation) and the outputs.
+
+Each file is written atomically, the description last; the written paths are printed, one a
+line. Exit codes: 0; 1 when the checkpoint cannot be read or used (one ``error:`` line naming
+it); 2 for bad flags (``-o`` naming a file included).
+"""
+import argparse
+import json
+import os
+import shutil
+import tempfile
+from typing import Dict, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+from mxnet.gluon import nn
+
+from .checkpoint import load_model
+from .cli_tools import CommandError, OneLineErrorParser, program, run
+from .files import atomic_path
+from .loss import Mode
+from .model import SSDCenter
+
+__all__ = ['IMAGE_MEAN', 'IMAGE_STD', 'Preprocess', 'deployable_block', 'input_shape',
+           'write_graph', 'describe', 'check_exportable', 'export_model', 'main']
+
+# GluonCV's SSDDefaultValTransform: on RGB pixels scaled to [0, 1]
+IMAGE_MEAN = (0.485, 0.456, 0.406)
+IMAGE_STD = (0.229, 0.224, 0.225)
+EPOCH = 0  # the number in <name>-0000.params
+
+
+class Preprocess(nn.HybridBlock):
+    """RGB images ``(B, H, W, 3)`` of floats in 0..255 to the network's input ``(B, 3, H, W)``:
+    ``(x / 255 - mean) / std``, then the transpose (GluonCV's ``export_block`` preprocessing,
+    which folds the 255 into its constants).
+
+    Parameters
+    ----------
+    mean, std : tuple of 3 floats
+        Per-channel mean and standard deviation of pixels in [0, 1].
+    """
+
+    def __init__(self, mean=IMAGE_MEAN, std=IMAGE_STD, **kwargs):
+        super().__init__(**kwargs)
+        with self.name_scope():
+            self.mean = self.params.get_constant(
+                'mean', mx.nd.array(mean).reshape((1, 1, 1, 3)))
+            self.std = self.params.get_constant('std', mx.nd.array(std).reshape((1, 1, 1, 3)))
+
+    # pylint: disable=arguments-differ
+    def hybrid_forward(self, F, x, mean, std):
+        x = F.broadcast_div(F.broadcast_minus(x / 255, mean), std)
+        return F.transpose(x, axes=(0, 3, 1, 2))
+
+
+def deployable_block(net: SSDCenter, embeddings: bool = False, preprocess: bool = False,
+                     ctx: Optional[mx.Context] = None) -> nn.HybridBlock:
+    """``net`` ready for :meth:`~mxnet.gluon.HybridBlock.export`: hybridized, one inference pass
+    done on zeros of its input shape.
+
+    Parameters
+    ----------
+    net : SSDCenter
+        Initialised on ``ctx``; switched to ``set_embeddings(infer=embeddings)`` in place.
+    embeddings : bool
+        Whether the graph also returns the kept detections' embeddings ``(B, K, D)``.
+    preprocess : bool
+        Whether the graph starts with :class:`Preprocess`: input ``(B, S, S, 3)`` in 0..255
+        instead of ``(B, 3, S, S)`` normalised, with ``S = net.base_size``.
+    ctx : mx.Context, optional
+        Where the pass runs (default: the CPU).
+
+    Returns
+    -------
+    HybridBlock
+        ``net`` itself, or a ``HybridSequential`` of :class:`Preprocess` and ``net``.
+    """
+    ctx = ctx or mx.cpu()
+    net.set_embeddings(infer=embeddings)
+    block = net
+    if preprocess:
+        block = nn.HybridSequential()
+        first = Preprocess()
+        first.initialize(ctx=ctx)
+        block.add(first, net)
+    block.hybridize()
+    with mx.autograd.predict_mode():
+        block(mx.nd.zeros(input_shape(net.base_size, preprocess), ctx=ctx))
+    return block
+
+
+def input_shape(base_size: int, preprocess: bool) -> Tuple[int, int, int, int]:
+    """The exported graph's input shape: ``(1, S, S, 3)`` with preprocessing, else
+    ``(1, 3, S, S)``."""
+    return (1, base_size, base_size, 3) if preprocess else (1, 3, base_size, base_size)
+
+
+def write_graph(block: nn.HybridBlock, prefix: str) -> Tuple[str, str]:
+    """Export a hybridized block that has run once to ``<prefix>-symbol.json`` and
+    ``<prefix>-0000.params`` (``HybridBlock.export``), each file written atomically.
+
+    Returns
+    -------
+    (symbol path, params path)
+    """
+    paths = (f'{prefix}-symbol.json', f'{prefix}-{EPOCH:04d}.params')
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch_prefix = os.path.join(scratch, 'graph')
+        block.export(scratch_prefix, EPOCH)
+        for source, path in zip((f'{scratch_prefix}-symbol.json',
+                                 f'{scratch_prefix}-{EPOCH:04d}.params'), paths):
+            with atomic_path(path) as tmp:
+                shutil.copyfile(source, tmp)
+    return paths
+
+
+def describe(meta: dict, base_size: int, embeddings: bool, preprocess: bool) -> dict:
+    """The ``<name>-meta.json`` record of an export (see the module docstring).
+
+    Parameters
+    ----------
+    meta : dict
+        The checkpoint's metadata (network, classes, embed_dim, mode; epoch if recorded).
+    base_size : int
+    embeddings, preprocess : bool
+        What the exported graph includes.
+    """
+    return {
+        'network': meta['network'], 'classes': list(meta['classes']),
+        'embed_dim': meta['embed_dim'], 'mode': meta['mode'],
+        'centers_trained': Mode(meta['mode']).uses_center, 'epoch': meta.get('epoch'),
+        'base_size': base_size, 'embeddings': embeddings, 'preprocess': preprocess,
+        'input': {'name': 'data', 'shape': list(input_shape(base_size, preprocess)),
+                  'layout': 'NHWC' if preprocess else 'NCHW',
+                  'values': ('RGB pixels in 0..255' if preprocess else
+                             'RGB pixels in [0, 1] minus mean, divided by std'),
+                  'mean': list(IMAGE_MEAN), 'std': list(IMAGE_STD)},
+        'outputs': ['ids', 'scores', 'bboxes'] + (['embeddings'] if embeddings else []),
+    }
+
+
+def check_exportable(net, meta: dict, params: str) -> None:
+    """Refuse, naming the checkpoint file ``params``, a network that is not an
+    :class:`SSDCenter` or metadata with an unknown training mode.
+
+    Raises
+    ------
+    CommandError
+    """
+    if not isinstance(net, SSDCenter):
+        raise CommandError(f"{params}: {meta['network']} is not a gluon_ssdcl SSDCenter network")
+    if meta['mode'] not in {mode.value for mode in Mode}:
+        raise CommandError(f"{params}: unknown training mode {meta['mode']!r} in its metadata")
+
+
+def export_model(params: str, out_dir: Optional[str] = None, embeddings: bool = False,
+                 preprocess: bool = False, ctx: Optional[mx.Context] = None) -> Dict[str, str]:
+    """Export a checkpoint's network, centers and description (see the module docstring).
+
+    Parameters
+    ----------
+    params : str
+        Either file of a checkpoint, or its run's save prefix (see
+        :func:`~gluon_ssdcl.checkpoint.load_model`).
+    out_dir : str, optional
+        Folder of the exported files, created if needed (default: the checkpoint's folder).
+    embeddings : bool
+        Whether the graph's outputs end with the kept detections' embeddings ``(1, K, D)``.
+    preprocess : bool
+        Whether the graph takes ``(1, S, S, 3)`` pixels in 0..255 (else ``(1, 3, S, S)``
+        normalised).
+    ctx : mx.Context, optional
+        Where the network is built (default: the CPU).
+
+    Returns
+    -------
+    dict
+        ``symbol``, ``params``, ``centers`` and ``meta``: the paths written.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError, CommandError
+        Naming ``params``: a missing, unreadable or mismatched checkpoint.
+    NotADirectoryError
+        When ``out_dir`` is a file.
+    """
+    ctx = ctx or mx.cpu()
+    if out_dir and os.path.exists(out_dir) and not os.path.isdir(out_dir):
+        raise NotADirectoryError(f"{out_dir} is a file, not a folder")
+    net, center_loss, checkpoint = load_model(params, [ctx])
+    check_exportable(net, checkpoint.meta, checkpoint.path)
+    out_dir = out_dir or os.path.dirname(os.path.abspath(checkpoint.path))
+    prefix = os.path.join(out_dir, checkpoint.meta['network'])
+    block = deployable_block(net, embeddings, preprocess, ctx)
+    paths = dict(zip(('symbol', 'params'), write_graph(block, prefix)))
+    paths['centers'] = f'{prefix}-centers.npy'
+    with atomic_path(paths['centers']) as tmp, open(tmp, 'wb') as f:
+        np.save(f, center_loss.centers.weight.data(ctx).asnumpy().astype(np.float32))
+    paths['meta'] = f'{prefix}-meta.json'
+    with atomic_path(paths['meta']) as tmp, open(tmp, 'w') as f:
+        json.dump(describe(checkpoint.meta, net.base_size, embeddings, preprocess), f, indent=1)
+    return paths
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog='python -m gluon_ssdcl.export',
+        description='Export a gluon_ssdcl checkpoint for deployment: <name>-symbol.json, '
+                    '<name>-0000.params, <name>-centers.npy and <name>-meta.json.')
+    parser.add_argument('--params', required=True,
+                        help="checkpoint: either of its files, or a run's save prefix (its best)")
+    parser.add_argument('-o', '--output-dir', default=None,
+                        help="folder of the exported files (default: the checkpoint's folder)")
+    parser.add_argument('--embeddings', action='store_true',
+                        help="add the kept detections' embeddings as a 4th output")
+    parser.add_argument('--preprocess', action='store_true',
+                        help='the graph takes (1, S, S, 3) RGB pixels in 0..255 and normalises '
+                             'them (default: a (1, 3, S, S) normalised tensor)')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line: export a checkpoint and print the written paths; see the module docstring.
+
+    Returns 0, or 1 after one ``error: ...`` line on stderr. Bad flags exit with 2.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.output_dir and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
+        parser.error(f"-o/--output-dir {args.output_dir} is a file, not a folder")
+
+    def body() -> int:
+        paths = export_model(args.params, args.output_dir, args.embeddings, args.preprocess)
+        for path in paths.values():
+            print(path)
+        return 0
+    return run(body)
+
+
+if __name__ == '__main__':
+    program(main)

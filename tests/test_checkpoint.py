@@ -1,0 +1,101 @@
+"""Checkpoints: weights a GluonCV user loads, the training state beside them, old files."""
+import json
+import subprocess
+import sys
+
+import mxnet as mx
+import numpy as np
+import pytest
+
+from gluon_ssdcl import CenterLoss, get_model, initialize_params, load_model
+from gluon_ssdcl.checkpoint import (convert_checkpoint, load_checkpoint, main,
+                                    save_checkpoint)
+
+CLASSES = ['cat', 'dog']
+META = {'network': 'ssd_64_tiny_center_custom', 'classes': CLASSES, 'embed_dim': 2,
+        'mode': 'softmax-center', 'dataset': 'custom', 'epoch': 3}
+
+
+def tiny(seed=0):
+    mx.random.seed(seed)
+    net = get_model('ssd_64_tiny_center_custom', classes=CLASSES, embed_dim=2)
+    initialize_params(net, [mx.cpu()])
+    center_loss = CenterLoss(2, 2)
+    center_loss.initialize(mx.init.Normal(1.0))
+    return net, center_loss
+
+
+def weights(net):
+    return {name: p.data().asnumpy() for name, p in net._collect_params_with_prefix().items()}
+
+
+def test_the_weights_file_is_what_load_parameters_reads(tmp_path):
+    net, center_loss = tiny()
+    save_checkpoint(str(tmp_path / 'run_best.params'), net, center_loss, META)
+    fresh = get_model('ssd_64_tiny_center_custom', classes=CLASSES, embed_dim=2)
+    fresh.load_parameters(str(tmp_path / 'run_best.params'))  # GluonCV's way, no flags
+    for name, value in weights(net).items():
+        np.testing.assert_array_equal(weights(fresh)[name], value, err_msg=name)
+
+
+def test_load_model_round_trip_from_a_prefix_prefers_the_best(tmp_path):
+    net, center_loss = tiny()
+    other, other_centers = tiny(seed=1)
+    save_checkpoint(str(tmp_path / 'run_best.params'), net, center_loss, META)
+    save_checkpoint(str(tmp_path / 'run_last.params'), other, other_centers, META)
+    model = load_model(str(tmp_path / 'run'))
+    assert model.classes == CLASSES and model.checkpoint.meta['epoch'] == 3
+    np.testing.assert_array_equal(model.centers.asnumpy(),
+                                  center_loss.centers.weight.data().asnumpy())
+    for name, value in weights(net).items():
+        np.testing.assert_array_equal(weights(model.net)[name], value, err_msg=name)
+    last = load_model(str(tmp_path / 'run_last.state'))  # either file names the checkpoint
+    np.testing.assert_array_equal(last.centers.asnumpy(),
+                                  other_centers.centers.weight.data().asnumpy())
+
+
+def test_weights_and_state_of_different_saves_are_refused(tmp_path):
+    net, center_loss = tiny()
+    other, _ = tiny(seed=1)
+    save_checkpoint(str(tmp_path / 'a.params'), net, center_loss, META)
+    save_checkpoint(str(tmp_path / 'b.params'), other, center_loss, META)
+    (tmp_path / 'b.state').replace(tmp_path / 'a.state')
+    with pytest.raises(ValueError, match='a.params and .*a.state are from different saves'):
+        load_checkpoint(str(tmp_path / 'a.params'))
+    (tmp_path / 'a.state').unlink()
+    with pytest.raises(FileNotFoundError, match='a.state, the training state of'):
+        load_checkpoint(str(tmp_path / 'a.params'))
+
+
+def old_checkpoint(path, net, center_loss):
+    """A one-file checkpoint as gluon_ssdcl 0.1 wrote it."""
+    arrays = {'net.' + name: mx.nd.array(value) for name, value in weights(net).items()}
+    arrays['centers'] = center_loss.centers.weight.data()
+    arrays['meta'] = mx.nd.array(np.frombuffer(json.dumps(META).encode(), np.uint8),
+                                 dtype='uint8')
+    mx.nd.save(path, arrays)
+
+
+def test_an_old_one_file_checkpoint_says_how_to_convert_it_and_converts(tmp_path, capsys):
+    net, center_loss = tiny()
+    path = str(tmp_path / 'old_best.params')
+    old_checkpoint(path, net, center_loss)
+    with pytest.raises(ValueError, match='gluon_ssdcl.checkpoint --convert .*old_best.params'):
+        load_checkpoint(path)
+    assert main(['--convert', path]) == 0
+    assert capsys.readouterr().out.split() == [path, str(tmp_path / 'old_best.state')]
+    model = load_model(path)
+    assert model.checkpoint.meta == META
+    for name, value in weights(net).items():
+        np.testing.assert_array_equal(weights(model.net)[name], value, err_msg=name)
+    with pytest.raises(ValueError, match='not a one-file checkpoint'):
+        convert_checkpoint(path)
+
+
+def test_the_converter_command_line_follows_the_rule(tmp_path):
+    (tmp_path / 'junk.params').write_bytes(b'junk')
+    proc = subprocess.run([sys.executable, '-m', 'gluon_ssdcl.checkpoint', '--convert',
+                           str(tmp_path / 'junk.params')], capture_output=True, text=True,
+                          timeout=120)
+    lines = [line for line in proc.stderr.splitlines() if 'error:' in line]
+    assert proc.returncode == 1 and len(lines) == 1 and 'junk.params' in lines[0]
