@@ -13,14 +13,16 @@ import argparse
 import contextlib
 import logging
 import math
+import os
 import sys
 from typing import Callable, Iterator, List, Sequence
 
 import mxnet as mx
 
 __all__ = ['CommandError', 'UsageError', 'OneLineErrorParser', 'positive_int', 'positive_float',
-           'nonnegative_int', 'gpu_ids', 'contexts', 'add_gpus_flag', 'add_loader_flags',
-           'add_knn_flag', 'one_line', 'run', 'program', 'log_to_file', 'RUNTIME_ERRORS']
+           'nonnegative_int', 'output_folder', 'gpu_ids', 'contexts', 'add_gpus_flag',
+           'add_loader_flags', 'add_knn_flag', 'one_line', 'run', 'program', 'log_to_file',
+           'RUNTIME_ERRORS']
 
 PACKAGE_LOGGER = 'gluon_ssdcl'
 LOG_FORMAT = '%(asctime)s %(message)s'
@@ -67,6 +69,13 @@ def positive_float(text: str) -> float:
     if not (math.isfinite(value) and value > 0):
         raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
     return value
+
+
+def output_folder(text: str) -> str:
+    """argparse type of ``-o/--output-dir``: a folder, existing or not, but not a file."""
+    if os.path.exists(text) and not os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} is a file, not a folder")
+    return text
 
 
 def gpu_ids(text: str) -> List[int]:

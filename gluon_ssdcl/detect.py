@@ -33,7 +33,7 @@ from gluoncv.data.transforms import bbox as tbbox
 
 from .checkpoint import load_model
 from .cli_tools import (CommandError, OneLineErrorParser, add_gpus_flag, add_knn_flag, contexts,
-                        one_line, positive_int, program, run)
+                        one_line, output_folder, positive_int, program, run)
 from .data.check import check_image, clip_boxes
 from .data.datasets import get_dataset, get_val_transform
 from .files import atomic_path
@@ -179,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
                     '<OUT_DIR>/<image stem>_detections.png per image.')
     parser.add_argument('images', nargs='+', metavar='IMAGE', help='image files')
     parser.add_argument('--params', required=True, help='checkpoint file (.params)')
-    parser.add_argument('-o', '--output-dir', default='detections',
+    parser.add_argument('-o', '--output-dir', type=output_folder, default='detections',
                         help='folder of the drawings (default: detections)')
     parser.add_argument('--thresh', type=_threshold, default=0.5,
                         help='draw detections scoring at least this (default: 0.5)')
@@ -197,8 +197,6 @@ def _parser() -> argparse.ArgumentParser:
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = _parser()
     args = parser.parse_args(argv)
-    if os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        parser.error(f"-o/--output-dir {args.output_dir} is a file, not a folder")
     outputs = [_output_path(args.output_dir, path) for path in args.images]
     clashes = sorted({path for path in outputs if outputs.count(path) > 1})
     if clashes:

@@ -41,7 +41,7 @@ import numpy as np
 from mxnet.gluon import nn
 
 from .checkpoint import load_model
-from .cli_tools import CommandError, OneLineErrorParser, program, run
+from .cli_tools import CommandError, OneLineErrorParser, output_folder, program, run
 from .files import atomic_path
 from .loss import Mode
 from .model import SSDCenter
@@ -235,7 +235,7 @@ def _parser() -> argparse.ArgumentParser:
                     '<name>-0000.params, <name>-centers.npy and <name>-meta.json.')
     parser.add_argument('--params', required=True,
                         help="checkpoint: either of its files, or a run's save prefix (its best)")
-    parser.add_argument('-o', '--output-dir', default=None,
+    parser.add_argument('-o', '--output-dir', type=output_folder, default=None,
                         help="folder of the exported files (default: the checkpoint's folder)")
     parser.add_argument('--embeddings', action='store_true',
                         help="add the kept detections' embeddings as a 4th output")
@@ -252,8 +252,6 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     parser = _parser()
     args = parser.parse_args(argv)
-    if args.output_dir and os.path.exists(args.output_dir) and not os.path.isdir(args.output_dir):
-        parser.error(f"-o/--output-dir {args.output_dir} is a file, not a folder")
 
     def body() -> int:
         paths = export_model(args.params, args.output_dir, args.embeddings, args.preprocess)

@@ -134,7 +134,8 @@ def test_init_from_another_data_sets_checkpoint_reuses_the_shared_classes(tmp_pa
     np.testing.assert_array_equal(head[[0, 1]], old_head[[0, 8]])  # background, '7'
     np.testing.assert_array_equal(center_loss.centers.weight.data().asnumpy()[0],
                                   digits.centers.asnumpy()[7])
-    for name, value in net._collect_params_with_prefix().items():  # pylint: disable=protected-access
+    # pylint: disable-next=protected-access
+    for name, value in net._collect_params_with_prefix().items():
         if not name.startswith('class_predictors'):
             np.testing.assert_array_equal(value.data().asnumpy(),
                                           digits.net_params[name].asnumpy(), err_msg=name)
