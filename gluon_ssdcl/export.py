@@ -4,7 +4,7 @@ description, readable without gluon_ssdcl.
 Usage::
 
     python -m gluon_ssdcl.export --params runs/<run>_best.params [-o DIR] [--embeddings]
-        [--preprocess]
+        [--preprocess] [--onnx]
 
 ``--params`` names a checkpoint by either of its files (``<stem>.params``, ``<stem>.state``) or
 by its run's save prefix (then its best checkpoint, or its last). The command writes, in ``DIR``
@@ -23,13 +23,17 @@ by its run's save prefix (then its best checkpoint, or its last). The command wr
   a detection by its nearest center.
 - ``<name>-meta.json``: the classes, embed_dim, training mode (``centers_trained`` is false for
   a softmax checkpoint, whose centers never moved), base_size, the input (name, shape, layout,
-  normalisation) and the outputs.
+  normalisation), the outputs and the NMS settings.
+- with ``--onnx``, ``<name>.onnx``: the same network for onnxruntime, stopping before NMS
+  (``mxnet.onnx``'s NMS converter ignores classes), so it returns every (anchor, class)
+  candidate; :func:`nms` applies the MXNet graph's per-class NMS to them in NumPy.
 
 Each file is written atomically, the description last; the written paths are printed, one a
 line. Exit codes: 0; 1 when the checkpoint cannot be read or used (one ``error:`` line naming
 it); 2 for bad flags (``-o`` naming a file included).
 """
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -43,11 +47,13 @@ from mxnet.gluon import nn
 from .checkpoint import load_model
 from .cli_tools import CommandError, OneLineErrorParser, output_folder, program, run
 from .files import atomic_path
+from .inference import NMS_THRESH, NMS_TOPK, POST_NMS
 from .loss import Mode
 from .model import SSDCenter
 
 __all__ = ['IMAGE_MEAN', 'IMAGE_STD', 'Preprocess', 'deployable_block', 'input_shape',
-           'write_graph', 'describe', 'check_exportable', 'export_model', 'main']
+           'write_graph', 'write_onnx', 'nms', 'describe', 'check_exportable', 'export_model',
+           'main']
 
 # GluonCV's SSDDefaultValTransform: on RGB pixels scaled to [0, 1]
 IMAGE_MEAN = (0.485, 0.456, 0.406)
@@ -140,6 +146,80 @@ def write_graph(block: nn.HybridBlock, prefix: str) -> Tuple[str, str]:
     return paths
 
 
+def write_onnx(net: SSDCenter, embeddings: bool, preprocess: bool, path: str,
+               ctx: Optional[mx.Context] = None) -> str:
+    """Write the ONNX model of ``net`` before NMS to ``path``: onnxruntime runs it, and
+    :func:`nms` on its outputs gives the detections of the MXNet graph.
+
+    ``mxnet.onnx``'s ``box_nms`` converter suppresses boxes across classes, unlike the MXNet
+    graph, so the ONNX graph stops before NMS: its outputs are every (anchor, class) candidate,
+    ``ids (1, N*C, 1)`` (-1 below the score threshold 0.01), ``scores (1, N*C, 1)``,
+    ``bboxes (1, N*C, 4)`` and with ``embeddings`` the anchors' ``embeddings (1, N*C, D)``.
+
+    Raises
+    ------
+    CommandError
+        When the ``onnx`` extra (onnx, onnxruntime) is not installed.
+    """
+    if importlib.util.find_spec('onnx') is None:
+        raise CommandError("--onnx needs the onnx extra: pip install 'gluon_ssdcl[onnx]'")
+    from mxnet import onnx as mx_onnx  # pylint: disable=import-outside-toplevel
+    nms_settings = (net.nms_thresh, net.nms_topk, net.post_nms)
+    net.set_nms(nms_thresh=0)  # no NMS in the graph
+    try:
+        block = deployable_block(net, embeddings, preprocess, ctx)
+        with tempfile.TemporaryDirectory() as scratch:
+            symbol, params = write_graph(block, os.path.join(scratch, 'graph'))
+            with atomic_path(path) as tmp:
+                mx_onnx.export_model(symbol, params, [input_shape(net.base_size, preprocess)],
+                                     [np.float32], tmp)
+    finally:
+        net.set_nms(*nms_settings)
+    return path
+
+
+def nms(ids, scores, bboxes, embeddings=None, nms_thresh: float = NMS_THRESH,
+        nms_topk: int = NMS_TOPK, post_nms: int = POST_NMS, valid_thresh: float = 0.01):
+    """The per-class NMS of the MXNet graph (``box_nms``, ``force_suppress=False``), in NumPy,
+    for the outputs of the ONNX graph of one image (see :func:`write_onnx`).
+
+    Parameters
+    ----------
+    ids, scores : numpy.ndarray, (M,) or (1, M, 1)
+        Candidates' class ids (-1: none) and scores.
+    bboxes : numpy.ndarray, (M, 4) or (1, M, 4)
+        ``[xmin, ymin, xmax, ymax]``.
+    embeddings : numpy.ndarray, (M, D) or (1, M, D), optional
+    nms_thresh, nms_topk, post_nms, valid_thresh
+        As the exported network's (GluonCV's validation values by default).
+
+    Returns
+    -------
+    (ids (K,), scores (K,), bboxes (K, 4)[, embeddings (K, D)])
+        The kept detections by decreasing score: among the ``nms_topk`` best candidates of
+        score above ``valid_thresh``, a box overlapping a better one of its class with IoU
+        above ``nms_thresh`` is suppressed; at most ``post_nms``.
+    """
+    ids, scores = np.reshape(ids, -1), np.reshape(scores, -1)
+    bboxes = np.reshape(bboxes, (-1, 4))
+    order = np.flatnonzero((ids >= 0) & (scores > valid_thresh))
+    order = order[np.argsort(-scores[order], kind='stable')][:nms_topk]
+    area = (bboxes[:, 2] - bboxes[:, 0]) * (bboxes[:, 3] - bboxes[:, 1])
+    kept = []
+    for i in order:
+        same = [k for k in kept if ids[k] == ids[i]]
+        lower = np.maximum(bboxes[same, :2], bboxes[i, :2])
+        upper = np.minimum(bboxes[same, 2:], bboxes[i, 2:])
+        inter = np.prod(np.clip(upper - lower, 0, None), axis=1)
+        if not np.any(inter / (area[same] + area[i] - inter) > nms_thresh):
+            kept.append(i)
+    kept = kept[:post_nms]
+    found = (ids[kept], scores[kept], bboxes[kept])
+    if embeddings is None:
+        return found
+    return found + (np.reshape(embeddings, (len(ids), -1))[kept],)
+
+
 def describe(meta: dict, base_size: int, embeddings: bool, preprocess: bool) -> dict:
     """The ``<name>-meta.json`` record of an export (see the module docstring).
 
@@ -162,6 +242,10 @@ def describe(meta: dict, base_size: int, embeddings: bool, preprocess: bool) -> 
                              'RGB pixels in [0, 1] minus mean, divided by std'),
                   'mean': list(IMAGE_MEAN), 'std': list(IMAGE_STD)},
         'outputs': ['ids', 'scores', 'bboxes'] + (['embeddings'] if embeddings else []),
+        'nms': {'nms_thresh': NMS_THRESH, 'nms_topk': NMS_TOPK, 'post_nms': POST_NMS,
+                'valid_thresh': 0.01,
+                'onnx': 'the .onnx graph stops before NMS: run gluon_ssdcl.export.nms (per '
+                        'class) on its outputs'},
     }
 
 
@@ -180,7 +264,8 @@ def check_exportable(net, meta: dict, params: str) -> None:
 
 
 def export_model(params: str, out_dir: Optional[str] = None, embeddings: bool = False,
-                 preprocess: bool = False, ctx: Optional[mx.Context] = None) -> Dict[str, str]:
+                 preprocess: bool = False, onnx: bool = False,
+                 ctx: Optional[mx.Context] = None) -> Dict[str, str]:
     """Export a checkpoint's network, centers and description (see the module docstring).
 
     Parameters
@@ -195,13 +280,15 @@ def export_model(params: str, out_dir: Optional[str] = None, embeddings: bool = 
     preprocess : bool
         Whether the graph takes ``(1, S, S, 3)`` pixels in 0..255 (else ``(1, 3, S, S)``
         normalised).
+    onnx : bool
+        Also write ``<name>.onnx``, the graph before NMS (:func:`write_onnx`).
     ctx : mx.Context, optional
         Where the network is built (default: the CPU).
 
     Returns
     -------
     dict
-        ``symbol``, ``params``, ``centers`` and ``meta``: the paths written.
+        ``symbol``, ``params``, ``centers``, ``meta`` (and ``onnx``): the paths written.
 
     Raises
     ------
@@ -217,8 +304,11 @@ def export_model(params: str, out_dir: Optional[str] = None, embeddings: bool = 
     check_exportable(net, checkpoint.meta, checkpoint.path)
     out_dir = out_dir or os.path.dirname(os.path.abspath(checkpoint.path))
     prefix = os.path.join(out_dir, checkpoint.meta['network'])
+    net.set_nms(nms_thresh=NMS_THRESH, nms_topk=NMS_TOPK, post_nms=POST_NMS)
     block = deployable_block(net, embeddings, preprocess, ctx)
     paths = dict(zip(('symbol', 'params'), write_graph(block, prefix)))
+    if onnx:
+        paths['onnx'] = write_onnx(net, embeddings, preprocess, f'{prefix}.onnx', ctx)
     paths['centers'] = f'{prefix}-centers.npy'
     with atomic_path(paths['centers']) as tmp, open(tmp, 'wb') as f:
         np.save(f, center_loss.centers.weight.data(ctx).asnumpy().astype(np.float32))
@@ -242,6 +332,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--preprocess', action='store_true',
                         help='the graph takes (1, S, S, 3) RGB pixels in 0..255 and normalises '
                              'them (default: a (1, 3, S, S) normalised tensor)')
+    parser.add_argument('--onnx', action='store_true',
+                        help='also write <name>.onnx, the graph before NMS (run '
+                             'gluon_ssdcl.export.nms on its outputs); needs the onnx extra')
     return parser
 
 
@@ -250,11 +343,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     Returns 0, or 1 after one ``error: ...`` line on stderr. Bad flags exit with 2.
     """
-    parser = _parser()
-    args = parser.parse_args(argv)
+    args = _parser().parse_args(argv)
 
     def body() -> int:
-        paths = export_model(args.params, args.output_dir, args.embeddings, args.preprocess)
+        paths = export_model(args.params, args.output_dir, args.embeddings, args.preprocess,
+                             args.onnx)
         for path in paths.values():
             print(path)
         return 0

@@ -18,11 +18,12 @@ from tqdm import tqdm
 from .data.datasets import get_train_transform
 from .knn import sample_gallery
 
-__all__ = ['NMS_THRESH', 'NMS_TOPK', 'IOU_THRESH', 'net_anchors', 'positive_loader',
+__all__ = ['NMS_THRESH', 'NMS_TOPK', 'POST_NMS', 'IOU_THRESH', 'net_anchors', 'positive_loader',
            'collect_positives', 'build_gallery', 'detection_map']
 
 NMS_THRESH = 0.45  # GluonCV's train_ssd.py validate()
 NMS_TOPK = 400
+POST_NMS = 100  # GluonCV's SSD default: detections kept per image
 IOU_THRESH = 0.5
 
 

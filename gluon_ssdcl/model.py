@@ -185,7 +185,9 @@ class SSDCenter(SSD):
         batch_index = F.broadcast_like(
             F.contrib.arange_like(anchor_index, axis=0).reshape((-1, 1)), anchor_index)
         kept = F.gather_nd(embeddings, F.stack(batch_index, F.relu(anchor_index)))
-        valid = F.slice_axis(result, axis=2, begin=0, end=1) >= 0
+        # 1 for kept rows (class id >= 0), 0 for suppressed ones (-1): clip rather than a
+        # comparison, which has no ONNX converter
+        valid = F.clip(F.slice_axis(result, axis=2, begin=0, end=1) + 1, 0, 1)
         return F.broadcast_add(F.broadcast_mul(kept, valid), valid - 1)
 
 

@@ -188,3 +188,54 @@ def test_cli_writes_beside_the_checkpoint_and_prints_the_paths(params, capsys):
         meta = json.load(f)
     assert meta['embeddings'] is True and meta['preprocess'] is True
     assert meta['outputs'] == ['ids', 'scores', 'bboxes', 'embeddings']
+
+
+def test_nms_by_hand():
+    """Per class: a box overlapping a better one of its class is suppressed, one of another
+    class is not; candidates at or below 0.01, or of class -1, are not detections."""
+    ids = np.array([0, 0, 1, 0, -1, 0])
+    scores = np.array([0.9, 0.8, 0.7, 0.6, 0.95, 0.01])
+    boxes = np.array([[0, 0, 10, 10], [1, 1, 11, 11], [0, 0, 10, 10], [20, 20, 30, 30],
+                      [0, 0, 10, 10], [40, 40, 50, 50]], dtype=float)
+    kept_ids, kept_scores, kept_boxes = export.nms(ids, scores, boxes)
+    assert kept_ids.tolist() == [0, 1, 0] and kept_scores.tolist() == [0.9, 0.7, 0.6]
+    np.testing.assert_array_equal(kept_boxes, boxes[[0, 2, 3]])
+    assert export.nms(ids, scores, boxes, post_nms=1)[0].tolist() == [0]
+    # IoU of boxes 0 and 1 is 81 / 119 = 0.68: kept with a threshold above it
+    assert export.nms(ids, scores, boxes, nms_thresh=0.7)[0].tolist() == [0, 0, 1, 0]
+
+
+def test_onnx_detections_match_mxnets_on_a_trained_model(tmp_path):
+    """A tiny model trained 3 epochs on digits; on validation images, onnxruntime's candidates
+    through nms() give every MXNet detection (score >= 0.05) with the same class, score and box
+    to 1e-4, and the same embedding."""
+    ort = pytest.importorskip('onnxruntime', reason='the onnx extra is not installed')
+    from gluon_ssdcl.cli import main
+    from gluon_ssdcl.data.datasets import get_dataset, get_val_transform
+    from gluon_ssdcl.data.digits import ensure_digits
+    root = ensure_digits(str(tmp_path / 'digits'), num_train=48, num_val=8, progress=False)
+    prefix = str(tmp_path / 'run')
+    assert main(['--network', 'tiny', '--data-shape', '64', '--dataset-root', root,
+                 '--digits-train', '48', '--digits-val', '8', '--epochs', '3', '--batch-size',
+                 '8', '-j', '0', '--embed-dim', '2', '--save-prefix', prefix, '--center-loss',
+                 '--knn-k', '1', '--warmup-iters', '2']) == 0
+    paths = export.export_model(prefix, str(tmp_path / 'out'), embeddings=True, onnx=True)
+    net = load_model(prefix).net
+    net.set_embeddings(infer=True)
+    session = ort.InferenceSession(paths['onnx'], providers=['CPUExecutionProvider'])
+    _, val = get_dataset('digits', root)
+    transform, matched = get_val_transform(64, 64), 0
+    for index in range(4):
+        x = transform(*val[index])[0].expand_dims(0)
+        ids, scores, boxes, embeddings = [o[0].asnumpy() for o in net(x)]
+        x = x.asnumpy()
+        found = export.nms(*session.run(None, {session.get_inputs()[0].name: x}))
+        for k in np.flatnonzero(scores[:, 0] >= 0.05):
+            same = np.flatnonzero((found[0] == ids[k, 0])
+                                  & (np.abs(found[1] - scores[k, 0]) <= 1e-4)
+                                  & (np.abs(found[2] - boxes[k]).max(axis=1) <= 1e-4))
+            assert len(same), (ids[k], scores[k], boxes[k])
+            np.testing.assert_allclose(found[3][same[0]], embeddings[k], atol=1e-4)
+            matched += 1
+    assert matched >= 30
+    assert os.path.getsize(paths['onnx']) > 10000
