@@ -80,6 +80,11 @@ def test_each_mode_trains_end_to_end(tmp_path, digits_root):
             assert all(0 <= v <= 1 for v in embedding_cells)
         with open(prefix + '_train.log') as f:
             assert '[Epoch 0]' in f.read()
+    # the weights file of a trained run is what a GluonCV user loads, as is
+    from gluon_ssdcl import get_model
+    meta = load_checkpoint(center + '_best.params').meta
+    gluoncv_way = get_model(meta['network'], embed_dim=meta['embed_dim'])
+    gluoncv_way.load_parameters(center + '_best.params')
     first, second = (load_checkpoint(p + '_last.params') for p in (center, stage2))
     for key, value in first.net_params.items():
         if key.startswith('class_predictors'):
