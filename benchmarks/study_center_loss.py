@@ -5,8 +5,9 @@ center-only second stages, summarised as mean ± std over seeds.
         [--stage2-lr 0.004,0.01] [--fast] [--dry-run]
 
 Each run is ``train_ssd_center.py`` in a child process with ``--save-prefix <out>/<run>``; its
-``<run>_eval.json`` (written by the command) and ``<run>_study.json`` (flags and minutes) mark it
-done, so a second call skips it, and a run that was interrupted is continued with ``--resume``.
+``<run>_eval.json`` (written by the command at its end) marks it done, so a second call skips
+it (``<run>_study.json`` records its flags and minutes), and a run that was interrupted before
+is continued with ``--resume``.
 After every run the summary is rewritten: ``results.csv`` and ``results.json`` (one row per
 run), ``results.md`` (mean ± std over seeds per setting) and ``results.png`` (mAP and k-NN
 accuracy against λ, with error bars). ``--fast`` runs a two-run grid on a tiny network in
@@ -183,7 +184,10 @@ def study(args):
     for name, (settings, flags) in grid.items():
         prefix = os.path.join(args.out, name)
         if not os.path.exists(prefix + '_study.json'):
-            minutes = train(name, flags, args.out)
+            # a run stopped after it wrote its results (the command's last step) is done;
+            # its minutes were not recorded
+            finished = os.path.exists(prefix + '_eval.json')
+            minutes = None if finished else train(name, flags, args.out)
             _write_json(prefix + '_study.json', {'flags': flags, 'minutes': minutes})
         rows.append(row(name, settings, args.out))
         write_summary(rows, args.out)

@@ -50,3 +50,8 @@ def test_study_fast_grid_writes_its_summary_and_resumes_without_rerunning(tmp_pa
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0 and 'running ' not in again.stdout, again.stderr[-2000:]
     assert os.path.getmtime(out / 'center_l1_s0_eval.json') == stamp
+    (out / 'center_l1_s0_study.json').unlink()  # stopped after its results, before the record
+    third = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert third.returncode == 0 and 'running ' not in third.stdout, third.stderr[-2000:]
+    with open(out / 'results.csv') as f:
+        assert [r['minutes'] for r in csv.DictReader(f)][1] == ''
