@@ -20,7 +20,8 @@ from typing import Callable, Iterator, List, Sequence
 import mxnet as mx
 
 __all__ = ['CommandError', 'UsageError', 'OneLineErrorParser', 'positive_int', 'positive_float',
-           'nonnegative_int', 'output_folder', 'gpu_ids', 'contexts', 'add_gpus_flag',
+           'nonnegative_int', 'output_folder', 'gpu_ids', 'contexts', 'add_checkpoint_flag',
+           'add_gpus_flag',
            'add_loader_flags', 'add_knn_flag', 'one_line', 'run', 'program', 'log_to_file',
            'RUNTIME_ERRORS']
 
@@ -122,6 +123,13 @@ def add_loader_flags(parser: argparse.ArgumentParser) -> None:
                         help='images per batch (default: 16)')
     parser.add_argument('-j', '--num-workers', type=nonnegative_int, default=2,
                         help='data loader worker processes; 0 loads in this process (default: 2)')
+
+
+def add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
+    """``--params``: the checkpoint a command reads (see ``checkpoint.load_model``)."""
+    parser.add_argument('--params', required=True,
+                        help="checkpoint: either of its files (<stem>.params, <stem>.state), or "
+                             "a run's save prefix (then its best)")
 
 
 def add_knn_flag(parser: argparse.ArgumentParser) -> None:

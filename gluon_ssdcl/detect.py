@@ -32,8 +32,9 @@ import numpy as np
 from gluoncv.data.transforms import bbox as tbbox
 
 from .checkpoint import load_model
-from .cli_tools import (CommandError, OneLineErrorParser, add_gpus_flag, add_knn_flag, contexts,
-                        one_line, output_folder, positive_int, program, run)
+from .cli_tools import (CommandError, OneLineErrorParser, add_checkpoint_flag, add_gpus_flag,
+                        add_knn_flag, contexts, one_line, output_folder, positive_int, program,
+                        run)
 from .data.check import check_image, clip_boxes
 from .data.datasets import get_dataset, get_val_transform
 from .files import atomic_path
@@ -178,7 +179,7 @@ def _parser() -> argparse.ArgumentParser:
         description='Detect objects in images with a gluon_ssdcl checkpoint; writes '
                     '<OUT_DIR>/<image stem>_detections.png per image.')
     parser.add_argument('images', nargs='+', metavar='IMAGE', help='image files')
-    parser.add_argument('--params', required=True, help='checkpoint file (.params)')
+    add_checkpoint_flag(parser)
     parser.add_argument('-o', '--output-dir', type=output_folder, default='detections',
                         help='folder of the drawings (default: detections)')
     parser.add_argument('--thresh', type=_threshold, default=0.5,

@@ -22,8 +22,8 @@ import mxnet as mx
 import numpy as np
 
 from .checkpoint import load_model
-from .cli_tools import (CommandError, OneLineErrorParser, add_gpus_flag, add_knn_flag,
-                        add_loader_flags, contexts, positive_int, program, run)
+from .cli_tools import (CommandError, OneLineErrorParser, add_checkpoint_flag, add_gpus_flag,
+                        add_knn_flag, add_loader_flags, contexts, positive_int, program, run)
 from .data.datasets import get_dataset, get_val_loader
 from .files import atomic_path
 from .inference import (build_gallery, collect_positives, detection_map, net_anchors,
@@ -213,7 +213,7 @@ def _parser() -> argparse.ArgumentParser:
         prog='python -m gluon_ssdcl.evaluate',
         description='Evaluate a gluon_ssdcl checkpoint: mAP and softmax vs k-NN vs '
                     'nearest-center class accuracy on the validation set.')
-    parser.add_argument('--params', required=True, help='checkpoint file (.params)')
+    add_checkpoint_flag(parser)
     parser.add_argument('--dataset', choices=('digits', 'voc', 'custom'),
                         help="data set (default: the checkpoint's)")
     parser.add_argument('--dataset-root', help="data set folder (default: the checkpoint's)")

@@ -45,7 +45,8 @@ import numpy as np
 from mxnet.gluon import nn
 
 from .checkpoint import load_model
-from .cli_tools import CommandError, OneLineErrorParser, output_folder, program, run
+from .cli_tools import (CommandError, OneLineErrorParser, add_checkpoint_flag, output_folder,
+                        program, run)
 from .files import atomic_path
 from .inference import NMS_THRESH, NMS_TOPK, POST_NMS
 from .loss import Mode
@@ -323,8 +324,7 @@ def _parser() -> argparse.ArgumentParser:
         prog='python -m gluon_ssdcl.export',
         description='Export a gluon_ssdcl checkpoint for deployment: <name>-symbol.json, '
                     '<name>-0000.params, <name>-centers.npy and <name>-meta.json.')
-    parser.add_argument('--params', required=True,
-                        help="checkpoint: either of its files, or a run's save prefix (its best)")
+    add_checkpoint_flag(parser)
     parser.add_argument('-o', '--output-dir', type=output_folder, default=None,
                         help="folder of the exported files (default: the checkpoint's folder)")
     parser.add_argument('--embeddings', action='store_true',
