@@ -73,3 +73,12 @@ def compare(title, variants, rounds, goals):
         verdict = 'meets' if ratio >= goal else 'MISSES'
         print(f'  {names[numerator]} / {names[denominator]} = {ratio:.3f}  '
               f'({verdict} the goal >= {goal})')
+
+
+def mean_std(values, digits=3):
+    """``'mean ± std'`` of the values that are not None (std 0 for one value; '–' for none)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return '–'
+    std = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f'{statistics.mean(values):.{digits}f} ± {std:.{digits}f}'

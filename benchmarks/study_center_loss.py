@@ -22,6 +22,7 @@ import sys
 import time
 from collections import OrderedDict
 
+from common import mean_std
 from gluon_ssdcl.cli_tools import OneLineErrorParser, positive_float, positive_int, program, run
 from gluon_ssdcl.files import atomic_path
 
@@ -106,14 +107,6 @@ def row(name, settings, out):
     return values
 
 
-def _mean_std(values):
-    values = [v for v in values if v is not None]
-    if not values:
-        return '–'
-    std = statistics.stdev(values) if len(values) > 1 else 0.0
-    return f'{statistics.mean(values):.3f} ± {std:.3f}'
-
-
 def summary_table(rows):
     """Markdown: one line per setting, mean ± std over its seeds of each metric."""
     groups = OrderedDict()
@@ -123,7 +116,7 @@ def summary_table(rows):
     lines = ['| ' + ' | '.join(header) + ' |', '|' + ' --- |' * len(header)]
     for key, members in groups.items():
         cells = ['–' if v is None else str(v) for v in key] + [str(len(members))]
-        cells += [_mean_std([m[k] for m in members]) for k in METRICS + ('minutes',)]
+        cells += [mean_std([m[k] for m in members]) for k in METRICS + ('minutes',)]
         lines.append('| ' + ' | '.join(cells) + ' |')
     return '\n'.join(lines) + '\n'
 

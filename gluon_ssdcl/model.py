@@ -233,30 +233,38 @@ class TinyFeatures(nn.HybridBlock):
     ----------
     channels : tuple of int
         Channels of the stem (stride 8) followed by one entry per output map.
+    extra_convs : tuple of int
+        Stride-1 3x3 conv-BN-ReLU layers added at the end of each output map's stage, one
+        count per output map starting with the stride-8 one (missing entries: none). They widen
+        the receptive field where the small objects are read.
     norm_layer, norm_kwargs
         Normalisation layer and its arguments, as in GluonCV.
     """
 
-    def __init__(self, channels=(8, 16, 16, 16), norm_layer=nn.BatchNorm, norm_kwargs=None,
-                 **kwargs):
+    def __init__(self, channels=(8, 16, 16, 16), extra_convs=(), norm_layer=nn.BatchNorm,
+                 norm_kwargs=None, **kwargs):
         for key in ('pretrained', 'ctx', 'root'):
             kwargs.pop(key, None)
         super().__init__(**kwargs)
         norm_kwargs = norm_kwargs or {}
 
-        def conv_bn_relu(num_channels):
+        extra_convs = list(extra_convs) + [0] * (len(channels) - 1 - len(extra_convs))
+
+        def conv_bn_relu(num_channels, extra=0):
+            """A stride-2 conv-BN-ReLU and its ``extra`` stride-1 ones, in one block."""
             block = nn.HybridSequential()
-            block.add(nn.Conv2D(num_channels, 3, strides=2, padding=1, use_bias=False),
-                      norm_layer(**norm_kwargs), nn.Activation('relu'))
+            for strides in [2] + [1] * extra:
+                block.add(nn.Conv2D(num_channels, 3, strides=strides, padding=1, use_bias=False),
+                          norm_layer(**norm_kwargs), nn.Activation('relu'))
             return block
 
         with self.name_scope():
             self.stem = nn.HybridSequential()
-            for num_channels in (channels[0], channels[0], channels[1]):
-                self.stem.add(conv_bn_relu(num_channels))
+            self.stem.add(conv_bn_relu(channels[0]), conv_bn_relu(channels[0]),
+                          conv_bn_relu(channels[1], extra_convs[0]))
             self.stages = nn.HybridSequential()
-            for num_channels in channels[2:]:
-                self.stages.add(conv_bn_relu(num_channels))
+            for num_channels, extra in zip(channels[2:], extra_convs[1:]):
+                self.stages.add(conv_bn_relu(num_channels, extra))
 
     def hybrid_forward(self, F, x):
         x = self.stem(x)

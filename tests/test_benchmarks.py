@@ -55,3 +55,24 @@ def test_study_fast_grid_writes_its_summary_and_resumes_without_rerunning(tmp_pa
     assert third.returncode == 0 and 'running ' not in third.stdout, third.stderr[-2000:]
     with open(out / 'results.csv') as f:
         assert [r['minutes'] for r in csv.DictReader(f)][1] == ''
+
+
+def test_mnist_seeds_fast_writes_mean_std_beside_the_reference_and_resumes(tmp_path):
+    import json
+    out = tmp_path / 'mnist'
+    command = [sys.executable, os.path.join(ROOT, 'benchmarks', 'mnist_seeds.py'), '--fast',
+               '--seeds', '0,1', '--out', str(out)]
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    first = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert first.stdout.count('seed ') == 2
+    seeds = [json.loads((out / f'seed{s}.json').read_text()) for s in (0, 1)]
+    table = (out / 'results.md').read_text().splitlines()
+    assert len(table) == 5 and table[2].startswith('| softmax |')
+    mean = (seeds[0]['softmax']['knn_acc'] + seeds[1]['softmax']['knn_acc']) / 2
+    assert f'{mean:.4f} ± ' in table[2] and '| 0.9855 |' in table[2]
+    assert (out / 'features.png').stat().st_size > 1000
+    stamp = os.path.getmtime(out / 'seed1.json')
+    again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
+    assert again.returncode == 0 and 'seed ' not in again.stdout, again.stderr[-2000:]
+    assert os.path.getmtime(out / 'seed1.json') == stamp

@@ -5,7 +5,7 @@ from mxnet import gluon
 
 from gluon_ssdcl import CenterLoss, Mode
 from gluon_ssdcl.lenet import (LeNetPlusPlus, collect_features, evaluate_classifier,
-                               feature_accuracies, load_mnist, train_classifier)
+                               feature_accuracies, load_mnist, three_modes, train_classifier)
 
 
 def _tiny_setup(num_classes=3, size=16, num=6, seed=0):
@@ -227,3 +227,22 @@ def test_lenet_rejects_bad_sizes():
         LeNetPlusPlus(num_classes=1)
     with pytest.raises(ValueError):
         LeNetPlusPlus(feature_dim=0)
+
+
+def test_three_modes_continues_softmax_center_with_frozen_centers():
+    train_data, test_data = load_mnist(64, 32, seed=1)
+    results = three_modes(train_data, test_data, epochs={'softmax': 1, 'softmax-center': 2},
+                          k=3)
+    assert [len(results[m]['history']) for m in ('softmax', 'softmax-center', 'center')] == \
+        [1, 2, 1]
+    assert results['softmax']['centers'] is None
+    # the second stage continued the first one's net with its centers frozen (SECOND_STAGE)
+    np.testing.assert_array_equal(results['center']['centers'],
+                                  results['softmax-center']['centers'])
+    assert results['center']['history'][0]['center'] > 0
+    for mode in ('softmax-center', 'center'):  # nearest center, by hand in NumPy
+        test, centers = results[mode]['test'], results[mode]['centers']
+        nearest = np.argmin(((test[:, None] - centers[None]) ** 2).sum(-1), axis=1)
+        assert results[mode]['accuracies']['center_acc'] == pytest.approx(
+            np.mean(nearest == test_data[1]))
+        assert results[mode]['train'].shape == (64, 2)

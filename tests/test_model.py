@@ -6,7 +6,7 @@ import pytest
 from mxnet import autograd, nd
 
 from gluon_ssdcl import get_model, initialize_params, list_models
-from gluon_ssdcl.model import feature_map_sizes
+from gluon_ssdcl.model import TinyFeatures, feature_map_sizes
 
 REQUIRED = ['ssd_300_vgg16_atrous_center_voc', 'ssd_300_vgg16_atrous_center_coco',
             'ssd_300_vgg16_atrous_center_custom', 'ssd_512_vgg16_atrous_center_voc',
@@ -196,3 +196,21 @@ def test_a_reset_net_trains_a_step(tiny_net):
 def test_reset_class_rejects_unknown_classes(tiny_net, reuse, message):
     with pytest.raises(ValueError, match=message):
         tiny_net.reset_class(['x'], reuse_weights=reuse)
+
+
+def test_tiny_features_extra_convs_keep_strides_and_old_parameter_names():
+    plain = TinyFeatures(channels=(4, 8, 8, 8))
+    deeper = TinyFeatures(channels=(4, 8, 8, 8), extra_convs=(2, 1))
+    for block in (plain, deeper):
+        block.initialize()
+    x = mx.nd.random.uniform(shape=(1, 3, 64, 64))
+    assert [o.shape for o in plain(x)] == [o.shape for o in deeper(x)] == [
+        (1, 8, 8, 8), (1, 8, 4, 4), (1, 8, 2, 2)]
+    plain_names = set(plain._collect_params_with_prefix())
+    deeper_names = set(deeper._collect_params_with_prefix())
+    # a checkpoint of the plain backbone (structural names) still names the same parameters
+    assert plain_names < deeper_names
+    convs = {name.rsplit('.', 1)[0] for name in deeper_names - plain_names
+             if name.endswith('weight') and name.count('.') == 3}
+    assert convs == {'stem.2.3', 'stem.2.6', 'stages.0.3'}  # 2 after the stride-8 map, 1 after 16
+    assert deeper.stem[2][3]._kwargs['stride'] == (1, 1)
