@@ -40,7 +40,8 @@ def _split(batch: mx.nd.NDArray, ctx: Sequence[mx.Context]) -> List[mx.nd.NDArra
     return gluon.utils.split_and_load(batch, ctx[:len(batch)], even_split=False)
 
 
-def collect_positives(net, loader, ctx: Sequence[mx.Context], max_batches: Optional[int] = None
+def collect_positives(net, loader, ctx: Sequence[mx.Context], max_batches: Optional[int] = None,
+                      max_rows: Optional[int] = None
                       ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Embeddings, labels and softmax predictions of the positive anchors of every image.
 
@@ -55,6 +56,8 @@ def collect_positives(net, loader, ctx: Sequence[mx.Context], max_batches: Optio
         Each batch is split over these.
     max_batches : int, optional
         Stop after this many batches (all by default).
+    max_rows : int, optional
+        Stop after the batch that brings the positives to at least this many.
 
     Returns
     -------
@@ -76,6 +79,8 @@ def collect_positives(net, loader, ctx: Sequence[mx.Context], max_batches: Optio
             embeddings.append(np.concatenate([o[3].asnumpy() for o in outputs])[positive])
             predictions.append(np.concatenate([s.asnumpy() for s in scores])[positive])
             labels.append(targets[positive] - 1)
+            if max_rows is not None and sum(len(rows) for rows in labels) >= max_rows:
+                break
     if not embeddings:
         return (np.zeros((0, net.embed_dim), np.float32), np.zeros(0, np.int64),
                 np.zeros(0, np.int64))
@@ -93,7 +98,8 @@ def net_anchors(net) -> mx.nd.NDArray:
 
 
 def positive_loader(dataset, net, batch_size: int, num_workers: int = 0,
-                    anchors: Optional[mx.nd.NDArray] = None) -> gluon.data.DataLoader:
+                    anchors: Optional[mx.nd.NDArray] = None,
+                    order: Optional[Sequence[int]] = None) -> gluon.data.DataLoader:
     """A loader of training targets without augmentation, to find a data set's positive anchors.
 
     Parameters
@@ -107,18 +113,22 @@ def positive_loader(dataset, net, batch_size: int, num_workers: int = 0,
         Worker processes; 0 loads in the main process.
     anchors : mx.nd.NDArray, optional
         ``(1, N, 4)`` anchors of ``net``, when already at hand.
+    order : sequence of int, optional
+        The images to load, in this order (default: all, in the data set's order).
 
     Returns
     -------
     DataLoader
-        In order, last batch kept; yields ``(img (B, 3, S, S), cls_targets (B, N),
+        In ``order``, last batch kept; yields ``(img (B, 3, S, S), cls_targets (B, N),
         box_targets (B, N, 4))`` with ``S = net.base_size``.
     """
     anchors = net_anchors(net) if anchors is None else anchors
     size = net.base_size
-    transform = get_train_transform(size, size, anchors, augment=False)
-    return gluon.data.DataLoader(dataset.transform(transform), batch_size, shuffle=False,
-                                 last_batch='keep', num_workers=num_workers)
+    transform = get_train_transform(size, size, anchors, augment=False, batch_targets=True)
+    order = range(len(dataset)) if order is None else order
+    return gluon.data.DataLoader(dataset.transform(transform), batch_size, sampler=order,
+                                 batchify_fn=transform.batchify, last_batch='keep',
+                                 num_workers=num_workers)
 
 
 def _relabelled(ids: mx.nd.NDArray, embeddings: mx.nd.NDArray,
@@ -190,7 +200,8 @@ def detection_map(net, val_loader, ctx: Sequence[mx.Context], classes: Sequence[
 def build_gallery(net, dataset, ctx: Sequence[mx.Context], batch_size: int, max_size: int,
                   seed: int = 0, num_workers: int = 0, anchors: Optional[mx.nd.NDArray] = None,
                   max_batches: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
-    """The k-NN gallery: embeddings and labels of the positive anchors of ``dataset``.
+    """The k-NN gallery: embeddings and labels of the positive anchors of ``dataset``'s images,
+    taken in a random order (from ``seed``) until there are ``max_size`` of them.
 
     Parameters
     ----------
@@ -201,8 +212,9 @@ def build_gallery(net, dataset, ctx: Sequence[mx.Context], batch_size: int, max_
     batch_size, num_workers : int
         Loader settings (:func:`positive_loader`).
     max_size : int
-        Cap on the rows, sampled reproducibly from ``seed``
-        (:func:`~gluon_ssdcl.knn.sample_gallery`).
+        Cap on the rows: the images are read in a random order until their positives reach
+        it, and the rows are then sampled down to it (:func:`~gluon_ssdcl.knn.sample_gallery`),
+        reproducibly from ``seed``.
     anchors : mx.nd.NDArray, optional
         ``(1, N, 4)`` anchors of ``net``, when already at hand.
     max_batches : int, optional
@@ -218,8 +230,9 @@ def build_gallery(net, dataset, ctx: Sequence[mx.Context], batch_size: int, max_
     ValueError
         When ``dataset`` has no positive anchors.
     """
-    loader = positive_loader(dataset, net, batch_size, num_workers, anchors)
-    embeddings, labels, _ = collect_positives(net, loader, ctx, max_batches)
+    order = np.random.default_rng(seed).permutation(len(dataset)).tolist()
+    loader = positive_loader(dataset, net, batch_size, num_workers, anchors, order)
+    embeddings, labels, _ = collect_positives(net, loader, ctx, max_batches, max_size)
     if not len(embeddings):
         raise ValueError("the gallery images have no positive anchors: no k-NN gallery")
     return sample_gallery(embeddings, labels, max_size, seed)

@@ -67,3 +67,21 @@ def test_bad_input(data):
         cache_targets(mx.gluon.data.SimpleDataset([]), transform)
     with pytest.raises(ValueError, match='lengths differ'):
         TargetCache(np.zeros((2, 4, 4, 3), np.uint8), np.zeros((1, 5)), np.zeros((2, 5, 4)))
+
+
+def test_batch_targets_equal_the_targets_made_image_by_image(data):
+    train, _ = data  # 2 boxes an image, and image f without any
+    anchors = anchors_64()
+    single = get_train_transform(48, 40, anchors, augment=False, normalize=False)
+    batched = get_train_transform(48, 40, anchors, augment=False, normalize=False,
+                                  batch_targets=True)
+    items = [train[i] for i in range(len(train))]
+    items[1] = (items[1][0], items[1][1][:1])  # one box: the labels need padding
+    images, cls_targets, box_targets = batched.batchify([batched(*item) for item in items])
+    for i, item in enumerate(items):
+        image, cls, box = single(*item)
+        np.testing.assert_array_equal(images[i].asnumpy(), image.asnumpy())
+        np.testing.assert_array_equal(cls_targets[i].asnumpy(), cls.asnumpy())
+        np.testing.assert_array_equal(box_targets[i].asnumpy(), box.asnumpy())
+    assert np.count_nonzero(cls_targets[5].asnumpy()) == 0
+    assert np.count_nonzero(cls_targets[1].asnumpy() == 2) == 0  # its dog was dropped

@@ -10,7 +10,8 @@ from gluon_ssdcl import CenterLoss, get_model, initialize_params
 from gluon_ssdcl.checkpoint import save_checkpoint
 from gluon_ssdcl.data.datasets import get_dataloader, get_train_transform
 from gluon_ssdcl.evaluate import compare_classifiers, format_table, main, save_results
-from gluon_ssdcl.inference import collect_positives, detection_map, positive_loader
+from gluon_ssdcl.inference import (build_gallery, collect_positives, detection_map,
+                                   positive_loader)
 from test_data_check import write_voc_folder
 
 CLASSES = ['a', 'b', 'c']
@@ -75,6 +76,26 @@ def test_collect_positives_matches_the_target_generator(tiny_net):
     first, first_labels, _ = collect_positives(tiny_net, loader, CTX, max_batches=1)
     assert len(first) == sum(int((t > 0).sum()) for t in targets[:4])
     assert np.array_equal(first_labels, labels[:len(first)])
+
+
+def test_gallery_reads_images_in_a_seeded_order_until_it_is_full(tiny_net):
+    dataset = image_dataset()
+    transform = get_train_transform(64, 64, anchors_of(tiny_net), augment=False)
+    counts = [int((transform(*item)[1].asnumpy() > 0).sum()) for item in dataset]
+    order = np.random.default_rng(3).permutation(len(dataset))
+    # by hand: the images in the seeded order, batch by batch (2), until the rows reach 3
+    needed, rows = 0, 0
+    while rows < 3:
+        rows += sum(counts[i] for i in order[needed:needed + 2])
+        needed += 2
+    loader = positive_loader(dataset, tiny_net, batch_size=2, order=order.tolist())
+    _, labels, _ = collect_positives(tiny_net, loader, CTX, max_rows=3)
+    expected = np.concatenate([np.full(counts[i], BOXES[i][4]) for i in order[:needed]])
+    assert np.array_equal(labels, expected) and needed < len(dataset)
+    gallery, gallery_labels = build_gallery(tiny_net, dataset, CTX, 2, 3, seed=3)
+    assert len(gallery) == 3 and set(gallery_labels) <= set(expected)
+    everything, _ = build_gallery(tiny_net, dataset, CTX, 2, 1000, seed=3)
+    assert len(everything) == sum(counts)
 
 
 def test_collect_positives_splits_over_contexts(tiny_net):

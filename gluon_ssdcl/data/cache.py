@@ -1,7 +1,7 @@
 """Training targets computed once and held in memory, for training without augmentation.
 
 Without augmentation every epoch sees the same resized image and the same targets, so the
-loader's work (decode, resize, match anchors: ~17 ms an image on one CPU core) can be done once.
+loader's work (decode, resize, match anchors) can be done once.
 The images are kept as uint8 and normalised a batch at a time.
 """
 import logging
@@ -58,10 +58,11 @@ def cache_targets(dataset, transform, num_workers: int = 0, batch_size: int = 32
     ----------
     dataset : Dataset
         Items ``(image (H0, W0, 3) uint8, label (M, 6))``.
-    transform : callable
-        ``(image, label) -> (image (H, W, 3) uint8, cls_targets (N,), box_targets (N, 4))``,
-        e.g. :func:`~gluon_ssdcl.data.datasets.get_train_transform` with ``augment=False,
-        normalize=False``.
+    transform : SSDTrainTransform
+        Makes ``(image (H, W, 3) uint8, ...)`` items that its ``batchify`` turns into
+        ``(images (B, H, W, 3), cls_targets (B, N), box_targets (B, N, 4))``: e.g.
+        :func:`~gluon_ssdcl.data.datasets.get_train_transform` with ``augment=False,
+        normalize=False, batch_targets=True``.
     num_workers : int
         Worker processes for the one pass; 0 works in this process.
     batch_size : int
@@ -72,7 +73,8 @@ def cache_targets(dataset, transform, num_workers: int = 0, batch_size: int = 32
     TargetCache
     """
     loader = mx.gluon.data.DataLoader(dataset.transform(transform), batch_size, shuffle=False,
-                                      last_batch='keep', num_workers=num_workers)
+                                      batchify_fn=transform.batchify, last_batch='keep',
+                                      num_workers=num_workers)
     parts = [[], [], []]
     for batch in tqdm(loader, desc='targets', leave=False):
         for part, array in zip(parts, batch):

@@ -14,7 +14,7 @@ from typing import Iterable, List, Optional, Sequence, Tuple, Union
 import mxnet as mx
 import numpy as np
 from gluoncv.data import VOCDetection
-from gluoncv.data.batchify import Pad, Stack, Tuple as Batch
+from gluoncv.data.batchify import Pad, Stack
 from gluoncv.data.transforms import bbox as tbbox
 from gluoncv.data.transforms import experimental
 from gluoncv.data.transforms import image as timage
@@ -246,16 +246,22 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
     normalize : bool
         False: return the resized ``(height, width, 3)`` uint8 image instead of the normalised
         float one (see :mod:`gluon_ssdcl.data.cache`).
+    batch_targets : bool
+        With anchors: return ``(image, label)`` per image and make the targets a batch at a
+        time in :meth:`batchify` (the loader's ``batchify_fn``): one call of the target
+        generator per batch instead of one per image, the same targets.
     **kwargs
         ``mean``, ``std``, ``iou_thresh``, ``box_norm`` as in SSDDefaultTrainTransform.
     """
 
     def __init__(self, width: int, height: int, anchors: Optional[mx.nd.NDArray] = None,
-                 flip: bool = False, augment: bool = True, normalize: bool = True, **kwargs):
+                 flip: bool = False, augment: bool = True, normalize: bool = True,
+                 batch_targets: bool = False, **kwargs):
         super().__init__(width, height, anchors, **kwargs)
         self._flip = flip
         self._augment = augment
         self._normalize = normalize
+        self._batch_targets = batch_targets
 
     def _distort_expand_crop(self, img: mx.nd.NDArray, bbox: np.ndarray):
         """GluonCV's colour distortion, random expansion and constrained random crop."""
@@ -304,8 +310,8 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
             bbox = tbbox.flip(bbox, (self._width, self._height), flip_x=flips[0])
         if self._normalize:
             img = self.to_tensor(img)
-        if self._anchors is None:
-            return img, bbox.astype(img.dtype)
+        if self._anchors is None or self._batch_targets:
+            return img, bbox.astype(np.float32)
         if not len(bbox):
             num_anchors = self._anchors.shape[1]
             return img, mx.nd.zeros((num_anchors,)), mx.nd.zeros((num_anchors, 4))
@@ -314,8 +320,26 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
         return img, cls_targets[0], box_targets[0]
 
 
+    def batchify(self, items: Sequence[Tuple[mx.nd.NDArray, np.ndarray]]):
+        """Stack the images of ``(image, label (M, 5+))`` items and make their targets in one
+        call of GluonCV's SSDTargetGenerator (labels padded with rows of -1, which match no
+        anchor): ``(images (B, ...), cls_targets (B, N), box_targets (B, N, 4))``, the targets
+        equal to :meth:`__call__`'s image by image."""
+        images, labels = zip(*items)
+        labels = Pad(pad_val=-1)([label[:, :5] if len(label) else np.full((1, 5), -1, np.float32)
+                                  for label in labels])
+        cls_targets, box_targets, _ = self._target_generator(
+            self._anchors, None, labels.slice_axis(axis=-1, begin=0, end=4),
+            labels.slice_axis(axis=-1, begin=4, end=5))
+        # an image of padding alone gets infinite offsets from the encoder: 0, as image by image
+        positive = mx.nd.broadcast_like((cls_targets > 0).expand_dims(-1), box_targets)
+        box_targets = mx.nd.where(positive, box_targets, mx.nd.zeros_like(box_targets))
+        return Stack()(images), cls_targets, box_targets
+
+
 def get_train_transform(width: int, height: int, anchors, flip: bool = False,
-                        augment: bool = True, normalize: bool = True) -> SSDTrainTransform:
+                        augment: bool = True, normalize: bool = True,
+                        batch_targets: bool = False) -> SSDTrainTransform:
     """The SSD training transform that makes targets for `anchors`.
 
     Parameters
@@ -325,7 +349,7 @@ def get_train_transform(width: int, height: int, anchors, flip: bool = False,
     anchors : mxnet.nd.NDArray or numpy.ndarray
         ``(1, N, 4)`` center-format anchors, e.g. the third output of the network in training
         mode on a ``(1, 3, height, width)`` input; copied to the CPU.
-    flip, augment, normalize : bool
+    flip, augment, normalize, batch_targets : bool
         See :class:`SSDTrainTransform`.
 
     Returns
@@ -342,7 +366,7 @@ def get_train_transform(width: int, height: int, anchors, flip: bool = False,
     if anchors.ndim != 3 or anchors.shape[0] != 1 or anchors.shape[2] != 4:
         raise ValueError(f'anchors must have shape (1, N, 4), got {anchors.shape}')
     return SSDTrainTransform(width, height, anchors, flip=flip, augment=augment,
-                             normalize=normalize)
+                             normalize=normalize, batch_targets=batch_targets)
 
 
 def get_val_transform(width: int, height: int) -> SSDDefaultValTransform:
@@ -401,16 +425,18 @@ def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors,
         logger.warning("batch size %d is larger than the %d training images: using %d",
                        batch_size, len(train_dataset), len(train_dataset))
         batch_size = len(train_dataset)
-    train_transform = get_train_transform(width, height, anchors, flip=flip, augment=augment)
+    train_transform = get_train_transform(width, height, anchors, flip=flip, augment=augment,
+                                          batch_targets=True)
     cache_size = cache_nbytes(len(train_dataset), width, height, train_transform.num_anchors)
     if not augment and cache_size <= max_cache_bytes:
-        raw = get_train_transform(width, height, anchors, augment=False, normalize=False)
+        raw = get_train_transform(width, height, anchors, augment=False, normalize=False,
+                                  batch_targets=True)
         train_loader = cached_loader(cache_targets(train_dataset, raw, num_workers), batch_size,
                                      train_transform.to_tensor)
     else:
         train_loader = mx.gluon.data.DataLoader(
             train_dataset.transform(train_transform), batch_size, shuffle=True,
-            batchify_fn=Batch(Stack(), Stack(), Stack()), last_batch='discard',
+            batchify_fn=train_transform.batchify, last_batch='discard',
             num_workers=num_workers)
     return train_loader, get_val_loader(val_dataset, width, height, batch_size, num_workers)
 
