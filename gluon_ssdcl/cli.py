@@ -68,7 +68,7 @@ def _add_model_and_data_flags(p):
 
 
 def _add_schedule_flags(p):
-    p.add_argument('--epochs', type=positive_int, default=8)
+    p.add_argument('--epochs', type=positive_int, default=7)
     p.add_argument('--lr', type=positive_float, default=0.04)
     p.add_argument('--lr-mode', choices=('cosine', 'step'), default='cosine')
     p.add_argument('--lr-decay', type=float, default=0.1, help='step mode: decay factor')

@@ -40,9 +40,9 @@ def test_defaults_are_the_mission_run():
     assert args.model == 'ssd_256_small_center_digits'
     assert args.mode.value == 'softmax-center' and args.gpus == [] and args.dataset == 'digits'
     assert args.augment is False  # digits: targets computed once, held in memory
-    # the documented default run: 8 epochs of 4,000 digits, cosine from lr 0.04 after 100
+    # the documented default run: 7 epochs of 4,000 digits, cosine from lr 0.04 after 100
     # warm-up iterations, on ssd_256_small with one extra 3x3 conv at strides 8 and 16
-    assert (args.epochs, args.digits_train, args.digits_val, args.batch_size) == (8, 4000, 500, 16)
+    assert (args.epochs, args.digits_train, args.digits_val, args.batch_size) == (7, 4000, 500, 16)
     assert (args.lr, args.lr_mode, args.warmup_iters) == (0.04, 'cosine', 100)
     features = get_model(args.model).features
     assert [len(stage) // 3 for stage in [features.stem[2], *features.stages]] == [2, 2, 1, 1, 1]
