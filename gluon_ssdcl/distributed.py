@@ -43,16 +43,22 @@ class KeyRange(mx.kv.KVStoreBase):
 
     It reports no optimizer capability, so the trainer updates its weights on the worker and
     the servers only sum. ``broadcast`` (the trainer's first step: every worker gets rank 0's
-    weights) waits for the weights before returning: MXNet's CPU push may otherwise send the
-    first gradients before that pull is served, and the worker would get their sum as weights.
+    weights) goes through plain copies, since the store cannot read or write weights that
+    MKL-DNN holds in its own layout (after an inference forward and a ``load_parameters``,
+    e.g. when resuming), and waits for the weights before returning: MXNet's CPU push may
+    otherwise send the first gradients before that pull is served, and the worker would get
+    their sum as weights.
     """
 
     def __init__(self, store, first: int):
         self.store, self.first = store, first
 
     def broadcast(self, key, value, out, priority=0):
-        self.store.broadcast(self.first + key, value, out, priority)
-        for array in out if isinstance(out, (list, tuple)) else [out]:
+        out = list(out) if isinstance(out, (list, tuple)) else [out]
+        plain = [mx.nd.array(a.asnumpy(), ctx=a.context, dtype=a.dtype) for a in [value] + out]
+        self.store.broadcast(self.first + key, plain[0], plain[1:], priority)
+        for array, pulled in zip(out, plain[1:]):
+            array[:] = pulled
             array.wait_to_read()
 
     def pushpull(self, key, value, out=None, priority=0):

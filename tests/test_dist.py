@@ -160,7 +160,16 @@ def digits_root(tmp_path_factory):
                          progress=False)
 
 
-def test_a_two_epoch_run_through_launch(tmp_path, digits_root):
+def equal_workers(folder):
+    """Rank 0's parameters after training, once checked equal to rank 1's."""
+    ranks = [dict(np.load(os.path.join(folder, f'rank{r}.npz'))) for r in (0, 1)]
+    assert ranks[0].keys() == ranks[1].keys()
+    for name, value in ranks[0].items():
+        np.testing.assert_array_equal(ranks[1][name], value, err_msg=name)
+    return ranks[0]
+
+
+def test_a_two_epoch_run_through_launch_then_resumed(tmp_path, digits_root):
     from gluon_ssdcl.checkpoint import load_checkpoint, load_model
     prefix = tmp_path / 'runs' / 'dist'
     code, out, err = finished(launch(
@@ -170,9 +179,7 @@ def test_a_two_epoch_run_through_launch(tmp_path, digits_root):
         '2', '--lr', '0.01', '--warmup-iters', '1', '--knn-k', '3', '--center-loss',
         '--plotting', '--plot-images', '4', '--save-prefix', str(prefix)))
     assert code == 0, err[-3000:]
-    ranks = [np.load(tmp_path / f'rank{r}.npz') for r in (0, 1)]
-    for name in ranks[0].files:
-        np.testing.assert_array_equal(ranks[1][name], ranks[0][name], err_msg=name)
+    trained = equal_workers(tmp_path)
     written = sorted(os.listdir(prefix.parent))
     assert written == sorted(
         ['dist.lock', 'dist_train.log', 'dist_eval.json'] +
@@ -182,7 +189,7 @@ def test_a_two_epoch_run_through_launch(tmp_path, digits_root):
     model = load_model(str(prefix))
     last = load_checkpoint(f'{prefix}_last.params')
     for name, value in last.net_params.items():
-        np.testing.assert_array_equal(value.asnumpy(), ranks[0][name], err_msg=name)
+        np.testing.assert_array_equal(value.asnumpy(), trained[name], err_msg=name)
     np.testing.assert_array_equal(model.centers.asnumpy().shape, (10, 2))
     assert last.meta['flags']['kvstore'] == 'dist_sync'
     with open(f'{prefix}_train.log') as f:
@@ -190,6 +197,17 @@ def test_a_two_epoch_run_through_launch(tmp_path, digits_root):
     assert [re.search(r'\[Epoch (\d)\]', line).group(1) for line in epochs] == ['0', '1']
     table = [line for line in out.splitlines() if 'softmax acc' in line]
     assert len(table) == 1 and table[0].startswith('[worker 0] ')  # rank 0's results alone
+
+    # every worker restores rank 0's files, and they train on equal
+    code, out, err = finished(launch(WORKER, 'cli', str(tmp_path), '--kvstore', 'dist_sync',
+                                     '--resume', str(prefix), '--epochs', '3'))
+    assert code == 0, err[-3000:]
+    resumed = equal_workers(tmp_path)
+    assert any(np.abs(resumed[name] - trained[name]).max() > 0 for name in trained)
+    last = load_checkpoint(f'{prefix}_last.params')
+    assert last.meta['epoch'] == 2 and [r['epoch'] for r in last.meta['history']] == [0, 1, 2]
+    with open(f'{prefix}_train.log') as f:
+        assert [line.count('[Epoch 2]') for line in f if '[Epoch' in line] == [0, 0, 1]
 
 
 def children(pid):
