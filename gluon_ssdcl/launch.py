@@ -188,8 +188,8 @@ class Job:
                                   if node.role == 'worker')
             for node, proc, code in zip(self.nodes, self.procs, codes):
                 if code and (node.role == 'worker' or workers_running):
-                    where = f" on {node.host.name}" if node.host else ''
-                    return f"{node.label} (pid {proc.pid}{where}) {_describe_end(code)}"
+                    where = f" on {node.host.name} (ssh pid" if node.host else " (pid"
+                    return f"{node.label}{where} {proc.pid}) {_describe_end(code)}"
             if not workers_running:
                 break
             time.sleep(POLL_S)

@@ -198,9 +198,9 @@ def test_a_two_epoch_run_through_launch_then_resumed(tmp_path, digits_root):
     table = [line for line in out.splitlines() if 'softmax acc' in line]
     assert len(table) == 1 and table[0].startswith('[worker 0] ')  # rank 0's results alone
 
-    # every worker restores rank 0's files, and they train on equal
-    code, out, err = finished(launch(WORKER, 'cli', str(tmp_path), '--kvstore', 'dist_sync',
-                                     '--resume', str(prefix), '--epochs', '3'))
+    # every worker restores rank 0's files, and they train on equal (MXNet's other store)
+    code, out, err = finished(launch(WORKER, 'cli', str(tmp_path), '--kvstore',
+                                     'dist_device_sync', '--resume', str(prefix), '--epochs', '3'))
     assert code == 0, err[-3000:]
     resumed = equal_workers(tmp_path)
     assert any(np.abs(resumed[name] - trained[name]).max() > 0 for name in trained)
