@@ -16,7 +16,7 @@ import mxnet as mx
 import numpy as np
 
 STEP_IMAGES = 8
-MODES = ('softmax', 'softmax-center')
+MODES = ('softmax', 'softmax-center', 'center')
 
 
 def toy_run(mode, ctx, batch_size, shard=(0, 1), workers=None):
@@ -39,7 +39,9 @@ def toy_run(mode, ctx, batch_size, shard=(0, 1), workers=None):
 
 def step_config(mode, prefix):
     from gluon_ssdcl.train import TrainConfig
-    return TrainConfig(mode=mode, epochs=1, lr=0.1, warmup_iters=0, save_prefix=prefix,
+    # a constant rate: the only update of a one-step cosine schedule would have rate 0
+    return TrainConfig(mode=mode, epochs=1, lr=0.1, lr_mode='step', warmup_iters=0,
+                       save_prefix=prefix,
                        meta={'network': 'ssd_64_tiny_center_custom', 'classes': ['a', 'b', 'c'],
                              'embed_dim': 2})
 

@@ -128,7 +128,7 @@ def step_job(tmp_path_factory):
         job.kill()
 
 
-@pytest.mark.parametrize('mode', ['softmax', 'softmax-center'])
+@pytest.mark.parametrize('mode', ['softmax', 'softmax-center', 'center'])
 def test_one_step_of_two_workers_equals_one_process_with_the_whole_batch(tmp_path, step_job,
                                                                          mode):
     """2 workers with 4 images each against one process with the 8 images on two devices
@@ -149,8 +149,11 @@ def test_one_step_of_two_workers_equals_one_process_with_the_whole_batch(tmp_pat
         np.testing.assert_allclose(ranks[0][name], value, rtol=1e-5, atol=1e-5, err_msg=name)
     moved = {name: np.abs(want[name] - before[name]).max() for name in want}
     centers = [name for name in want if name.startswith('centers')]
-    assert max(v for k, v in moved.items() if k not in centers) > 1e-3
-    assert (min(moved[c] for c in centers) > 1e-3) == (mode == 'softmax-center')
+    assert min(moved['features.stem.0.0.weight'], moved['box_predictors.0.predictor.weight'],
+               moved['features.stem.0.1.running_mean']) > 1e-3
+    assert (min(moved[c] for c in centers) > 1e-3) == (mode != 'softmax')
+    class_head = [name for name in want if name.startswith('class_predictors')]
+    assert (max(moved[name] for name in class_head) > 0) == (mode != 'center')
 
 
 @pytest.fixture(scope='module')
