@@ -24,7 +24,7 @@ from mxnet import gluon
 
 from common import build, digit_batches, time_rounds
 from common import parser as common_parser
-from gluon_ssdcl.cli_tools import CommandError, positive_int, program, run
+from gluon_ssdcl.cli_tools import CommandError, contexts, positive_int, program, run
 from gluon_ssdcl.cpus import available_cpus
 from gluon_ssdcl.distributed import Workers, run_worker
 from gluon_ssdcl.inference import positive_loader
@@ -70,7 +70,7 @@ def median_seconds(step, rounds, repeat):
 
 def pushpull_worker(args, workers):
     """(a) in a worker: {'arrays', 'bytes', 'step_s'} of one gradient push and pull."""
-    net = build(args.model, [mx.cpu()])
+    net = build(args.model, contexts(args.gpus)[:1])
     params = trainable(net)
     trainer = gluon.Trainer(params, 'sgd', {'learning_rate': 0.0},
                             kvstore=workers.trainer_store())
@@ -82,14 +82,14 @@ def pushpull_worker(args, workers):
 
 
 def batches_of(args, size):
-    probe = build(args.model, [mx.cpu()])
+    probe = build(args.model, [mx.cpu()])  # its anchors, for the targets
     return digit_batches(lambda train, val: positive_loader(train, probe, size), args.iters,
                          args.dataset_root)
 
 
 def training(args, batches, workers=None):
     """Our loop over ``batches`` (softmax-center), for :func:`time_rounds`."""
-    ctx = [mx.cpu()]
+    ctx = contexts(args.gpus)
     net = build(args.model, ctx)
     loss_fn = MultiBoxCenterLoss(len(net.classes), net.embed_dim, MODE,
                                  sum_counts=workers.sum if workers else None)
@@ -130,6 +130,8 @@ def job(args, worker, servers, threads, folder):
              '--pushpull-iters', str(args.pushpull_iters)]
     if args.dataset_root:
         flags += ['--dataset-root', args.dataset_root]
+    if args.gpus:
+        flags += ['--gpus', ','.join(map(str, args.gpus))]
     proc = subprocess.run(
         [sys.executable, '-m', 'gluon_ssdcl.launch', '-n', str(WORKERS), '-s', str(servers),
          '--', sys.executable, os.path.abspath(__file__), *flags],
@@ -142,6 +144,7 @@ def job(args, worker, servers, threads, folder):
 
 def benchmark(args):
     """Print (a) per network and server count, and (b) with its ratio; returns 0."""
+    contexts(args.gpus)  # fail here when a GPU is missing
     servers = [int(s) for s in args.servers.split(',') if s.strip()]
     threads = int(os.environ.get('OMP_NUM_THREADS', available_cpus()))
     worker_threads = max(1, threads // WORKERS)

@@ -309,18 +309,17 @@ def _train(args, ctx, workers=None):
     classes = list(train_ds.classes)
     set_seed(args.seed)
     net, anchors = _build_model(args, classes, ctx)
+    shard = (workers.rank, workers.size) if workers else (0, 1)
     train_loader, val_loader = get_dataloader(train_ds, val_ds, args.data_shape, args.data_shape,
                                               anchors, args.batch_size, args.num_workers,
-                                              augment=args.augment,
-                                              shard=(workers.rank, workers.size) if workers
-                                              else (0, 1))
+                                              augment=args.augment, shard=shard)
     loss_fn = MultiBoxCenterLoss(len(classes), args.embed_dim, args.mode, args.lmbd,
                                  sum_counts=workers.sum if workers else None)
     loss_fn.initialize(ctx=ctx)
     centers = loss_fn.center_loss.centers.weight
     leader = workers is None or workers.rank == 0
-    recorder = _feature_recorder(args, net, train_ds, val_ds, ctx, classes, anchors) \
-        if leader else None
+    recorder = (_feature_recorder(args, net, train_ds, val_ds, ctx, classes, anchors)
+                if leader else None)
 
     def validate(net, epoch):
         if recorder is not None:

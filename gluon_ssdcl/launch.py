@@ -257,6 +257,7 @@ class _Signals:
 
 
 def build_parser() -> OneLineErrorParser:
+    """The launcher's flags (COMMAND, after ``--``, is split off before parsing)."""
     p = OneLineErrorParser(
         prog='python -m gluon_ssdcl.launch', allow_abbrev=False,
         usage='python -m gluon_ssdcl.launch -n WORKERS [-s SERVERS] [-H HOSTFILE] [--port P] '
