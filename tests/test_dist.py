@@ -174,6 +174,7 @@ def equal_workers(folder):
 
 def test_a_two_epoch_run_through_launch_then_resumed(tmp_path, digits_root):
     from gluon_ssdcl.checkpoint import load_checkpoint, load_model
+    from gluon_ssdcl.train import make_lr_scheduler
     prefix = tmp_path / 'runs' / 'dist'
     code, out, err = finished(launch(
         WORKER, 'cli', str(tmp_path), '--kvstore', 'dist_sync', '--network', 'tiny',
@@ -195,6 +196,9 @@ def test_a_two_epoch_run_through_launch_then_resumed(tmp_path, digits_root):
         np.testing.assert_array_equal(value.asnumpy(), trained[name], err_msg=name)
     np.testing.assert_array_equal(model.centers.asnumpy().shape, (10, 2))
     assert last.meta['flags']['kvstore'] == 'dist_sync'
+    schedule = make_lr_scheduler(0.01, 2, 16 // (2 * 4), warmup_iters=1)  # global steps
+    assert [r['lr'] for r in last.meta['history']] == pytest.approx([schedule(2), schedule(4)])
+    assert schedule(2) > 0
     with open(f'{prefix}_train.log') as f:
         epochs = [line for line in f if '[Epoch' in line]
     assert [re.search(r'\[Epoch (\d)\]', line).group(1) for line in epochs] == ['0', '1']
