@@ -13,6 +13,7 @@ from .cli_tools import (OneLineErrorParser, UsageError, add_gpus_flag, add_knn_f
                         positive_int, run)
 from .data.datasets import get_dataloader, get_dataset
 from .data.digits import ensure_digits
+from .distributed import DIST_KVSTORES, KVSTORES, Workers, run_worker
 from .evaluate import compare_classifiers, format_table, save_results
 from .files import prefix_lock, remove_leftovers
 from .inference import detection_map, positive_loader
@@ -83,6 +84,10 @@ def _add_schedule_flags(p):
 
 def _add_run_flags(p):
     add_gpus_flag(p)
+    p.add_argument('--kvstore', choices=KVSTORES, default='device',
+                   help="MXNet's gradient store: device or local in one process; dist_sync or "
+                        "dist_device_sync in a job of several workers started by python -m "
+                        "gluon_ssdcl.launch (each reads its shard; --batch-size is per worker)")
     p.add_argument('--resume', default='',
                    help="continue a run: its --save-prefix (or its _last.params file); the run's "
                         "mode, data, model and hyper-parameters are taken from it (flags given "
@@ -181,6 +186,9 @@ def parse_args(argv=None):
         parser.error(f"--alpha must be in (0, 1], got {args.alpha}")
     if args.freeze_centers and not args.center_only:
         parser.error("--freeze-centers is only for --center-only")
+    if args.kvstore in DIST_KVSTORES and os.environ.get('DMLC_ROLE') != 'worker':
+        parser.error(f"--kvstore {args.kvstore} runs in a job of workers: python -m "
+                     "gluon_ssdcl.launch -n WORKERS -- python train_ssd_center.py ...")
     if args.init_from and args.resume:
         parser.error("--init-from starts a new run and --resume continues one: give one")
     args.mode = _mode(args)
@@ -288,25 +296,30 @@ def _train_config(args, classes, root):
         warmup_iters=args.warmup_iters, momentum=args.momentum, wd=args.wd, lmbd=args.lmbd,
         alpha=args.alpha, clip_gradient=args.clip_gradient or None,
         freeze_centers=args.freeze_centers, seed=args.seed, val_interval=args.val_interval,
-        save_interval=args.save_interval, save_prefix=args.save_prefix,
+        save_interval=args.save_interval, save_prefix=args.save_prefix, kvstore=args.kvstore,
         meta={'network': args.model, 'classes': classes, 'embed_dim': args.embed_dim,
               'data_shape': args.data_shape, 'dataset': args.dataset, 'dataset_root': root,
               'flags': {k: v for k, v in vars(args).items() if k not in ('mode', 'given')}})
 
 
-def _train(args, ctx):
-    """Load the data, build the model, train it and compare its classifiers; returns 0."""
+def _train(args, ctx, workers=None):
+    """Load the data, build the model, train it and compare its classifiers (rank 0 of a
+    distributed job's ``workers``); returns 0."""
     train_ds, val_ds, root = _load_data(args)
     classes = list(train_ds.classes)
     set_seed(args.seed)
     net, anchors = _build_model(args, classes, ctx)
+    shard = (workers.rank, workers.size) if workers else (0, 1)
     train_loader, val_loader = get_dataloader(train_ds, val_ds, args.data_shape, args.data_shape,
                                               anchors, args.batch_size, args.num_workers,
-                                              augment=args.augment)
-    loss_fn = MultiBoxCenterLoss(len(classes), args.embed_dim, args.mode, args.lmbd)
+                                              augment=args.augment, shard=shard)
+    loss_fn = MultiBoxCenterLoss(len(classes), args.embed_dim, args.mode, args.lmbd,
+                                 sum_counts=workers.sum if workers else None)
     loss_fn.initialize(ctx=ctx)
     centers = loss_fn.center_loss.centers.weight
-    recorder = _feature_recorder(args, net, train_ds, val_ds, ctx, classes, anchors)
+    leader = workers is None or workers.rank == 0
+    recorder = (_feature_recorder(args, net, train_ds, val_ds, ctx, classes, anchors)
+                if leader else None)
 
     def validate(net, epoch):
         if recorder is not None:
@@ -315,10 +328,13 @@ def _train(args, ctx):
     try:
         result = fit(net, loss_fn, train_loader, ctx, _train_config(args, classes, root),
                      validate=validate, resume=args.resume or None,
-                     init_from=args.init_from or None, start_epoch=args.start_epoch)
+                     init_from=args.init_from or None, start_epoch=args.start_epoch,
+                     workers=workers)
     finally:
         if recorder is not None and any(recorder.frames.values()):
             logger.info("feature maps: %s", ', '.join(recorder.animate()))
+    if not leader:
+        return 0
     results = compare_classifiers(net, centers.data(ctx[0]), train_ds, val_ds, ctx, classes,
                                   args.mode, batch_size=args.batch_size, knn_k=args.knn_k,
                                   seed=args.seed, num_workers=args.num_workers)
@@ -334,22 +350,29 @@ def main(argv=None):
     """Run train_ssd_center.py; returns the exit code (0; 1 after one ``error: ...`` line for a
     runtime failure such as bad data, an unusable checkpoint, a NaN loss, no GPU or a save
     prefix in use by another run; 2 for bad usage). The log also goes to
-    ``<save prefix>_train.log``."""
+    ``<save prefix>_train.log``. A worker of a distributed job (``--kvstore dist_*``) that fails
+    ends its process at once (:func:`~gluon_ssdcl.distributed.run_worker`); of the workers,
+    rank 0 alone holds the prefix's lock and writes the log, checkpoints, plots and results."""
     args = parse_args(argv)
+    distributed = args.kvstore in DIST_KVSTORES
 
     def train():
+        workers = Workers(args.kvstore) if distributed else None
         if args.resume:
             resume_flags(args, load_checkpoint(args.resume).meta)
         elif args.init_from:
             load_checkpoint(args.init_from)  # fail before the data is loaded
         ctx = contexts(args.gpus)
+        if workers is not None and workers.rank != 0:
+            return _train(args, ctx, workers)
         with prefix_lock(args.save_prefix) as killed, \
                 log_to_file(f'{args.save_prefix}_train.log'):
             if killed:
                 logger.info("took over %s.lock from a run that is no longer alive (%s)",
                             args.save_prefix, killed)
             remove_leftovers(args.save_prefix)
-            logger.info("%s on %s with %s OpenMP threads", args.model, ctx,
-                        os.environ.get('OMP_NUM_THREADS'))
-            return _train(args, ctx)
-    return run(train)
+            logger.info("%s on %s with %s OpenMP threads%s", args.model, ctx,
+                        os.environ.get('OMP_NUM_THREADS'),
+                        f", {workers.size} workers ({args.kvstore})" if workers else '')
+            return _train(args, ctx, workers)
+    return run_worker(train) if distributed else run(train)

@@ -115,6 +115,11 @@ class MultiBoxCenterLoss(gluon.Block):
         Weight λ > 0 of the center loss.
     negative_mining_ratio, rho : float
         As in ``SSDMultiBoxLoss``.
+    sum_counts : callable, optional
+        ``sum_counts(name, values) -> sums``: the sum of per-device count arrays ('num_pos' (1,),
+        'histogram' (C,)) over the whole mini-batch, one copy per device. Default: over the
+        devices (:func:`~gluon_ssdcl.center_loss.sum_over_devices`); a distributed job passes
+        :meth:`gluon_ssdcl.distributed.Workers.sum`, which also sums over the workers.
 
     Inputs (lists with one array per device, or single arrays)
     ------
@@ -127,9 +132,10 @@ class MultiBoxCenterLoss(gluon.Block):
     """
 
     def __init__(self, num_classes, embed_dim, mode=Mode.SOFTMAX, lmbd=1.0,
-                 negative_mining_ratio=3, rho=1.0, **kwargs):
+                 negative_mining_ratio=3, rho=1.0, sum_counts=None, **kwargs):
         super().__init__(**kwargs)
         self.mode = Mode(mode)
+        self.sum_counts = sum_counts or (lambda name, values: sum_over_devices(values))
         if not lmbd > 0:
             raise ValueError(f"lmbd (the center-loss weight) must be > 0, got {lmbd}")
         self.lmbd = lmbd
@@ -147,7 +153,7 @@ class MultiBoxCenterLoss(gluon.Block):
     def forward(self, cls_pred, box_pred, cls_target, box_target, embeddings=None):
         cls_pred, box_pred, cls_target, box_target = [
             _as_list(x) for x in (cls_pred, box_pred, cls_target, box_target)]
-        num_pos = sum_over_devices([(ct > 0).sum() for ct in cls_target])
+        num_pos = self.sum_counts('num_pos', [(ct > 0).sum() for ct in cls_target])
         inv_num_pos = [1.0 / nd.maximum(n, 1.0) for n in num_pos]
         cls_losses, box_losses = zip(*[
             self.multibox(*inputs)
@@ -161,8 +167,8 @@ class MultiBoxCenterLoss(gluon.Block):
         embeddings = _as_list(embeddings)
         labels = [(ct - 1).reshape(-1) for ct in cls_target]
         masks = [(ct > 0).reshape(-1) for ct in cls_target]
-        counts = sum_over_devices([class_histogram(nd, lab, self.num_classes, mask)
-                                    for lab, mask in zip(labels, masks)])
+        counts = self.sum_counts('histogram', [class_histogram(nd, lab, self.num_classes, mask)
+                                               for lab, mask in zip(labels, masks)])
         center_losses = [
             nd.broadcast_mul(
                 self.center_loss(emb.reshape((-1, emb.shape[-1])), lab, mask, cnt)

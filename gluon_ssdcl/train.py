@@ -12,6 +12,7 @@ from mxnet import autograd, gluon
 from tqdm import tqdm
 
 from .checkpoint import load_checkpoint, restore, save_checkpoint
+from .distributed import Workers
 from .loss import Mode
 
 __all__ = ['set_trainable', 'apply_mode', 'make_trainers', 'make_center_trainer', 'step_trainers',
@@ -56,7 +57,9 @@ def make_trainers(net, center_loss, mode, lr, momentum=0.9, wd=5e-4, alpha=0.5, 
     ``net`` (not the centers; not the class head in center mode), stepped with ``step(1)`` (the
     loss is already divided by N). ``clip_gradient`` clips each element of the network's
     gradients (None: no clipping). The center trainer: :func:`make_center_trainer`, None when
-    the centers do not train.
+    the centers do not train. ``kvstore``: MXNet's name ('device', 'local'), or the
+    :class:`~gluon_ssdcl.distributed.Workers` of a distributed job, whose store sums both
+    trainers' gradients over the workers (at keys of their own).
 
     Returns
     -------
@@ -70,10 +73,12 @@ def make_trainers(net, center_loss, mode, lr, momentum=0.9, wd=5e-4, alpha=0.5, 
                         'lr_scheduler': lr_scheduler}
     if clip_gradient:
         optimizer_params['clip_gradient'] = clip_gradient
-    net_trainer = gluon.Trainer(trainable, 'sgd', optimizer_params, kvstore=kvstore)
+    stores = ((kvstore.trainer_store(), kvstore.trainer_store())
+              if isinstance(kvstore, Workers) else (kvstore, kvstore))
+    net_trainer = gluon.Trainer(trainable, 'sgd', optimizer_params, kvstore=stores[0])
     if not mode.trains_centers(freeze_centers):
         return net_trainer, None
-    return net_trainer, make_center_trainer(center_loss, alpha, lmbd, kvstore)
+    return net_trainer, make_center_trainer(center_loss, alpha, lmbd, stores[1])
 
 
 def make_center_trainer(center_loss, alpha, lmbd, kvstore='device'):
@@ -183,6 +188,7 @@ class TrainConfig:
     val_interval: int = 1
     save_interval: int = 0
     save_prefix: str = 'ssd_center'
+    kvstore: str = 'device'
     meta: dict = field(default_factory=dict)
 
 
@@ -243,7 +249,7 @@ def _checkpoint_meta(config, epoch, best_map, history):
             'history': history}
 
 
-def _start(net, loss_fn, train_loader, ctx, config, resume, init_from):
+def _start(net, loss_fn, train_loader, ctx, config, resume, init_from, workers):
     """The trainers, the first epoch, the best mAP and the history of a new or resumed run."""
     if not len(train_loader):
         raise ValueError("the training loader yields no batch: no epoch can train")
@@ -259,7 +265,7 @@ def _start(net, loss_fn, train_loader, ctx, config, resume, init_from):
     trainers = make_trainers(
         net, loss_fn.center_loss, mode, config.lr, config.momentum, config.wd, config.alpha,
         config.lmbd, lr_scheduler=scheduler, clip_gradient=config.clip_gradient,
-        freeze_centers=config.freeze_centers)
+        freeze_centers=config.freeze_centers, kvstore=workers or config.kvstore)
     if not resume:
         return trainers, 0, -1.0, []
     checkpoint = load_checkpoint(resume)
@@ -289,9 +295,24 @@ def _save(config, epoch, record, state, net, loss_fn, trainers):
         save_checkpoint(path, net, loss_fn.center_loss, meta, *trainers)
 
 
+def _finish_epoch(config, epoch, means, speed, trainers, validate, state, net, loss_fn):
+    """Validate when due, log the epoch and save its checkpoints (``state``: best mAP, history)."""
+    record = {'epoch': epoch, **dict(zip(LOSS_NAMES, means)),
+              'speed': speed, 'lr': trainers[0].learning_rate}
+    if validate is not None and ((epoch + 1) % config.val_interval == 0
+                                 or epoch + 1 == config.epochs):
+        net.hybridize(static_alloc=True, static_shape=True)
+        record['map'] = float(validate(net, epoch))
+    state['history'].append(record)
+    logger.info("[Epoch %d] cls=%.4f box=%.4f center=%.4f %.1f img/s lr=%.5f%s", epoch,
+                record['cls'], record['box'], record['center'], speed, record['lr'],
+                f" mAP={record['map']:.4f}" if 'map' in record else '')
+    _save(config, epoch, record, state, net, loss_fn, trainers)
+
+
 def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = None,
         resume: Optional[str] = None, init_from: Optional[str] = None,
-        start_epoch: Optional[int] = None):
+        start_epoch: Optional[int] = None, workers: Optional[Workers] = None):
     """Train ``net`` with ``loss_fn`` (a :class:`MultiBoxCenterLoss`) for ``config.epochs``.
 
     Parameters
@@ -316,6 +337,12 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
         A checkpoint whose network and centers start a new stage (e.g. center mode).
     start_epoch : int, optional
         Epoch to start at (default: 0, or the one after the ``resume`` checkpoint).
+    workers : Workers, optional
+        This worker of a distributed job (:mod:`gluon_ssdcl.distributed`): ``train_loader``
+        yields its shard, ``loss_fn`` sums its counts over the workers, the trainers use its
+        store (``config.kvstore`` is then unused). After each epoch the BatchNorm statistics
+        are averaged over the workers; rank 0 alone validates, logs and saves, while the others
+        wait for it. ``resume`` and ``init_from`` are read by every worker (a shared folder).
 
     Returns
     -------
@@ -329,27 +356,25 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
         When a loss or the weights become NaN or infinite; nothing of that epoch is saved.
     """
     trainers, first_epoch, best_map, history = _start(net, loss_fn, train_loader, ctx, config,
-                                                      resume, init_from)
+                                                      resume, init_from, workers)
+    leader = workers is None or workers.rank == 0
     first_epoch = first_epoch if start_epoch is None else start_epoch
     state = {'best_map': best_map,
              'history': [record for record in history if record['epoch'] < first_epoch]}
-    if resume:
+    if resume and leader:
         logger.info("resumed from %s at epoch %d", resume, first_epoch)
     for epoch in range(first_epoch, config.epochs):
         set_seed(config.seed * 100003 + epoch)
         net.hybridize(static_alloc=True, static_shape=True)
         loss_fn.hybridize()
         means, speed = train_epoch(net, loss_fn, *trainers, train_loader, ctx, epoch)
-        record = {'epoch': epoch, **dict(zip(LOSS_NAMES, means)),
-                  'speed': speed, 'lr': trainers[0].learning_rate}
-        if validate is not None and ((epoch + 1) % config.val_interval == 0
-                                     or epoch + 1 == config.epochs):
-            net.hybridize(static_alloc=True, static_shape=True)
-            record['map'] = float(validate(net, epoch))
-        state['history'].append(record)
-        logger.info("[Epoch %d] cls=%.4f box=%.4f center=%.4f %.1f img/s lr=%.5f%s", epoch,
-                    record['cls'], record['box'], record['center'], speed, record['lr'],
-                    f" mAP={record['map']:.4f}" if 'map' in record else '')
-        _save(config, epoch, record, state, net, loss_fn, trainers)
+        if workers is not None:  # the job's mean losses and images/s; equal statistics
+            workers.average_statistics([net])
+            totals = workers.sum_numbers('epoch', [*means, speed])
+            means, speed = totals[:-1] / workers.size, float(totals[-1])
+        if leader:
+            _finish_epoch(config, epoch, means, speed, trainers, validate, state, net, loss_fn)
+        if workers is not None:
+            workers.barrier()  # the others wait while rank 0 validates and saves
     return {'epoch': config.epochs - 1, 'best_map': state['best_map'],
             'history': state['history'], 'checkpoint': f'{config.save_prefix}_last.params'}

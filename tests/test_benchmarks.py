@@ -28,6 +28,24 @@ def test_benchmark_prints_its_ratios(digits_root, script, ratios):
     assert len(re.findall(r' = [0-9.]+ +\((meets|MISSES) the goal', proc.stdout)) == ratios
 
 
+def test_bench_dist_prints_push_pull_times_and_the_throughput_ratio(digits_root):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'benchmarks', 'bench_dist.py'), '--model',
+         'ssd_64_tiny_center_digits', '--pushpull-models', 'ssd_64_tiny_center_digits',
+         '--servers', '1', '--batch-size', '2', '--iters', '2', '--rounds', '1',
+         '--pushpull-iters', '2', '--dataset-root', digits_root],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pushpull = re.findall(r'^  ssd_64_tiny_center_digits +(\d+) arrays +([0-9.]+) MiB +1 server'
+                          r'\(s\) +([0-9.]+) ms/step', proc.stdout, re.M)
+    assert len(pushpull) == 1 and int(pushpull[0][0]) > 10 and float(pushpull[0][2]) > 0
+    speeds = re.findall(r'^  .+? +([0-9.]+) img/s$', proc.stdout, re.M)
+    assert len(speeds) == 2 and all(float(s) > 0 for s in speeds)
+    assert re.search(r'^  1 process, \d+ threads .+\n  2 workers x \d+ threads, 1 server ',
+                     proc.stdout, re.M)
+    assert re.search(r'^  2 workers / 1 process = [0-9.]+$', proc.stdout, re.M)
+
+
 def test_study_fast_grid_writes_its_summary_and_resumes_without_rerunning(tmp_path):
     import csv
     out = tmp_path / 'study'

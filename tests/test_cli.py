@@ -26,6 +26,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     (['--network', 'nonet'], 'no model for --network nonet'),
     (['--dataset', 'custom'], 'needs --dataset-root'),
     (['--epochs', '0'], 'positive integer'),
+    (['--kvstore', 'dist_sync'], 'runs in a job of workers: python -m gluon_ssdcl.launch'),
 ])
 def test_bad_flags_exit_2_with_one_line(flags, reason):
     proc = subprocess.run([sys.executable, os.path.join(ROOT, 'train_ssd_center.py')] + flags,

@@ -19,9 +19,11 @@ CHECK = ['-m', 'gluon_ssdcl.data.check']
 MODEL_ZOO = ['-m', 'gluon_ssdcl.model_zoo']
 BENCH_TRAIN = [os.path.join(ROOT, 'benchmarks', 'bench_train.py')]
 BENCH_INFER = [os.path.join(ROOT, 'benchmarks', 'bench_infer.py')]
+BENCH_DIST = [os.path.join(ROOT, 'benchmarks', 'bench_dist.py')]
+LAUNCH = ['-m', 'gluon_ssdcl.launch']
 COMMANDS = {'train': TRAIN, 'evaluate': EVALUATE, 'detect': DETECT, 'digits': DIGITS,
             'check': CHECK, 'model_zoo': MODEL_ZOO, 'bench_train': BENCH_TRAIN,
-            'bench_infer': BENCH_INFER}
+            'bench_infer': BENCH_INFER, 'bench_dist': BENCH_DIST, 'launch': LAUNCH}
 TINY_TRAIN = ['--network', 'tiny', '--data-shape', '64', '--digits-train', '16',
               '--digits-val', '8', '--batch-size', '8', '-j', '0', '--epochs', '1']
 
@@ -68,7 +70,7 @@ def cases(files):
     bench = ['--model', 'ssd_64_tiny_center_digits', '--dataset-root', files['digits'],
              '--iters', '1', '--rounds', '1', '--batch-size', '2']
     required = {'evaluate': ['--params', junk], 'detect': [files['junk_img'], '--params', junk],
-                'check': ['--root', tmp]}
+                'check': ['--root', tmp], 'launch': ['-n', '1']}
     table = [(f'{name} bad flag', argv + required.get(name, []) + ['--no-such-flag'], 2,
               ['--no-such-flag']) for name, argv in COMMANDS.items()]
     table += [
@@ -104,6 +106,10 @@ def cases(files):
          ['--gpus 0']),
         ('bench_train --gpus 0', BENCH_TRAIN + bench + ['--gpus', '0'], 1, ['--gpus 0']),
         ('bench_infer --gpus 0', BENCH_INFER + bench + ['--gpus', '0'], 1, ['--gpus 0']),
+        ('bench_dist --gpus 0', BENCH_DIST + bench + ['--gpus', '0'], 1, ['--gpus 0']),
+        ('launch a failing worker', LAUNCH + ['-n', '1', '-s', '1', '--', sys.executable, '-c',
+                                              'import sys; sys.exit(3)'], 1,
+         ['worker 0', 'exited with code 3']),
         ('export bad flag', ['-m', 'gluon_ssdcl.export', '--params', junk, '--no-such-flag'], 2,
          ['--no-such-flag']),
         ('export unreadable checkpoint', ['-m', 'gluon_ssdcl.export', '--params', junk], 1,

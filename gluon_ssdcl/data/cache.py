@@ -10,6 +10,8 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
+from ..distributed import ShardSampler
+
 __all__ = ['TargetCache', 'cache_targets', 'cache_nbytes', 'cached_loader']
 
 logger = logging.getLogger(__name__)
@@ -87,8 +89,11 @@ def cache_targets(dataset, transform, num_workers: int = 0, batch_size: int = 32
     return cache
 
 
-def cached_loader(cache: TargetCache, batch_size: int, to_tensor) -> mx.gluon.data.DataLoader:
-    """Shuffled batches of ``cache`` (``last_batch='discard'``, in this process).
+def cached_loader(cache: TargetCache, batch_size: int, to_tensor, shard=(0, 1)
+                  ) -> mx.gluon.data.DataLoader:
+    """Shuffled batches of ``cache`` (the last incomplete one left out, in this process); of a
+    distributed job's worker ``shard = (rank, workers)``: its part of each global batch
+    (:class:`~gluon_ssdcl.distributed.ShardSampler`).
 
     ``to_tensor`` maps ``(B, H, W, 3)`` uint8 to the network's normalised ``(B, 3, H, W)``
     float32 input (:meth:`~gluon_ssdcl.data.datasets.SSDTrainTransform.to_tensor`). Yields
@@ -98,5 +103,6 @@ def cached_loader(cache: TargetCache, batch_size: int, to_tensor) -> mx.gluon.da
         images, cls, box = (np.stack(part) for part in zip(*items))
         return to_tensor(mx.nd.array(images, dtype=np.uint8)), mx.nd.array(cls), mx.nd.array(box)
 
-    return mx.gluon.data.DataLoader(cache, batch_size, shuffle=True, batchify_fn=batchify,
-                                    last_batch='discard', num_workers=0)
+    return mx.gluon.data.DataLoader(
+        cache, batch_sampler=ShardSampler(len(cache), batch_size, *shard), batchify_fn=batchify,
+        num_workers=0)

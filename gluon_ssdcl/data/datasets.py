@@ -20,6 +20,7 @@ from gluoncv.data.transforms import experimental
 from gluoncv.data.transforms import image as timage
 from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform, SSDDefaultValTransform
 
+from ..distributed import ShardSampler
 from . import digits
 from .cache import cache_nbytes, cache_targets, cached_loader
 from .check import (ERROR, Problem, annotation_path, box_problem, check_voc_folder, clip_boxes,
@@ -386,7 +387,7 @@ def _batchify_val(items: Sequence[Tuple[mx.nd.NDArray, np.ndarray]]):
 
 def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors, batch_size: int,
                    num_workers: int = 0, flip: bool = False, augment: bool = True,
-                   max_cache_bytes: int = 4 * 2**30
+                   max_cache_bytes: int = 4 * 2**30, shard: Tuple[int, int] = (0, 1)
                    ) -> Tuple[mx.gluon.data.DataLoader, mx.gluon.data.DataLoader]:
     """Training and validation loaders as in GluonCV's train_ssd.py, targets made in the workers.
 
@@ -403,28 +404,36 @@ def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors,
     anchors : mxnet.nd.NDArray
         ``(1, N, 4)`` anchors of the network at this input size.
     batch_size : int
-        Images per batch, B; lowered, with a logged note, to the number of training images.
+        Images per batch, B (per worker); lowered, with a logged note, so that the training
+        images fill one batch of every worker.
     num_workers : int
         Worker processes; 0 loads in the main process.
     flip, augment : bool
         Training augmentation, see :class:`SSDTrainTransform` (no flips by default).
     max_cache_bytes : int
         Memory the in-memory training targets may take (0: never hold them).
+    shard : (int, int)
+        ``(rank, workers)`` of a distributed job's worker: its training loader yields its part
+        of each global batch of ``workers * batch_size``
+        (:class:`~gluon_ssdcl.distributed.ShardSampler`); (0, 1) in one process.
 
     Returns
     -------
     train_loader
-        Shuffled, ``last_batch='discard'`` (each epoch is its own: an epoch's order depends only
-        on NumPy's generator, so a resumed run repeats the uninterrupted one); yields
+        Shuffled, the last incomplete batch left out (each epoch is its own: an epoch's order
+        depends only on NumPy's generator, so a resumed run repeats the uninterrupted one); yields
         ``(image (B, 3, H, W), cls_targets (B, N), box_targets (B, N, 4))``.
     val_loader
         In order, ``last_batch='keep'``; yields ``(image (B, 3, H, W), label (B, M, 6))``,
         labels padded with rows of -1 (M >= 1).
     """
-    if batch_size > len(train_dataset):
-        logger.warning("batch size %d is larger than the %d training images: using %d",
-                       batch_size, len(train_dataset), len(train_dataset))
-        batch_size = len(train_dataset)
+    workers = shard[1]
+    if batch_size * workers > len(train_dataset):
+        lowered = max(1, len(train_dataset) // workers)
+        logger.warning("batch size %d%s is larger than the %d training images: using %d",
+                       batch_size, f' x {workers} workers' if workers > 1 else '',
+                       len(train_dataset), lowered)
+        batch_size = lowered
     train_transform = get_train_transform(width, height, anchors, flip=flip, augment=augment,
                                           batch_targets=True)
     cache_size = cache_nbytes(len(train_dataset), width, height, train_transform.num_anchors)
@@ -432,12 +441,12 @@ def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors,
         raw = get_train_transform(width, height, anchors, augment=False, normalize=False,
                                   batch_targets=True)
         train_loader = cached_loader(cache_targets(train_dataset, raw, num_workers), batch_size,
-                                     train_transform.to_tensor)
+                                     train_transform.to_tensor, shard)
     else:
         train_loader = mx.gluon.data.DataLoader(
-            train_dataset.transform(train_transform), batch_size, shuffle=True,
-            batchify_fn=train_transform.batchify, last_batch='discard',
-            num_workers=num_workers)
+            train_dataset.transform(train_transform),
+            batch_sampler=ShardSampler(len(train_dataset), batch_size, *shard),
+            batchify_fn=train_transform.batchify, num_workers=num_workers)
     return train_loader, get_val_loader(val_dataset, width, height, batch_size, num_workers)
 
 
