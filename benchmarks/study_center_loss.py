@@ -2,7 +2,7 @@
 center-only second stages, summarised as mean ± std over seeds.
 
     python benchmarks/study_center_loss.py [--out runs/study] [--seeds 0,1,2] [--lmbd 0.1,1,10]
-        [--stage2-lr 0.004,0.01] [--fast] [--dry-run]
+        [--stage2-lr 0.004,0.01] [--fast] [--dry-run] [--runs NAME,...]
 
 Each run is ``train_ssd_center.py`` in a child process with ``--save-prefix <out>/<run>``; its
 ``<run>_eval.json`` (written by the command at its end) marks it done, so a second call skips
@@ -23,7 +23,8 @@ import time
 from collections import OrderedDict
 
 from common import mean_std
-from gluon_ssdcl.cli_tools import OneLineErrorParser, positive_float, positive_int, program, run
+from gluon_ssdcl.cli_tools import (OneLineErrorParser, UsageError, positive_float, positive_int,
+                                   program, run)
 from gluon_ssdcl.files import atomic_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -173,9 +174,16 @@ def study(args):
         for name, (_, flags) in grid.items():
             print(name, ' '.join(flags))
         return 0
+    unknown = sorted(set(args.runs or ()) - set(grid))
+    if unknown:
+        raise UsageError(f"--runs: not in the grid: {', '.join(unknown)}")
     rows = []
     for name, (settings, flags) in grid.items():
         prefix = os.path.join(args.out, name)
+        if args.runs is not None and name not in args.runs:
+            if os.path.exists(prefix + '_study.json'):
+                rows.append(row(name, settings, args.out))
+            continue
         if not os.path.exists(prefix + '_study.json'):
             # a run stopped after it wrote its results (the command's last step) is done;
             # its minutes were not recorded
@@ -183,6 +191,8 @@ def study(args):
             minutes = None if finished else train(name, flags, args.out)
             _write_json(prefix + '_study.json', {'flags': flags, 'minutes': minutes})
         rows.append(row(name, settings, args.out))
+        write_summary(rows, args.out)
+    if rows:
         write_summary(rows, args.out)
     print(summary_table(rows))
     return 0
@@ -208,6 +218,9 @@ def main(argv=None):
     p.add_argument('--fast', action='store_true',
                    help='a two-run grid on a tiny network (seconds), for the tests')
     p.add_argument('--dry-run', action='store_true', help='list the runs and their flags')
+    p.add_argument('--runs', type=lambda text: text.split(','), default=None,
+                   help='comma-separated run names (see --dry-run): run only these, in the '
+                        "grid's order; the summary keeps the other finished runs")
     args = p.parse_args(argv)
     if args.fast:
         args.seeds, args.lmbd, args.stage2_lr = args.seeds[:1], args.lmbd[:1], []

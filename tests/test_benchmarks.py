@@ -73,6 +73,15 @@ def test_study_fast_grid_writes_its_summary_and_resumes_without_rerunning(tmp_pa
     assert third.returncode == 0 and 'running ' not in third.stdout, third.stderr[-2000:]
     with open(out / 'results.csv') as f:
         assert [r['minutes'] for r in csv.DictReader(f)][1] == ''
+    only = subprocess.run(command + ['--runs', 'softmax_s0'], capture_output=True, text=True,
+                          timeout=600, env=env)
+    assert only.returncode == 0 and 'running ' not in only.stdout, only.stderr[-2000:]
+    with open(out / 'results.csv') as f:  # the summary keeps the other finished run
+        assert [r['run'] for r in csv.DictReader(f)] == ['softmax_s0', 'center_l1_s0']
+    bad = subprocess.run(command + ['--runs', 'nope'], capture_output=True, text=True,
+                         timeout=600, env=env)
+    assert bad.returncode == 2 and bad.stderr.strip().splitlines() == [
+        'error: --runs: not in the grid: nope']
 
 
 def test_mnist_seeds_fast_writes_mean_std_beside_the_reference_and_resumes(tmp_path):
