@@ -58,16 +58,14 @@ def plan(args):
                           '--alpha', str(args.alpha)])
     for seed in args.seeds if args.stage2_lr else ():
         first = f'center_l{args.lmbd[0]:g}_s{seed}'
-        for centers in ('trained', 'frozen'):
-            for lr in args.stage2_lr:
-                grid[f'{first}_stage2_{centers}_lr{lr:g}'] = (
-                    {'stage': 2, 'mode': 'center', 'lmbd': args.lmbd[0], 'alpha': args.alpha,
-                     'centers': centers, 'lr': lr, 'seed': seed},
-                    common + ['--seed', str(seed), '--center-only', '--lmbd', str(args.lmbd[0]),
-                              '--alpha', str(args.alpha), '--lr', str(lr), '--warmup-iters',
-                              '0', '--epochs', str(args.stage2_epochs), '--init-from',
-                              os.path.join(args.out, first + '_last.params')]
-                    + (['--freeze-centers'] if centers == 'frozen' else []))
+        for lr in args.stage2_lr:  # the centers of the first stage stay fixed (Mode)
+            grid[f'{first}_stage2_frozen_lr{lr:g}'] = (
+                {'stage': 2, 'mode': 'center', 'lmbd': args.lmbd[0], 'alpha': args.alpha,
+                 'centers': 'frozen', 'lr': lr, 'seed': seed},
+                common + ['--seed', str(seed), '--center-only', '--lmbd', str(args.lmbd[0]),
+                          '--alpha', str(args.alpha), '--lr', str(lr), '--warmup-iters', '0',
+                          '--epochs', str(args.stage2_epochs), '--init-from',
+                          os.path.join(args.out, first + '_last.params')])
     return grid
 
 

@@ -69,12 +69,15 @@ def _add_model_and_data_flags(p):
 
 
 def _add_schedule_flags(p):
-    p.add_argument('--epochs', type=positive_int, default=7)
-    p.add_argument('--lr', type=positive_float, default=0.04)
+    p.add_argument('--epochs', type=positive_int, default=7,
+                   help='default: 7; 3 with --center-only')
+    p.add_argument('--lr', type=positive_float, default=0.04,
+                   help='peak learning rate (default: 0.04; 0.004 with --center-only)')
     p.add_argument('--lr-mode', choices=('cosine', 'step'), default='cosine')
     p.add_argument('--lr-decay', type=float, default=0.1, help='step mode: decay factor')
     p.add_argument('--lr-decay-epoch', default='', help="step mode: epochs, e.g. '160,200'")
-    p.add_argument('--warmup-iters', type=nonnegative_int, default=100)
+    p.add_argument('--warmup-iters', type=nonnegative_int, default=100,
+                   help='default: 100; 0 with --center-only')
     p.add_argument('--momentum', type=float, default=0.9)
     p.add_argument('--wd', type=float, default=5e-4)
     p.add_argument('--clip-gradient', type=float, default=0.0,
@@ -123,8 +126,6 @@ def _add_center_loss_flags(p):
     p.add_argument('--lmbd', type=positive_float, default=1.0,
                    help='λ, weight of the center loss (default: 1)')
     p.add_argument('--alpha', type=float, default=0.5, help='center update rate in (0, 1]')
-    p.add_argument('--freeze-centers', action='store_true',
-                   help='center-only: keep the centers fixed (default: they train)')
     p.add_argument('--embed-dim', type=positive_int, default=16)
     add_knn_flag(p)
 
@@ -140,11 +141,14 @@ def _model_name(args):
                      f"registered: {', '.join(shapes or names)}")
 
 
+# the center-only stage fine-tunes a softmax-center run: its defaults where the flag is not given
+CENTER_ONLY_DEFAULTS = {'epochs': 3, 'lr': 0.004, 'warmup_iters': 0}
+
 # flags a resumed run takes from its checkpoint (the others, e.g. --gpus, -j, may change)
 RESUMED_FLAGS = ('network', 'data_shape', 'batch_size', 'dataset', 'dataset_root', 'classes',
                  'digits_train', 'digits_val', 'skip_bad', 'augment', 'epochs', 'lr', 'lr_mode',
                  'lr_decay', 'lr_decay_epoch', 'warmup_iters', 'momentum', 'wd',
-                 'clip_gradient', 'center_loss', 'center_only', 'freeze_centers', 'lmbd',
+                 'clip_gradient', 'center_loss', 'center_only', 'lmbd',
                  'alpha', 'embed_dim', 'seed')
 
 
@@ -184,14 +188,16 @@ def parse_args(argv=None):
     args.given = _given_flags(parser, argv)
     if not 0 < args.alpha <= 1:
         parser.error(f"--alpha must be in (0, 1], got {args.alpha}")
-    if args.freeze_centers and not args.center_only:
-        parser.error("--freeze-centers is only for --center-only")
     if args.kvstore in DIST_KVSTORES and os.environ.get('DMLC_ROLE') != 'worker':
         parser.error(f"--kvstore {args.kvstore} runs in a job of workers: python -m "
                      "gluon_ssdcl.launch -n WORKERS -- python train_ssd_center.py ...")
     if args.init_from and args.resume:
         parser.error("--init-from starts a new run and --resume continues one: give one")
     args.mode = _mode(args)
+    if args.center_only:
+        for flag, value in CENTER_ONLY_DEFAULTS.items():
+            if flag not in args.given:
+                setattr(args, flag, value)
     if args.init_from:
         args.init_from = checkpoint_stem(args.init_from, default='best') + '.params'
         if not os.path.isfile(args.init_from):
@@ -295,7 +301,7 @@ def _train_config(args, classes, root):
         lr_decay=args.lr_decay, lr_decay_epoch=args.lr_decay_epoch,
         warmup_iters=args.warmup_iters, momentum=args.momentum, wd=args.wd, lmbd=args.lmbd,
         alpha=args.alpha, clip_gradient=args.clip_gradient or None,
-        freeze_centers=args.freeze_centers, seed=args.seed, val_interval=args.val_interval,
+        seed=args.seed, val_interval=args.val_interval,
         save_interval=args.save_interval, save_prefix=args.save_prefix, kvstore=args.kvstore,
         meta={'network': args.model, 'classes': classes, 'embed_dim': args.embed_dim,
               'data_shape': args.data_shape, 'dataset': args.dataset, 'dataset_root': root,

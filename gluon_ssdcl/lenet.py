@@ -14,8 +14,7 @@ mode              loss                                     trained
 softmax           sum of cross-entropies / B               the whole net; centers unused
 softmax-center    (sum of cross-entropies + λ L_center)/B  the whole net and the centers
 center            λ L_center / B                           the net but its classifier (the
-                                                           class head); the centers unless
-                                                           ``freeze_centers``
+                                                           class head); not the centers
 ================  =======================================  ===================================
 
 ``L_center`` is :class:`~gluon_ssdcl.center_loss.CenterLoss` summed over the batch (the sum over
@@ -27,12 +26,13 @@ loss written as mean cross-entropy + λ' L_center (the notebook's λ = 1.6 is λ
 
 The center mode is a second stage started from a softmax-center net: the frozen classifier
 keeps reading the features, which the center loss pulls towards the centers learned in the
-first stage. The notebook freezes the centers there (``freeze_centers=True``, as in the
-reference project), because ``L_center`` alone is minimised by shrinking features and centers
-together: with both free, the features shrink towards the origin and, in two epochs on 4,000
-MNIST digits, the frozen classifier's test accuracy fell from 0.95 to 0.29 (the scale-free
-k-NN kept 0.95). Give that stage a fine-tuning learning rate (the notebook: 0.002, no warm-up);
-restarting at the first stage's 0.02 first undoes part of what it learned.
+first stage. The centers stay fixed there (as in the reference project; the same for SSD),
+because ``L_center`` alone is minimised by shrinking features and centers together: with both
+free, the features shrank towards the origin and, in two epochs on 4,000 MNIST digits, the
+frozen classifier's test accuracy fell from 0.95 to 0.29 (the scale-free k-NN kept 0.95). The
+stage fine-tunes at a tenth of the first stage's learning rate, without warm-up
+(:data:`SECOND_STAGE`); restarting at the first stage's 0.02 first undoes part of what it
+learned.
 
 Images are ``(N, 1, H, W)`` float32 (28 x 28 for MNIST); labels are class ids in
 ``[0, num_classes)``.
@@ -69,7 +69,7 @@ Split = Tuple[np.ndarray, np.ndarray]
 # training, the center-only stage's changes to it, and the epochs of each mode
 SETTINGS = dict(batch_size=32, lr=0.02, warmup_iters=50, momentum=0.9, wd=5e-4, lmbd=1.6,
                 alpha=0.5)
-SECOND_STAGE = dict(lr=0.002, warmup_iters=0, freeze_centers=True)
+SECOND_STAGE = dict(lr=0.002, warmup_iters=0)
 EPOCHS = {'softmax': 4, 'softmax-center': 4, 'center': 1}
 # the "Center_Loss_in_MXNet" project's README (full MNIST, 60,000 / 10,000 digits, 30 epochs):
 # mode -> (test accuracy of the class prediction, of its KNN); its softmax net had no KNN
@@ -258,7 +258,7 @@ def _train_batch(net, losses: _ModeLoss, trainers, images: np.ndarray, labels: n
 def train_classifier(net: LeNetPlusPlus, center_loss: Optional[CenterLoss], train_data: Split,
                      mode=Mode.SOFTMAX, epochs: int = 4, batch_size: int = 32, lr: float = 0.02,
                      momentum: float = 0.9, wd: float = 5e-4, lmbd: float = 1.6,
-                     alpha: float = 0.5, freeze_centers: bool = False,
+                     alpha: float = 0.5,
                      lr_mode: str = 'cosine', warmup_iters: int = 50,
                      clip_gradient: Optional[float] = None,
                      ctx: Optional[Sequence[mx.Context]] = None, seed: int = 0) -> List[dict]:
@@ -290,8 +290,6 @@ def train_classifier(net: LeNetPlusPlus, center_loss: Optional[CenterLoss], trai
         Weight λ > 0 of the center loss (divided by the batch size, see the module docstring).
     alpha : float
         Center update rate α in (0, 1].
-    freeze_centers : bool
-        Center mode only: keep the centers fixed (:meth:`~gluon_ssdcl.loss.Mode.trains_centers`).
     lr_mode : str
         'cosine', 'step', 'linear', 'poly' or 'constant' (GluonCV's ``LRScheduler`` modes).
     warmup_iters : int
@@ -320,7 +318,7 @@ def train_classifier(net: LeNetPlusPlus, center_loss: Optional[CenterLoss], trai
     iters = len(images) // batch_size
     scheduler = make_lr_scheduler(lr, epochs, iters, lr_mode, warmup_iters=warmup_iters)
     trainers = make_trainers(net, center_loss, mode, lr, momentum, wd, alpha, lmbd, scheduler,
-                             clip_gradient, freeze_centers)
+                             clip_gradient)
     net.hybridize(static_alloc=True, static_shape=True)  # again: grad_req may have changed
     if center_loss is not None:
         center_loss.hybridize()

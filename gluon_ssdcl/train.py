@@ -27,7 +27,7 @@ def set_trainable(block, trainable):
     block.collect_params().setattr('grad_req', 'write' if trainable else 'null')
 
 
-def apply_mode(net, center_loss, mode, freeze_centers=False):
+def apply_mode(net, center_loss, mode):
     """Freeze (``grad_req='null'``) what ``mode`` does not train; see the table of
     :class:`~gluon_ssdcl.loss.Mode`.
 
@@ -37,20 +37,18 @@ def apply_mode(net, center_loss, mode, freeze_centers=False):
         Its ``class_head`` (the layer from embeddings to class scores) is frozen in center mode
         and trainable otherwise; its other parameters are left as they are.
     center_loss : CenterLoss or None
-        Holder of the centers; trainable when ``mode.trains_centers(freeze_centers)``. May be
-        None in softmax mode.
+        Holder of the centers; trainable when ``mode.trains_centers``. May be None in softmax
+        mode.
     mode : Mode or str
-    freeze_centers : bool
-        Center mode only: keep the centers fixed.
     """
     mode = Mode(mode)
     set_trainable(net.class_head, mode.trains_class_head)
     if center_loss is not None:
-        set_trainable(center_loss, mode.trains_centers(freeze_centers))
+        set_trainable(center_loss, mode.trains_centers)
 
 
 def make_trainers(net, center_loss, mode, lr, momentum=0.9, wd=5e-4, alpha=0.5, lmbd=1.0,
-                  lr_scheduler=None, clip_gradient=None, freeze_centers=False, kvstore='device'):
+                  lr_scheduler=None, clip_gradient=None, kvstore='device'):
     """The network trainer and the center trainer, after :func:`apply_mode`.
 
     The network trainer: SGD with momentum and weight decay over every trainable parameter of
@@ -66,7 +64,7 @@ def make_trainers(net, center_loss, mode, lr, momentum=0.9, wd=5e-4, alpha=0.5, 
     (gluon.Trainer, gluon.Trainer or None)
     """
     mode = Mode(mode)
-    apply_mode(net, center_loss, mode, freeze_centers)
+    apply_mode(net, center_loss, mode)
     trainable = {name: param for name, param in net.collect_params().items()
                  if param.grad_req != 'null'}
     optimizer_params = {'learning_rate': lr, 'momentum': momentum, 'wd': wd,
@@ -76,7 +74,7 @@ def make_trainers(net, center_loss, mode, lr, momentum=0.9, wd=5e-4, alpha=0.5, 
     stores = ((kvstore.trainer_store(), kvstore.trainer_store())
               if isinstance(kvstore, Workers) else (kvstore, kvstore))
     net_trainer = gluon.Trainer(trainable, 'sgd', optimizer_params, kvstore=stores[0])
-    if not mode.trains_centers(freeze_centers):
+    if not mode.trains_centers:
         return net_trainer, None
     return net_trainer, make_center_trainer(center_loss, alpha, lmbd, stores[1])
 
@@ -183,7 +181,6 @@ class TrainConfig:
     lmbd: float = 1.0
     alpha: float = 0.5
     clip_gradient: Optional[float] = None
-    freeze_centers: bool = False
     seed: int = 0
     val_interval: int = 1
     save_interval: int = 0
@@ -265,7 +262,7 @@ def _start(net, loss_fn, train_loader, ctx, config, resume, init_from, workers):
     trainers = make_trainers(
         net, loss_fn.center_loss, mode, config.lr, config.momentum, config.wd, config.alpha,
         config.lmbd, lr_scheduler=scheduler, clip_gradient=config.clip_gradient,
-        freeze_centers=config.freeze_centers, kvstore=workers or config.kvstore)
+        kvstore=workers or config.kvstore)
     if not resume:
         return trainers, 0, -1.0, []
     checkpoint = load_checkpoint(resume)

@@ -17,7 +17,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     (['--lmbd', '-1'], 'argument --lmbd: must be a finite number > 0'),
     (['--lr', 'inf'], 'argument --lr: must be a finite number > 0'),
     (['--start-epoch', '-3'], 'argument --start-epoch: must be an integer >= 0'),
-    (['--freeze-centers'], '--freeze-centers is only for --center-only'),
     (['--alpha', '0'], '--alpha must be in (0, 1]'),
     (['--alpha', '1.5'], '--alpha must be in (0, 1]'),
     (['--center-loss', '--center-only'], 'not allowed with argument'),
@@ -45,6 +44,10 @@ def test_defaults_are_the_mission_run():
     # warm-up iterations, on ssd_256_small with one extra 3x3 conv at strides 8 and 16
     assert (args.epochs, args.digits_train, args.digits_val, args.batch_size) == (7, 4000, 500, 16)
     assert (args.lr, args.lr_mode, args.warmup_iters) == (0.04, 'cosine', 100)
+    center_only = parse_args(['--center-only'])  # the second stage fine-tunes
+    assert (center_only.epochs, center_only.lr, center_only.warmup_iters) == (3, 0.004, 0)
+    given = parse_args(['--center-only', '--lr', '0.01', '--epochs', '5'])
+    assert (given.epochs, given.lr, given.warmup_iters) == (5, 0.01, 0)
     features = get_model(args.model).features
     assert [len(stage) // 3 for stage in [features.stem[2], *features.stages]] == [2, 2, 1, 1, 1]
     assert parse_args(['--augment']).augment is True

@@ -80,7 +80,7 @@ def test_every_trained_parameter_gets_a_gradient_and_frozen_ones_none(tiny_net, 
     centers = set(loss_fn.center_loss.collect_params())
     assert (class_params <= trained) == mode.trains_class_head == (mode is not Mode.CENTER)
     assert embed_params <= trained  # the embeddings feed the class predictors in every mode
-    assert (centers <= trained) == mode.trains_centers() == (mode is not Mode.SOFTMAX)
+    assert (centers <= trained) == mode.trains_centers == (mode is Mode.SOFTMAX_CENTER)
     assert not centers & {p.name for p in net_trainer._params}  # never under momentum/wd
     frozen_before = {n: every[n].data().asnumpy().copy() for n in every if n not in trained}
     net_trainer.step(1)
@@ -90,9 +90,8 @@ def test_every_trained_parameter_gets_a_gradient_and_frozen_ones_none(tiny_net, 
         np.testing.assert_array_equal(every[name].data().asnumpy(), value)
 
 
-@pytest.mark.parametrize('freeze_centers', [False, True])
 @pytest.mark.parametrize('mode', list(Mode))
-def test_ssd_and_lenet_freeze_the_same_parts_in_each_mode(tiny_net, mode, freeze_centers):
+def test_ssd_and_lenet_freeze_the_same_parts_in_each_mode(tiny_net, mode):
     from gluon_ssdcl.lenet import LeNetPlusPlus
     lenet = LeNetPlusPlus(3, 2)
     lenet.initialize()
@@ -100,11 +99,10 @@ def test_ssd_and_lenet_freeze_the_same_parts_in_each_mode(tiny_net, mode, freeze
     for name, net in (('ssd', tiny_net), ('lenet', lenet)):
         center_loss = CenterLoss(3, 2)
         center_loss.initialize()
-        _, center_trainer = make_trainers(net, center_loss, mode, lr=0.1,
-                                          freeze_centers=freeze_centers)
+        _, center_trainer = make_trainers(net, center_loss, mode, lr=0.1)
         class_head = {p.grad_req for p in net.class_head.collect_params().values()}
         frozen[name] = (class_head, center_loss.centers.weight.grad_req, center_trainer is None)
-    want_centers = mode is Mode.SOFTMAX_CENTER or (mode is Mode.CENTER and not freeze_centers)
+    want_centers = mode is Mode.SOFTMAX_CENTER  # center mode keeps the first stage's centers
     assert frozen['ssd'] == frozen['lenet'] == (
         {'null'} if mode is Mode.CENTER else {'write'},
         'write' if want_centers else 'null', not want_centers)
