@@ -236,14 +236,15 @@ def _signal_group(group: int, sig: int) -> None:
 
 
 class _Signals:
-    """While active, SIGTERM and SIGHUP raise :class:`Interrupted` (as Ctrl-C raises
-    KeyboardInterrupt); the previous handlers come back afterwards. A no-op outside the main
-    thread, where Python cannot set handlers."""
+    """While active, SIGINT, SIGTERM and SIGHUP raise :class:`Interrupted` (SIGINT too, since a
+    process started in the background by a shell inherits it ignored, and Python then sets no
+    KeyboardInterrupt handler); the previous handlers come back afterwards. A no-op outside the
+    main thread, where Python cannot set handlers."""
 
     def __enter__(self):
         self.previous = {}
         if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGTERM, signal.SIGHUP):
+            for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
                 self.previous[sig] = signal.signal(sig, self._raise)
         return self
 

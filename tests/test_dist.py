@@ -151,7 +151,7 @@ def test_one_step_of_two_workers_equals_one_process_with_the_whole_batch(tmp_pat
     centers = [name for name in want if name.startswith('centers')]
     assert min(moved['features.stem.0.0.weight'], moved['box_predictors.0.predictor.weight'],
                moved['features.stem.0.1.running_mean']) > 1e-3
-    assert (min(moved[c] for c in centers) > 1e-3) == (mode != 'softmax')
+    assert (min(moved[c] for c in centers) > 1e-3) == (mode == 'softmax-center')
     class_head = [name for name in want if name.startswith('class_predictors')]
     assert (max(moved[name] for name in class_head) > 0) == (mode != 'center')
 
