@@ -451,6 +451,12 @@ def evaluate_classifier(net: LeNetPlusPlus, centers, train_data: Split, test_dat
         :func:`feature_accuracies`' keys and 'train_softmax_acc' (the softmax head's accuracy
         on the training digits).
     """
+    return _evaluate(net, centers, train_data, test_data, k, batch_size, ctx)[0]
+
+
+def _evaluate(net, centers, train_data, test_data, k, batch_size, ctx):
+    """:func:`evaluate_classifier`'s dict, and the training (N, D) and test (M, D) features it
+    was computed from."""
     train_images, train_labels = _check_split(train_data, net.num_classes, 'train_data')
     test_images, test_labels = _check_split(test_data, net.num_classes, 'test_data')
     gallery, train_pred = collect_features(net, train_images, batch_size, ctx)
@@ -458,7 +464,7 @@ def evaluate_classifier(net: LeNetPlusPlus, centers, train_data: Split, test_dat
     results = feature_accuracies(gallery, train_labels, queries, test_labels, test_pred, centers,
                                  k)
     results['train_softmax_acc'] = float(np.mean(train_pred == train_labels))
-    return results
+    return results, gallery, queries
 
 
 def three_modes(train_data: Split, test_data: Split, epochs: Optional[dict] = None,
@@ -502,11 +508,11 @@ def three_modes(train_data: Split, test_data: Split, epochs: Optional[dict] = No
         history = train_classifier(net, center_loss, train_data, mode, epochs=epochs[mode],
                                    ctx=ctx, seed=seed, **settings)
         centers = None if mode == 'softmax' else center_loss.centers.weight.data()
+        accuracies, train_features, test_features = _evaluate(net, centers, train_data,
+                                                              test_data, k, 256, ctx)
         results[mode] = {
-            'accuracies': evaluate_classifier(net, centers, train_data, test_data, k, ctx=ctx),
-            'history': history,
-            'train': collect_features(net, train_data[0], ctx=ctx)[0],
-            'test': collect_features(net, test_data[0], ctx=ctx)[0],
+            'accuracies': accuracies, 'history': history,
+            'train': train_features, 'test': test_features,
             'centers': None if centers is None else centers.asnumpy().copy()}
 
     train('softmax', *new_model(), SETTINGS)
