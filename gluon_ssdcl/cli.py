@@ -119,8 +119,8 @@ def _add_center_loss_flags(p):
     modes.add_argument('--center-loss', action='store_true',
                        help='softmax+center mode: add λ·center loss to the multibox loss')
     modes.add_argument('--center-only', action='store_true',
-                       help='center mode: box + center loss with the classifier frozen '
-                            '(a second stage, see --init-from)')
+                       help='center mode: box, object-vs-background and center loss, the class '
+                            'head and centers fixed (a second stage, see --init-from)')
     p.add_argument('--init-from', default='',
                    help='checkpoint whose network and centers start this run (second stage)')
     p.add_argument('--lmbd', type=positive_float, default=1.0,

@@ -22,8 +22,13 @@ class Mode(str, Enum):
     ===============  =================================  ==========  ==============  ============
     softmax          (L_conf + L_loc) / N               trained     trained         unused
     softmax-center   (L_conf + L_loc + λ L_center) / N  trained     trained         trained
-    center           (L_loc + λ L_center) / N           frozen      trained         frozen
+    center           (L_obj + L_loc + λ L_center) / N   frozen      trained         frozen
     ===============  =================================  ==========  ==============  ============
+
+    ``L_obj`` is ``L_conf`` without the class: object against background, ``-log(1 - p_0)`` for
+    a positive anchor (any class), ``-log p_0`` for a hard negative. In center mode the center
+    loss alone says which class, the class head still says where the objects are. LeNet has no
+    background: there the center mode's loss is ``λ L_center`` alone.
 
     Center mode is a second stage: it pulls the embeddings towards the centers learned by a
     softmax-center first stage, under that stage's class head. Both stay fixed: with the centers
@@ -65,7 +70,8 @@ class _MultiBoxTerms(gluon.HybridBlock):
 
     Inputs: cls_pred (B,N,C+1), box_pred (B,N,4), cls_target (B,N), box_target (B,N,4),
     inv_num_pos (1,) = 1 / max(1, positives in the whole mini-batch).
-    Outputs: cls_loss (B,), box_loss (B,).
+    Outputs: cls_loss (B,) over positives and hard negatives, objectness_loss (B,) over the same
+    anchors (object of any class against background), box_loss (B,).
     """
 
     def __init__(self, negative_mining_ratio=3, rho=1.0, **kwargs):
@@ -76,18 +82,26 @@ class _MultiBoxTerms(gluon.HybridBlock):
     # pylint: disable=arguments-differ
     def hybrid_forward(self, F, cls_pred, box_pred, cls_target, box_target, inv_num_pos):
         pos = cls_target > 0
-        cls_loss = -F.pick(F.log_softmax(cls_pred, axis=-1), cls_target, axis=-1,
-                           keepdims=False)
+        log_p = F.log_softmax(cls_pred, axis=-1)
+        cls_loss = -F.pick(log_p, cls_target, axis=-1, keepdims=False)
         rank = (cls_loss * (pos - 1)).argsort(axis=1).argsort(axis=1)
         num_neg = F.sum(pos, axis=1) * self._negative_mining_ratio
         hard_negative = F.broadcast_lesser(rank, num_neg.expand_dims(-1))
-        cls_loss = F.where((pos + hard_negative) > 0, cls_loss, F.zeros_like(cls_loss))
+        selected = (pos + hard_negative) > 0
+        # -log(1 - p_0) = -logsumexp over the object classes of the log-probabilities
+        objects = F.slice_axis(log_p, axis=-1, begin=1, end=None)
+        top = F.max(objects, axis=-1)
+        object_loss = -(top + F.log(F.sum(F.exp(F.broadcast_sub(objects, top.expand_dims(-1))),
+                                          axis=-1)))
+        objectness_loss = F.where(selected, F.where(pos, object_loss, cls_loss),
+                                  F.zeros_like(cls_loss))
+        cls_loss = F.where(selected, cls_loss, F.zeros_like(cls_loss))
         box_loss = F.abs(box_pred - box_target)
         box_loss = F.where(box_loss > self._rho, box_loss - 0.5 * self._rho,
                            (0.5 / self._rho) * F.square(box_loss))
         box_loss = F.broadcast_mul(box_loss, pos.expand_dims(axis=-1))
-        return (F.broadcast_mul(F.sum(cls_loss, axis=0, exclude=True), inv_num_pos),
-                F.broadcast_mul(F.sum(box_loss, axis=0, exclude=True), inv_num_pos))
+        return tuple(F.broadcast_mul(F.sum(loss, axis=0, exclude=True), inv_num_pos)
+                     for loss in (cls_loss, objectness_loss, box_loss))
 
 
 def _as_list(x):
@@ -99,7 +113,8 @@ class MultiBoxCenterLoss(gluon.Block):
 
     ``softmax``: :math:`(L_{conf} + L_{loc}) / N`, equal to ``gluoncv.loss.SSDMultiBoxLoss``;
     ``softmax-center``: :math:`(L_{conf} + L_{loc} + \lambda L_{center}) / N`; ``center``:
-    :math:`(L_{loc} + \lambda L_{center}) / N`, where :math:`L_{center} = \sum_j
+    :math:`(L_{obj} + L_{loc} + \lambda L_{center}) / N` (``L_{obj}``: ``L_{conf}`` of object
+    against background, see :class:`Mode`), where :math:`L_{center} = \sum_j
     \mathrm{mean}_{i: y_i=j} \frac{1}{2}\lVert x_i - c_j\rVert^2`. ``N`` (positives) and the
     class histogram of the center loss are counted over the whole mini-batch, across devices,
     and ``N`` is returned in :class:`LossTerms` (why the center loss is divided by ``N`` too,
@@ -157,7 +172,7 @@ class MultiBoxCenterLoss(gluon.Block):
             _as_list(x) for x in (cls_pred, box_pred, cls_target, box_target)]
         num_pos = self.sum_counts('num_pos', [(ct > 0).sum() for ct in cls_target])
         inv_num_pos = [1.0 / nd.maximum(n, 1.0) for n in num_pos]
-        cls_losses, box_losses = zip(*[
+        cls_losses, objectness_losses, box_losses = zip(*[
             self.multibox(*inputs)
             for inputs in zip(cls_pred, box_pred, cls_target, box_target, inv_num_pos)])
         if not self.mode.uses_center:
@@ -178,6 +193,6 @@ class MultiBoxCenterLoss(gluon.Block):
             for emb, lab, mask, cnt, ct, inv in zip(embeddings, labels, masks, counts, cls_target,
                                                     inv_num_pos)]
         totals = [b + c for b, c in zip(box_losses, center_losses)]
-        if self.mode.trains_class_head:
-            totals = [t + c for t, c in zip(totals, cls_losses)]
+        totals = [t + c for t, c in zip(totals, cls_losses if self.mode.trains_class_head
+                                        else objectness_losses)]
         return LossTerms(totals, list(cls_losses), list(box_losses), center_losses, num_pos)

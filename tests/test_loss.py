@@ -89,12 +89,43 @@ def test_center_term_counts_the_whole_batch_across_devices(lmbd):
         np.testing.assert_allclose(totals, parts, rtol=1e-5)
 
 
-def test_center_mode_drops_the_confidence_term():
-    cp, bp, ct, bt, emb = split(random_batch(5), [mx.cpu()])
-    got = make_loss('center', hybridize=False)(cp, bp, ct, bt, emb)
+def objectness(cls_pred, cls_target, ratio=3):
+    """NumPy: per image (B,), the object-against-background cross-entropy of its positives,
+    -log(1 - p_0), plus -log p_0 of its ``ratio`` × (its positives) hardest non-positive
+    anchors (as GluonCV's mining: ignored anchors rank with the negatives)."""
+    p = np.exp(cls_pred - cls_pred.max(axis=-1, keepdims=True))
+    p_background = p[..., 0] / p.sum(axis=-1)
+    out = []
+    for p0, target in zip(p_background, cls_target):
+        positive = target > 0
+        hardest = np.sort(-np.log(p0[~positive]))[::-1][:ratio * int(positive.sum())]
+        out.append(-np.log(1 - p0[positive]).sum() + hardest.sum())
+    return np.array(out)
+
+
+@pytest.mark.parametrize('hybridize', [False, True])
+def test_center_mode_trains_objectness_not_the_class(hybridize):
+    batch = random_batch(5)
+    cp, bp, ct, bt, emb = split(batch, [mx.cpu()])
+    got = make_loss('center', hybridize=hybridize)(cp, bp, ct, bt, emb)
+    want = objectness(batch[0], batch[2]) / (batch[2] > 0).sum()
     np.testing.assert_allclose(got.total[0].asnumpy(),
-                               (got.box[0] + got.center[0]).asnumpy(), rtol=1e-6)
-    assert got.cls[0].asnumpy().sum() > 0  # still reported
+                               (got.box[0] + got.center[0]).asnumpy() + want, rtol=1e-5)
+    assert got.cls[0].asnumpy().sum() > want.sum() > 0  # the classes' loss is still reported
+
+
+def test_objectness_of_a_confident_positive_is_finite():
+    """-log(1 - p_0) through the object classes' log-sum-exp: no log(0) when p_0 rounds to 1
+    or the objects' logits are far below the background's."""
+    cls_pred = np.zeros((1, 4, C + 1))
+    cls_pred[0, :, 0] = [200.0, -200.0, 0.0, 0.0]
+    cls_target = np.array([[1, 2, 0, 0]])
+    cp, bp, ct, bt, emb = split((cls_pred, np.zeros((1, 4, 4)), cls_target, np.zeros((1, 4, 4)),
+                                 np.zeros((1, 4, D))), [mx.cpu()])
+    got = make_loss('center')(cp, bp, ct, bt, emb)
+    total = got.total[0].asnumpy() - got.box[0].asnumpy() - got.center[0].asnumpy()
+    # anchor 0: -log(1 - p_0) ≈ 200 - log 3; anchor 1: ≈ 0; the negatives: -log(1/4) each
+    np.testing.assert_allclose(total, [(200 - np.log(3) + 2 * np.log(4)) / 2], rtol=1e-5)
 
 
 def test_center_modes_need_embeddings_and_lmbd_positive():
