@@ -4,7 +4,7 @@ import pytest
 from mxnet import autograd, nd
 
 from gluon_ssdcl import CenterLoss
-from gluon_ssdcl.center_loss import class_histogram
+from gluon_ssdcl.center_loss import class_histogram, sum_over_devices
 
 
 def reference(x, labels, centers, mask=None, counts=None):
@@ -98,3 +98,77 @@ def test_class_histogram():
 def test_bad_sizes_raise():
     with pytest.raises(ValueError, match='positive'):
         CenterLoss(0, 2)
+
+
+class DenseCenterLoss(mx.gluon.HybridBlock):
+    """The center loss as computed before the positives were selected: every one of the M
+    samples looked up (``nn.Embedding``), its distance and its weight 1 / n_y (0 when dropped)."""
+
+    def __init__(self, num_classes, embed_dim):
+        super().__init__()
+        self.num_classes = num_classes
+        with self.name_scope():
+            self.centers = mx.gluon.nn.Embedding(num_classes, embed_dim)
+
+    def hybrid_forward(self, F, features, labels, mask, counts):  # pylint: disable=arguments-differ
+        one_hot = F.broadcast_mul(F.one_hot(labels, self.num_classes), mask.reshape((-1, 1)))
+        weight = F.dot(one_hot, 1.0 / F.maximum(counts, 1.0))
+        distance = 0.5 * F.sum(F.square(features - self.centers(labels)), axis=1)
+        return distance * weight
+
+
+def dense_histogram(labels, mask, num_classes):
+    return nd.sum(nd.one_hot(labels, num_classes) * mask.reshape((-1, 1)), axis=0)
+
+
+def values_and_gradients(block, features, labels, mask, counts):
+    """Per-sample loss, d(sum of the loss * w)/d features and d/d centers, w fixed weights."""
+    features = features.copy()
+    features.attach_grad()
+    weights = nd.arange(features.shape[0], ctx=features.context) % 7 + 1
+    with autograd.record():
+        loss = block(features, labels, mask, counts)
+        total = (loss * weights).sum()
+    total.backward()
+    return (loss.asnumpy(), features.grad.asnumpy(),
+            block.centers.weight.grad(features.context).asnumpy())
+
+
+# selected samples of 2000: none, a few (below the 16 rows computed at least), some, most, all
+SELECTED = {'none': 0, 'few': 5, 'some': 100, 'most': 1800, 'all': 2000}
+
+
+@pytest.mark.parametrize('hybridize', [False, True])
+@pytest.mark.parametrize('selected', sorted(SELECTED))
+@pytest.mark.parametrize('ctx', [[mx.cpu()], [mx.cpu(0), mx.cpu(1)]], ids=['one_ctx', 'two_ctx'])
+def test_selected_rows_equal_the_dense_formula(ctx, selected, hybridize):
+    """CenterLoss computes only the selected samples; values and gradients (features, centers)
+    equal the dense formula over all M samples, per device, counts summed over the devices."""
+    rng = np.random.RandomState(len(ctx) + SELECTED[selected])
+    num_classes, dim, rows = 7, 16, 2000
+    block, dense = CenterLoss(num_classes, dim), DenseCenterLoss(num_classes, dim)
+    for b in (block, dense):
+        b.initialize(mx.init.Normal(1.0), ctx=ctx)
+        if hybridize:
+            b.hybridize()
+    dense.centers.weight.set_data(block.centers.weight.data(ctx[0]))
+    parts = []
+    for c in ctx:
+        labels = rng.randint(-1, num_classes + 1, size=rows)  # some outside [0, C)
+        mask = np.zeros(rows, np.float32)
+        mask[rng.permutation(rows)[:SELECTED[selected]]] = 1
+        parts.append((nd.array(rng.randn(rows, dim) * 3, ctx=c), nd.array(labels, ctx=c),
+                      nd.array(mask, ctx=c)))
+    histograms = [class_histogram(nd, labels, num_classes, mask) for _, labels, mask in parts]
+    for (_, labels, mask), histogram in zip(parts, histograms):
+        np.testing.assert_array_equal(histogram.asnumpy(),
+                                      dense_histogram(labels, mask, num_classes).asnumpy())
+    counts = sum_over_devices(histograms)
+    for (features, labels, mask), count in zip(parts, counts):
+        got = values_and_gradients(block, features, labels, mask, count)
+        want = values_and_gradients(dense, features, labels, mask, count)
+        for g, w in zip(got, want):
+            np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-5)
+        assert (got[0] != 0).sum() <= mask.asnumpy().sum()
+    if selected != 'none':
+        assert np.abs(want[2]).sum() > 0
