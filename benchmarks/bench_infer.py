@@ -7,13 +7,14 @@ GluonCV's.
 
     python benchmarks/bench_infer.py [--model M] [--batch-size 16] [--params CKPT] [--gpus 0]
 """
+import common  # noqa: F401  isort: skip  (first: it sets the threads before MXNet loads)
 import os
 import tempfile
 
 import mxnet as mx
 from mxnet import autograd
 
-from common import build, compare, digit_batches, parser
+from common import build, compare, digit_batches, gluoncv_twin, parser
 from gluon_ssdcl.checkpoint import load_checkpoint, restore
 from gluon_ssdcl.cli_tools import contexts, program, run
 from gluon_ssdcl.data.datasets import get_val_transform
@@ -37,7 +38,7 @@ def benchmark(args):
     """Time the three variants and print their speeds and ratios; returns 0."""
     ctx = contexts(args.gpus)
     ours, with_embeddings, gluoncv = (build(args.model, ctx), build(args.model, ctx),
-                                      build(args.model, ctx, embed_dim=None))
+                                      gluoncv_twin(args.model, ctx))
     if args.params:
         restore(load_checkpoint(args.params), ours, ctx=ctx)
     with tempfile.TemporaryDirectory() as folder:  # share the weights by structural name

@@ -6,11 +6,12 @@ Goals: (b)/(a) >= 1.0 and (c)/(b) >= 0.95.
 
     python benchmarks/bench_train.py [--model M] [--batch-size 16] [--gpus 0]
 """
+import common  # noqa: F401  isort: skip  (first: it sets the threads before MXNet loads)
 import mxnet as mx
 from gluoncv.loss import SSDMultiBoxLoss
 from mxnet import autograd, gluon
 
-from common import build, compare, digit_batches, parser
+from common import build, compare, digit_batches, gluoncv_twin, parser
 from gluon_ssdcl.cli_tools import contexts, program, run
 from gluon_ssdcl.inference import positive_loader
 from gluon_ssdcl.loss import Mode, MultiBoxCenterLoss
@@ -21,7 +22,7 @@ SGD = {'learning_rate': 1e-4, 'momentum': 0.9, 'wd': 5e-4}
 
 def gluoncv_variant(model, batches, ctx):
     """GluonCV's train_ssd.py step: forward, SSDMultiBoxLoss, backward, step, loss metrics."""
-    net = build(model, ctx, embed_dim=None)
+    net = gluoncv_twin(model, ctx)
     loss_fn = SSDMultiBoxLoss()
     trainer = gluon.Trainer(net.collect_params(), 'sgd', SGD)
     ce_metric, smoothl1_metric = mx.metric.Loss('CrossEntropy'), mx.metric.Loss('SmoothL1')

@@ -6,20 +6,25 @@ import time
 
 os.environ.setdefault('TQDM_DISABLE', '1')  # the training loop's progress bars
 
-import mxnet as mx  # noqa: E402  (gluon_ssdcl sets OMP_NUM_THREADS before MXNet is imported)
+# gluon_ssdcl sets OMP_NUM_THREADS before MXNet is loaded (with MXNet first, its own operators
+# run on half the cores): the benchmarks import this module before MXNet
+from gluon_ssdcl import get_model, initialize_params, list_models  # noqa: E402  isort: skip
 
-from gluon_ssdcl import get_model, initialize_params  # noqa: E402
+import gluoncv  # noqa: E402
+import mxnet as mx  # noqa: E402
+
 from gluon_ssdcl.cli_tools import OneLineErrorParser, add_gpus_flag, positive_int  # noqa: E402
 from gluon_ssdcl.data.datasets import get_dataset  # noqa: E402
 from gluon_ssdcl.data.digits import ensure_digits  # noqa: E402
 
 
-def parser(prog, description):
-    """Flags every benchmark takes (bad ones: one line, exit 2)."""
+def parser(prog, description, model='ssd_256_small_center_digits', batch_size=16, iters=20):
+    """Flags every benchmark takes (bad ones: one line, exit 2), with the script's defaults."""
     p = OneLineErrorParser(prog=prog, description=description)
-    p.add_argument('--model', default='ssd_256_small_center_digits')
-    p.add_argument('--batch-size', type=positive_int, default=16)
-    p.add_argument('--iters', type=positive_int, default=20, help='batches per timed round')
+    p.add_argument('--model', default=model, type=model_name,
+                   help=f'one of ours ({", ".join(list_models())})')
+    p.add_argument('--batch-size', type=positive_int, default=batch_size)
+    p.add_argument('--iters', type=positive_int, default=iters, help='batches per timed round')
     p.add_argument('--rounds', type=positive_int, default=3,
                    help='timed rounds per variant (median)')
     add_gpus_flag(p)
@@ -27,12 +32,38 @@ def parser(prog, description):
     return p
 
 
-def build(model, ctx, embed_dim=16):
-    """An initialised, hybridized network (``embed_dim=None``: GluonCV's plain SSD twin)."""
-    net = get_model(model, embed_dim=embed_dim)
+def model_name(name):
+    """``--model``: one of our registered networks (an unknown name is a usage error)."""
+    if name.lower() not in list_models():
+        raise ValueError(f'unknown model {name!r}')
+    return name.lower()
+
+
+def _hybridized(net, ctx):
     initialize_params(net, ctx)
     net.hybridize(static_alloc=True, static_shape=True)
     return net
+
+
+def build(model, ctx, embed_dim=16):
+    """Our network ``model``, initialised (random weights, no pretrained base) and hybridized
+    with ``static_alloc`` and ``static_shape`` (``embed_dim=None``: GluonCV's plain SSD with our
+    anchors)."""
+    return _hybridized(get_model(model, embed_dim=embed_dim), ctx)
+
+
+def gluoncv_twin(model, ctx):
+    """GluonCV's network of our ``model``: GluonCV's model-zoo SSD of the same name without
+    ``_center`` (``ssd_300_vgg16_atrous_center_voc`` -> ``ssd_300_vgg16_atrous_voc``, no
+    pretrained base) where GluonCV has one, else GluonCV's plain SSD with our anchors (the
+    digits networks); initialised and hybridized with ``static_alloc`` as GluonCV's
+    ``train_ssd.py`` does."""
+    name = model.replace('_center_', '_')
+    if name not in gluoncv.model_zoo.get_model_list():
+        return build(model, ctx, embed_dim=None)
+    net = gluoncv.model_zoo.get_model(name, pretrained_base=False)
+    net.base_size = int(name.split('_')[1])  # ssd_<size>_...; GluonCV's SSD does not keep it
+    return _hybridized(net, ctx)
 
 
 def digit_batches(loader_of, num_batches, root=None):
@@ -67,7 +98,7 @@ def compare(title, variants, rounds, goals):
     names = list(speeds)
     print(title)
     for name, speed in speeds.items():
-        print(f'  {name:<36} {speed:8.1f} img/s')
+        print(f'  {name:<36} {speed:8.{1 if speed >= 10 else 3}f} img/s')
     for numerator, denominator, goal in goals:
         ratio = speeds[names[numerator]] / speeds[names[denominator]]
         verdict = 'meets' if ratio >= goal else 'MISSES'

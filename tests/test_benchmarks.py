@@ -28,6 +28,76 @@ def test_benchmark_prints_its_ratios(digits_root, script, ratios):
     assert len(re.findall(r' = [0-9.]+ +\((meets|MISSES) the goal', proc.stdout)) == ratios
 
 
+def test_bench_peak_prints_gflops_and_the_shares_of_the_peak(digits_root):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'benchmarks', 'bench_peak.py'), '--model',
+         'ssd_64_tiny_center_digits', '--batch-size', '2', '--iters', '1', '--rounds', '1',
+         '--gemm-size', '128', '--dataset-root', digits_root],
+        capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    speeds = re.findall(r'^  .+? +([0-9.]+) GFLOP/s$', proc.stdout, re.M)
+    assert len(speeds) == 4 and all(float(s) > 0 for s in speeds)
+    assert re.search(r'^  peak: GEMM .+$', proc.stdout, re.M)
+    assert len(re.findall(r'^  \(.\) .+ / peak = [0-9.]+$', proc.stdout, re.M)) == 2
+
+
+@pytest.mark.parametrize('script', ['bench_train.py', 'bench_infer.py', 'bench_peak.py'])
+def test_benchmarks_refuse_an_unknown_model_in_one_line(script):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'benchmarks', script), '--model', 'ssd_300_vgg16'],
+        capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert len(proc.stderr.strip().splitlines()) == 1 and '--model' in proc.stderr
+
+
+@pytest.fixture
+def benchmarks_module():
+    sys.path.insert(0, os.path.join(ROOT, 'benchmarks'))
+    yield
+    sys.path.remove(os.path.join(ROOT, 'benchmarks'))
+
+
+@pytest.mark.parametrize('model, twin', [
+    ('ssd_300_vgg16_atrous_center_voc', 'ssd_300_vgg16_atrous_voc'),
+    ('ssd_512_mobilenet1.0_center_voc', 'ssd_512_mobilenet1.0_voc')])
+def test_the_gluoncv_twin_of_a_large_model_is_gluoncvs_model_of_that_name(benchmarks_module,
+                                                                         model, twin):
+    """bench_train/bench_infer --model for the sizes users train (the runs themselves take
+    minutes on 2 cores: not run here): GluonCV's zoo network, hybridized, anchors as ours."""
+    import gluoncv
+    import mxnet as mx
+    from common import build, gluoncv_twin
+    from gluoncv.model_zoo.ssd import SSD
+
+    from gluon_ssdcl import SSDCenter
+    ctx = [mx.cpu()]
+    theirs = gluoncv_twin(model, ctx)
+    ours = build(model, ctx)
+    assert type(theirs) is SSD and isinstance(ours, SSDCenter)  # pylint: disable=unidiomatic-typecheck
+    assert twin in gluoncv.model_zoo.get_model_list()
+    assert list(theirs.classes) == list(ours.classes) and theirs.base_size == ours.base_size
+    x = mx.nd.zeros((1, 3, ours.base_size, ours.base_size))
+    with mx.autograd.train_mode():
+        assert theirs(x)[2].shape == ours(x)[2].shape  # the same anchors count: same targets
+
+
+def test_forward_flops_counts_convolutions_and_dense_layers(benchmarks_module):
+    """Against the count by hand: 2 x outputs x inputs per output, grouped convolutions too."""
+    import mxnet as mx
+    from bench_peak import forward_flops
+
+    net = mx.gluon.nn.HybridSequential()
+    net.add(mx.gluon.nn.Conv2D(8, 3, padding=1, in_channels=3),         # 8 x 10 x 10 outputs
+            mx.gluon.nn.Conv2D(8, 3, strides=2, padding=1, groups=8, in_channels=8),  # 5 x 5
+            mx.gluon.nn.Activation('relu'),
+            mx.gluon.nn.Dense(6, in_units=200))
+    net.initialize()
+    net.base_size = 10
+    by_hand = 2 * (8 * 10 * 10 * 3 * 9 + 8 * 5 * 5 * 1 * 9 + 6 * 200)
+    assert forward_flops(net, 1) == by_hand
+    assert forward_flops(net, 3) == 3 * by_hand
+
+
 def test_bench_dist_prints_push_pull_times_and_the_throughput_ratio(digits_root):
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, 'benchmarks', 'bench_dist.py'), '--model',
