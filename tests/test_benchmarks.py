@@ -41,7 +41,19 @@ def test_bench_peak_prints_gflops_and_the_shares_of_the_peak(digits_root):
     assert len(re.findall(r'^  \(.\) .+ / peak = [0-9.]+$', proc.stdout, re.M)) == 2
 
 
-@pytest.mark.parametrize('script', ['bench_train.py', 'bench_infer.py', 'bench_peak.py'])
+def test_bench_loader_prints_costs_and_the_loop_ratio(digits_root):
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'benchmarks', 'bench_loader.py'), '--model',
+         'ssd_64_tiny_center_digits', '--batch-size', '2', '--iters', '2', '--rounds', '1',
+         '-j', '0', '--dataset-root', digits_root], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(re.findall(r'^  .+? +[0-9.]+ ms/image$', proc.stdout, re.M)) == 3
+    assert len(re.findall(r'^  .+? +[0-9.]+ img/s$', proc.stdout, re.M)) == 2
+    assert re.search(r'^  augmented loop / step alone = [0-9.]+$', proc.stdout, re.M)
+
+
+@pytest.mark.parametrize('script', ['bench_train.py', 'bench_infer.py', 'bench_peak.py',
+                                    'bench_loader.py'])
 def test_benchmarks_refuse_an_unknown_model_in_one_line(script):
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, 'benchmarks', script), '--model', 'ssd_300_vgg16'],

@@ -1,0 +1,97 @@
+"""The augmented loader: its cost per image, and the training loop it feeds against the step.
+
+(a) Per image, in this process: decoding; decoding and GluonCV's SSD augmentation
+(``SSDTrainTransform``); and the whole loader path, targets made a batch at a time
+(``batchify``). (b) The training loop (softmax-center mode) fed by the augmented loader with
+``-j`` workers against the same step on held batches, interleaved; their ratio says how much
+of the step's speed the loader leaves.
+
+    python benchmarks/bench_loader.py [--model M] [--batch-size 16] [--iters 8] [--rounds 3]
+        [-j 2]
+"""
+import common  # noqa: F401  isort: skip  (first: it sets the threads before MXNet loads)
+import itertools
+import time
+
+import mxnet as mx
+import numpy as np
+
+from common import build, parser, time_rounds
+from gluon_ssdcl.cli_tools import contexts, nonnegative_int, program, run
+from gluon_ssdcl.data.datasets import get_dataloader, get_dataset, get_train_transform
+from gluon_ssdcl.data.digits import ensure_digits
+from gluon_ssdcl.inference import net_anchors
+from gluon_ssdcl.loss import Mode, MultiBoxCenterLoss
+from gluon_ssdcl.train import make_trainers, train_epoch
+
+
+def per_image_costs(dataset, transform, batch_size, count):
+    """Milliseconds per image of decoding, decoding + augmenting, and the loader's path."""
+    def decode():
+        for i in range(count):
+            dataset[i][0].wait_to_read()
+
+    def augment():
+        return [transform(*dataset[i]) for i in range(count)]
+
+    def loader_path():
+        items = augment()
+        for start in range(0, count, batch_size):
+            transform.batchify(items[start:start + batch_size])[1].wait_to_read()
+
+    costs = {}
+    for name, fn in (('decode', decode), ('decode + augment', augment),
+                     ('decode + augment + targets', loader_path)):
+        np.random.seed(0)
+        start = time.perf_counter()
+        fn()
+        mx.nd.waitall()
+        costs[name] = (time.perf_counter() - start) / count * 1000
+    return costs
+
+
+def benchmark(args):
+    """Print the per-image costs and the loop / step ratio; returns 0."""
+    ctx = contexts(args.gpus)
+    net = build(args.model, ctx)
+    size, anchors = net.base_size, net_anchors(net)
+    train, val = get_dataset('digits', args.dataset_root or ensure_digits())
+    transform = get_train_transform(size, size, anchors, batch_targets=True)
+    count = min(len(train), args.batch_size * args.iters)
+    print(f'loader, {args.model}, batch {args.batch_size}, augmented')
+    for name, ms in per_image_costs(train, transform, args.batch_size, count).items():
+        print(f'  {name:<36} {ms:8.2f} ms/image')
+    loss_fn = MultiBoxCenterLoss(len(net.classes), net.embed_dim, Mode.SOFTMAX_CENTER)
+    loss_fn.initialize(ctx=ctx)
+    loss_fn.hybridize()
+    trainers = make_trainers(net, loss_fn.center_loss, Mode.SOFTMAX_CENTER, lr=1e-4)
+    net.hybridize(static_alloc=True, static_shape=True)
+    loader, _ = get_dataloader(train, val, size, size, anchors, args.batch_size,
+                               num_workers=args.num_workers, augment=True)
+    held = list(itertools.islice(loader, args.iters))
+
+    def loop(batches):
+        def run_loop():
+            train_epoch(net, loss_fn, *trainers, batches(), ctx, epoch=0)
+            return args.batch_size * args.iters
+        return run_loop
+    speeds = time_rounds({'step alone (held batches)': loop(lambda: held),
+                          f'augmented loop, -j {args.num_workers}': loop(
+                              lambda: itertools.islice(loader, args.iters))}, args.rounds)
+    for name, speed in speeds.items():
+        print(f'  {name:<36} {speed:8.2f} img/s')
+    step, fed = speeds.values()
+    print(f'  augmented loop / step alone = {fed / step:.3f}')
+    return 0
+
+
+def main(argv=None):
+    p = parser('bench_loader.py', __doc__.splitlines()[0], iters=8)
+    p.add_argument('-j', '--num-workers', type=nonnegative_int, default=2,
+                   help='loader worker processes (default: 2)')
+    args = p.parse_args(argv)
+    return run(lambda: benchmark(args))
+
+
+if __name__ == '__main__':
+    program(main)
