@@ -43,8 +43,8 @@ def plan(args):
     if args.fast:
         common += FAST_FLAGS + ['--dataset-root', os.path.join(args.out, 'digits')]
     grid = OrderedDict()
-    for mode, flags in MODES.items():
-        for seed in args.seeds:
+    for seed in args.seeds:  # both modes of a seed first: a grid stopped early stays paired
+        for mode, flags in MODES.items():
             grid[f'{mode}_s{seed}'] = ({'mode': mode, 'seed': seed},
                                        common + flags + ['--seed', str(seed)])
     return grid
