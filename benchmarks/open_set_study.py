@@ -10,7 +10,7 @@ Each run is ``train_ssd_center.py --digits-exclude <unknown>`` in a child proces
 continued with ``--resume``). Then, per run, ``python -m gluon_ssdcl.evaluate --open-set``
 writes ``<run>_openset.json`` and ``python -m gluon_ssdcl.register --evaluate`` writes
 ``<run>_fewshot.json``; a stage whose JSON exists is skipped, so a second call only does what is
-missing. After every step the summary is rewritten: ``results.csv`` and ``results.json`` (one
+missing. Each run's stages run one after the other before the next run starts. After every step the summary is rewritten: ``results.csv`` and ``results.json`` (one
 row per run) and ``results.md`` (mean ± std over seeds per mode). ``--fast`` runs a two-run grid
 on a tiny network in seconds (for the tests).
 """
@@ -89,6 +89,8 @@ def stage_commands(name, flags, args):
     fewshot = [sys.executable, '-m', 'gluon_ssdcl.register', '--params', prefix, '--evaluate',
                '--classes', unknown, '--shots', ','.join(map(str, args.shots)),
                '--output', prefix + '_fewshot.json'] + fast
+    if args.fast:
+        fewshot += ['--draws', '1', '--examples-root', os.path.join(args.out, 'digits-full')]
     return OrderedDict([('train', (prefix + '_eval.json', train)),
                         ('openset', (prefix + '_openset.json', openset)),
                         ('fewshot', (prefix + '_fewshot.json', fewshot))])
@@ -143,8 +145,9 @@ def write_summary(rows, out):
 
 
 def study(args):
-    """Run every missing stage of the grid (all trainings first), rewriting the summary after
-    each; returns 0."""
+    """Run every missing stage of the grid, run by run (a run's evaluations right after its
+    training, so that a grid stopped early leaves complete runs), rewriting the summary after
+    each; returns 0, or 1 when an evaluation failed (the others still ran)."""
     grid = plan(args)
     os.makedirs(args.out, exist_ok=True)
     if args.dry_run:
@@ -153,25 +156,34 @@ def study(args):
                 if stage in args.stages:
                     print(name, stage, ' '.join(argv[1:]))
         return 0
-    for stage in STAGES:
-        if stage not in args.stages:
-            continue
-        for name, (settings, flags) in grid.items():
-            output, argv = stage_commands(name, flags, args)[stage]
+    failed = []
+    for name, (settings, flags) in grid.items():
+        for stage in STAGES:
+            commands = stage_commands(name, flags, args)
+            output, argv = commands[stage]
             record = os.path.join(args.out, name + '_study.json')
-            if os.path.exists(output):
+            if stage not in args.stages or os.path.exists(output):
                 continue
-            if stage != 'train' and not os.path.exists(stage_commands(name, flags, args)
-                                                       ['train'][0]):
+            if stage != 'train' and not os.path.exists(commands['train'][0]):
                 continue  # not trained (the train stage was not asked for)
             print(f"{stage} {name}", flush=True)
-            minutes = _child(name, argv, args.out)
+            try:
+                minutes = _child(name, argv, args.out)
+            except RuntimeError as err:
+                if stage == 'train':
+                    raise
+                print(f"error: {err}", file=sys.stderr, flush=True)
+                failed.append(f'{stage} {name}')
+                continue
             done = _read_json(record) if os.path.exists(record) else {}
             _write_json(record, {**done, stage: minutes})
             write_summary([row(n, s, args.out) for n, (s, _) in grid.items()], args.out)
     rows = [row(n, s, args.out) for n, (s, _) in grid.items()]
     write_summary(rows, args.out)
     print(summary_table(rows))
+    if failed:
+        print(f"error: failed: {', '.join(failed)} (see their _study.log)", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -245,6 +245,10 @@ def _parser() -> argparse.ArgumentParser:
                         help='--evaluate: examples per class (default: 1,5,20)')
     parser.add_argument('--draws', type=positive_int, default=3,
                         help='--evaluate: draws of the examples per K (default: 3)')
+    parser.add_argument('--examples-root', default=None,
+                        help="--evaluate: folder of the digits set the examples come from: the "
+                             "model's set without exclusion, generated there on first use "
+                             "(default: its cache folder)")
     parser.add_argument('--max-images', type=positive_int, default=None,
                         help='--evaluate: use only the first images of each split')
     parser.add_argument('--output', help='--evaluate: JSON file (default: <params>_fewshot.json)')
@@ -308,7 +312,8 @@ def _evaluate(args) -> int:
                            max_images=args.max_images, registered=False)
     # the examples: training images of the same digits set without exclusion (source digits
     # disjoint from the validation images')
-    full_root = ensure_digits(**_without_exclusion(meta['dataset_root']), progress=False)
+    full_root = ensure_digits(args.examples_root, **_without_exclusion(meta['dataset_root']),
+                              progress=False)
     example_dataset, _ = get_dataset('digits', full_root)
     _, val_dataset = get_dataset('digits', meta['dataset_root'])
     if args.max_images:
