@@ -255,9 +255,9 @@ def _draw(net, classes: Sequence[str], relabel, path: str, args: argparse.Namesp
     found = detect_image(net, img, ctx)
     ids = relabel(found.ids, found.embeddings) if relabel is not None and len(found.ids) \
         else found.ids
-    colors = {len(classes) - 1: UNKNOWN_COLOR} if classes[-1:] == [UNKNOWN_NAME] else None
-    fig = plot_detections(img, found.bboxes, found.scores, ids, classes, args.thresh,
-                          colors=colors)
+    unknown = {'colors': {len(classes) - 1: UNKNOWN_COLOR}} if classes[-1:] == [UNKNOWN_NAME] \
+        else {}
+    fig = plot_detections(img, found.bboxes, found.scores, ids, classes, args.thresh, **unknown)
     output = _output_path(args.output_dir, path)
     with atomic_path(output) as tmp:
         fig.savefig(tmp, format='png', bbox_inches='tight')
