@@ -3,7 +3,7 @@ classes, then evaluated on open-set rejection and few-shot registration of those
 
     python benchmarks/open_set_study.py [--out runs/open_set_study] [--seeds 0,1,2]
         [--unknown 8,9] [--digits-train 2000] [--epochs 5] [--shots 1,5,20]
-        [--stages train,openset,fewshot] [--fast] [--dry-run]
+        [--draws 3] [--stages train,openset,fewshot] [--fast] [--dry-run]
 
 Each run is ``train_ssd_center.py --digits-exclude <unknown>`` in a child process with
 ``--save-prefix <out>/<run>``; its ``<run>_eval.json`` marks it trained (an interrupted run is
@@ -88,9 +88,9 @@ def stage_commands(name, flags, args):
                '--unknown-classes', unknown, '--output', prefix + '_openset.json'] + fast
     fewshot = [sys.executable, '-m', 'gluon_ssdcl.register', '--params', prefix, '--evaluate',
                '--classes', unknown, '--shots', ','.join(map(str, args.shots)),
-               '--output', prefix + '_fewshot.json'] + fast
+               '--draws', str(args.draws), '--output', prefix + '_fewshot.json'] + fast
     if args.fast:
-        fewshot += ['--draws', '1', '--examples-root', os.path.join(args.out, 'digits-full')]
+        fewshot += ['--examples-root', os.path.join(args.out, 'digits-full')]
     return OrderedDict([('train', (prefix + '_eval.json', train)),
                         ('openset', (prefix + '_openset.json', openset)),
                         ('fewshot', (prefix + '_fewshot.json', fewshot))])
@@ -211,6 +211,8 @@ def main(argv=None):
     p.add_argument('--epochs', type=positive_int, default=5)
     p.add_argument('--shots', type=_numbers, default=[1, 5, 20],
                    help='examples per registered class (default: 1,5,20)')
+    p.add_argument('--draws', type=positive_int, default=3,
+                   help='draws of the examples per K in the few-shot evaluation (default: 3)')
     p.add_argument('--stages', default=','.join(STAGES),
                    help=f"comma-separated stages to run (default: {','.join(STAGES)})")
     p.add_argument('--fast', action='store_true',
@@ -222,7 +224,8 @@ def main(argv=None):
     except UsageError as err:
         p.error(str(err))
     if args.fast:
-        args.seeds, args.digits_train, args.epochs, args.shots = args.seeds[:1], 48, 1, [1]
+        args.seeds, args.digits_train, args.epochs, args.shots, args.draws = \
+            args.seeds[:1], 48, 1, [1], 1
     return run(lambda: study(args))
 
 
