@@ -72,7 +72,7 @@ def cases(files):
     bench = ['--model', 'ssd_64_tiny_center_digits', '--dataset-root', files['digits'],
              '--iters', '1', '--rounds', '1', '--batch-size', '2']
     required = {'evaluate': ['--params', junk], 'detect': [files['junk_img'], '--params', junk],
-                'check': ['--root', tmp], 'launch': ['-n', '1']}
+                'check': ['--root', tmp], 'launch': ['-n', '1'], 'register': ['--params', junk]}
     table = [(f'{name} bad flag', argv + required.get(name, []) + ['--no-such-flag'], 2,
               ['--no-such-flag']) for name, argv in COMMANDS.items()]
     table += [
