@@ -14,7 +14,6 @@ Both are written atomically (the state first); nothing with NaN or infinite valu
 ``python -m gluon_ssdcl.checkpoint --convert OLD.params`` converts a one-file checkpoint of
 gluon_ssdcl 0.1.
 """
-import hashlib
 import json
 import os
 import tempfile
@@ -24,7 +23,7 @@ import mxnet as mx
 import numpy as np
 
 from .cli_tools import OneLineErrorParser, program, run
-from .files import atomic_path
+from .files import atomic_path, file_sha256
 
 __all__ = ['Checkpoint', 'checkpoint_stem', 'save_checkpoint', 'load_checkpoint', 'restore',
            'LoadedModel', 'load_model', 'convert_checkpoint', 'REQUIRED_META', 'main']
@@ -65,14 +64,6 @@ def _to_bytes(array):
     return array.asnumpy().astype(np.uint8).tobytes()
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for block in iter(lambda: f.read(1 << 20), b''):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _trainer_bytes(trainer):
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, 'states')
@@ -86,7 +77,7 @@ def _write(stem, weights, state, meta):
     plus ``meta`` with the weights' SHA-256) atomically, the state file first."""
     with atomic_path(stem + '.params') as weights_tmp:
         mx.nd.save(weights_tmp, weights)
-        meta = {**meta, 'params_sha256': _sha256(weights_tmp)}
+        meta = {**meta, 'params_sha256': file_sha256(weights_tmp)}
         with atomic_path(stem + '.state') as state_tmp:
             mx.nd.save(state_tmp, {**state, 'meta': _to_array(json.dumps(meta).encode())})
 
@@ -155,7 +146,7 @@ def load_checkpoint(path):
     if 'meta' not in state:
         raise ValueError(f"{stem}.state is not a gluon_ssdcl training state (no metadata)")
     meta = json.loads(_to_bytes(state['meta']))
-    if meta.pop('params_sha256', None) != _sha256(stem + '.params'):
+    if meta.pop('params_sha256', None) != file_sha256(stem + '.params'):
         raise ValueError(f"{stem}.params and {stem}.state are from different saves (an "
                          "interrupted save?): use another checkpoint of the run")
     trainers = [_to_bytes(state[k]) if k in state else None

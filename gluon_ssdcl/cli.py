@@ -12,7 +12,7 @@ from .cli_tools import (OneLineErrorParser, UsageError, add_gpus_flag, add_knn_f
                         add_loader_flags, contexts, log_to_file, nonnegative_int, positive_float,
                         positive_int, run)
 from .data.datasets import get_dataloader, get_dataset
-from .data.digits import ensure_digits
+from .data.digits import classes_flag, ensure_digits
 from .distributed import DIST_KVSTORES, KVSTORES, Workers, run_worker
 from .evaluate import compare_classifiers, format_table, save_results
 from .files import prefix_lock, remove_leftovers
@@ -58,6 +58,10 @@ def _add_model_and_data_flags(p):
                    help='digits: training images to generate (default: 4000)')
     p.add_argument('--digits-val', type=positive_int, default=500,
                    help='digits: validation images to generate (default: 500)')
+    p.add_argument('--digits-exclude', type=classes_flag, default=[],
+                   help='digits: classes left out of the training images, e.g. 8,9 (held out '
+                        'for open-set evaluation; the class list stays 0..9 and validation '
+                        'keeps all classes)')
     p.add_argument('--skip-bad', action='store_true',
                    help='skip images that fail the data check (one warning each) instead of '
                         'refusing the data set')
@@ -146,7 +150,7 @@ CENTER_ONLY_DEFAULTS = {'epochs': 3, 'lr': 0.004, 'warmup_iters': 0}
 
 # flags a resumed run takes from its checkpoint (the others, e.g. --gpus, -j, may change)
 RESUMED_FLAGS = ('network', 'data_shape', 'batch_size', 'dataset', 'dataset_root', 'classes',
-                 'digits_train', 'digits_val', 'skip_bad', 'augment', 'epochs', 'lr', 'lr_mode',
+                 'digits_train', 'digits_val', 'digits_exclude', 'skip_bad', 'augment', 'epochs', 'lr', 'lr_mode',
                  'lr_decay', 'lr_decay_epoch', 'warmup_iters', 'momentum', 'wd',
                  'clip_gradient', 'center_loss', 'center_only', 'lmbd',
                  'alpha', 'embed_dim', 'seed')
@@ -161,7 +165,8 @@ def _given_flags(parser, argv):
 
 def _default_prefix(args, parser):
     """``runs/<model>_<mode>``, plus ``_d<embed_dim>`` and ``_n<train>-<val>`` (digits) when
-    they are not the defaults, so that different runs do not share files."""
+    they are not the defaults and ``_without<classes>`` for ``--digits-exclude``, so that
+    different runs do not share files."""
     prefix = f'{args.model}_{args.mode.value}'
     if args.embed_dim != parser.get_default('embed_dim'):
         prefix += f'_d{args.embed_dim}'
@@ -169,6 +174,8 @@ def _default_prefix(args, parser):
     if args.dataset == 'digits' and sizes != tuple(map(parser.get_default,
                                                        ('digits_train', 'digits_val'))):
         prefix += f'_n{sizes[0]}-{sizes[1]}'
+    if args.dataset == 'digits' and args.digits_exclude:
+        prefix += '_without' + '-'.join(map(str, args.digits_exclude))
     return os.path.join('runs', prefix)
 
 
@@ -215,6 +222,8 @@ def parse_args(argv=None):
         args.augment = args.dataset != 'digits'
     if args.classes and args.dataset != 'custom':
         parser.error("--classes is only for --dataset custom")
+    if args.digits_exclude and args.dataset != 'digits':
+        parser.error("--digits-exclude is only for --dataset digits")
     try:
         args.lr_decay_epoch = [int(e) for e in args.lr_decay_epoch.split(',') if e.strip()]
         args.model = _model_name(args)
@@ -277,7 +286,8 @@ def _load_data(args):
     """(train_dataset, val_dataset, root) of the flags; the digits set is made on first use."""
     root = args.dataset_root
     if args.dataset == 'digits':
-        root = ensure_digits(root, num_train=args.digits_train, num_val=args.digits_val)
+        root = ensure_digits(root, num_train=args.digits_train, num_val=args.digits_val,
+                             exclude_classes=args.digits_exclude)
     classes = args.classes.split(',') if args.classes else None
     train_ds, val_ds = get_dataset(args.dataset, root, classes=classes, skip_bad=args.skip_bad)
     return train_ds, val_ds, root

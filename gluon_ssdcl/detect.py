@@ -3,7 +3,8 @@
 Usage::
 
     python -m gluon_ssdcl.detect --params runs/<run>_best.params IMAGE... [-o detections]
-        [--thresh 0.5] [--label-by softmax|knn] [--gpus ''] [--knn-k 5] [--gallery-images 200]
+        [--thresh 0.5] [--label-by softmax|knn|center] [--reject-unknown] [--gpus '']
+        [--knn-k 5] [--gallery-images 200]
 
 writes ``<OUT_DIR>/<image stem>_detections.png`` for each image and prints its path. Each image
 is resized to the network's ``base_size`` square and normalised as in validation (GluonCV's
@@ -13,6 +14,13 @@ is resized to the network's ``base_size`` square and normalised as in validation
 positive anchors of the first ``--gallery-images`` training images of the checkpoint's data set
 (the score stays the class head's). Only checkpoints trained with the center loss have
 trained embeddings.
+
+When the checkpoint has a class bank beside it (``<stem>.openset.npz``, written by
+``python -m gluon_ssdcl.register`` or ``evaluate --open-set``), ``--label-by center|knn`` use
+it, registered classes included: the nearest center, or the k-NN vote over its gallery.
+``--reject-unknown`` labels a detection beyond its nearest center's radius "unknown" (drawn in
+grey), whatever the labelling (the bank is fitted on ``--gallery-images`` training images when
+there is none; see :mod:`gluon_ssdcl.openset`).
 
 The model, its classes and its data set are read from the checkpoint. Exit codes: 0; 1 when
 the checkpoint cannot be used or an image cannot be read (the other images are still drawn);
@@ -41,6 +49,7 @@ from .files import atomic_path
 from .inference import build_gallery
 from .knn import knn_classifier
 from .loss import Mode
+from .openset import UNKNOWN_ID, UNKNOWN_NAME, assign, bank_path, checkpoint_bank
 from .viz import plot_detections
 
 __all__ = ['Detections', 'read_image', 'detect_image', 'training_gallery', 'main']
@@ -49,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 GALLERY_BATCH_SIZE = 16
 GALLERY_SIZE = 20000  # cap on the gallery's embeddings, as evaluate's --gallery-size default
+UNKNOWN_COLOR = (0.55, 0.55, 0.55)  # grey boxes of unknown detections
 
 
 class Detections(NamedTuple):
@@ -148,17 +158,44 @@ def _knn_relabeller(net, meta: dict, ctx: Sequence[mx.Context], num_images: int,
     return knn_classifier(gallery, labels, k)
 
 
+def _bank_relabeller(model, args: argparse.Namespace, ctx: Sequence[mx.Context]
+                     ) -> Tuple[List[str], Callable[[np.ndarray, np.ndarray], np.ndarray]]:
+    """The class names (the bank's, then "unknown") and ``relabel(ids, embeddings)`` with the
+    checkpoint's class bank."""
+    if not Mode(model.checkpoint.meta['mode']).uses_center:
+        logger.info("%s was trained in softmax mode: the class bank uses the class means of "
+                    "its training embeddings", model.checkpoint.path)
+    bank = checkpoint_bank(model, ctx, GALLERY_BATCH_SIZE, GALLERY_SIZE,
+                           max_images=args.gallery_images)
+    names = list(bank.classes) + [UNKNOWN_NAME]
+    threshold = 1.0 if args.reject_unknown else None
+
+    def relabel(ids: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
+        if args.label_by == 'softmax':
+            labels = np.where(assign(bank, embeddings) == UNKNOWN_ID, UNKNOWN_ID, ids)
+        else:
+            labels = assign(bank, embeddings, threshold, by=args.label_by, k=args.knn_k)
+        return np.where(labels == UNKNOWN_ID, len(names) - 1, labels)
+    return names, relabel
+
+
 def _load(args: argparse.Namespace, ctx: Sequence[mx.Context]
-          ) -> Tuple[object, List[str], Optional[Callable[[np.ndarray], np.ndarray]]]:
-    """The hybridized net, its class names and the k-NN relabeller (None for softmax labels)."""
-    net, _, checkpoint = load_model(args.params, ctx)
-    meta = checkpoint.meta
-    relabel = None
-    if args.label_by == 'knn':
-        relabel = _knn_relabeller(net, meta, ctx, args.gallery_images, args.knn_k)
+          ) -> Tuple[object, List[str], Optional[Callable[[np.ndarray, np.ndarray], np.ndarray]]]:
+    """The hybridized net, the class names and ``relabel(ids, embeddings) -> ids`` (None for
+    the class head's labels)."""
+    model = load_model(args.params, ctx)
+    net, meta = model.net, model.checkpoint.meta
+    names, relabel = meta['classes'], None
+    has_bank = os.path.isfile(bank_path(model.checkpoint.path))
+    if args.reject_unknown or args.label_by == 'center' or (args.label_by == 'knn' and has_bank):
+        names, relabel = _bank_relabeller(model, args, ctx)
+        net.set_embeddings(infer=True)
+    elif args.label_by == 'knn':
+        knn = _knn_relabeller(net, meta, ctx, args.gallery_images, args.knn_k)
+        relabel = lambda ids, embeddings: knn(embeddings)  # noqa: E731
         net.set_embeddings(infer=True)
     net.hybridize()
-    return net, meta['classes'], relabel
+    return net, names, relabel
 
 
 def _output_path(out_dir: str, image_path: str) -> str:
@@ -184,9 +221,14 @@ def _parser() -> argparse.ArgumentParser:
                         help='folder of the drawings (default: detections)')
     parser.add_argument('--thresh', type=_threshold, default=0.5,
                         help='draw detections scoring at least this (default: 0.5)')
-    parser.add_argument('--label-by', choices=('softmax', 'knn'), default='softmax',
-                        help='class of a detection: the class head (default) or a KNN vote '
-                             'of training embeddings (center-loss checkpoints)')
+    parser.add_argument('--label-by', choices=('softmax', 'knn', 'center'), default='softmax',
+                        help='class of a detection: the class head (default), a KNN vote of '
+                             'training embeddings (center-loss checkpoints) or the nearest '
+                             'center; knn and center use the class bank beside the checkpoint '
+                             '(registered classes) when there is one')
+    parser.add_argument('--reject-unknown', action='store_true',
+                        help="label detections beyond their nearest center's radius "
+                             "'unknown' (drawn in grey)")
     add_gpus_flag(parser)
     add_knn_flag(parser)
     parser.add_argument('--gallery-images', type=positive_int, default=200,
@@ -211,8 +253,11 @@ def _draw(net, classes: Sequence[str], relabel, path: str, args: argparse.Namesp
     """Detect objects in the image at ``path`` and draw them; returns the drawing's path."""
     img = read_image(path)
     found = detect_image(net, img, ctx)
-    ids = relabel(found.embeddings) if relabel is not None and len(found.ids) else found.ids
-    fig = plot_detections(img, found.bboxes, found.scores, ids, classes, args.thresh)
+    ids = relabel(found.ids, found.embeddings) if relabel is not None and len(found.ids) \
+        else found.ids
+    unknown = {'colors': {len(classes) - 1: UNKNOWN_COLOR}} if classes[-1:] == [UNKNOWN_NAME] \
+        else {}
+    fig = plot_detections(img, found.bboxes, found.scores, ids, classes, args.thresh, **unknown)
     output = _output_path(args.output_dir, path)
     with atomic_path(output) as tmp:
         fig.savefig(tmp, format='png', bbox_inches='tight')

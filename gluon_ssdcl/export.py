@@ -21,6 +21,12 @@ by its run's save prefix (then its best checkpoint, or its last). The command wr
   transposes; ``S`` is the network's ``base_size``.
 - ``<name>-centers.npy``: the learned centers, float32 ``(C, D)``: a deployed model can label
   a detection by its nearest center.
+- with a class bank beside the checkpoint (``<stem>.openset.npz``: ``register`` and
+  ``evaluate --open-set`` write it; ``--open-set`` fits one when missing),
+  ``<name>-openset-centers.npy``: float32 ``(K, D)`` centers of the bank's K classes (the
+  trained ones, then registered ones; NaN rows for classes without a center), whose radii,
+  class names and unknown rule are in the description's ``open_set`` record (a detection whose
+  distance to its nearest center exceeds that center's radius is unknown, id -2).
 - ``<name>-meta.json``: the classes, embed_dim, training mode (``centers_trained`` is false for
   a softmax checkpoint, whose centers never moved), base_size, the input (name, shape, layout,
   normalisation), the outputs and the NMS settings.
@@ -51,8 +57,10 @@ from .files import atomic_path
 from .inference import NMS_THRESH, NMS_TOPK, POST_NMS
 from .loss import Mode
 from .model import SSDCenter
+from .openset import UNKNOWN_ID, UNKNOWN_NAME, bank_path, checkpoint_bank
 
 __all__ = ['IMAGE_MEAN', 'IMAGE_STD', 'Preprocess', 'deployable_block', 'input_shape',
+           'describe_bank',
            'write_graph', 'write_onnx', 'nms', 'describe', 'check_exportable', 'export_model',
            'main']
 
@@ -221,6 +229,18 @@ def nms(ids, scores, bboxes, embeddings=None, nms_thresh: float = NMS_THRESH,
     return found + (np.reshape(embeddings, (len(ids), -1))[kept],)
 
 
+def describe_bank(bank) -> dict:
+    """The ``open_set`` record of ``<name>-meta.json``: a :class:`~gluon_ssdcl.openset.ClassBank`'s
+    classes, radii (None for classes without a center) and unknown rule."""
+    return {'classes': list(bank.classes),
+            'radii': [None if np.isnan(r) else float(r) for r in bank.radii],
+            'registered': dict(bank.registered), 'quantile': bank.quantile,
+            'center_source': bank.center_source, 'centers': 'openset-centers.npy',
+            'unknown_id': UNKNOWN_ID, 'unknown_name': UNKNOWN_NAME,
+            'rule': "nearest center (Euclidean, among classes with a radius); unknown when the "
+                    "distance exceeds that center's radius"}
+
+
 def describe(meta: dict, base_size: int, embeddings: bool, preprocess: bool) -> dict:
     """The ``<name>-meta.json`` record of an export (see the module docstring).
 
@@ -266,7 +286,7 @@ def check_exportable(net, meta: dict, params: str) -> None:
 
 def export_model(params: str, out_dir: Optional[str] = None, embeddings: bool = False,
                  preprocess: bool = False, onnx: bool = False,
-                 ctx: Optional[mx.Context] = None) -> Dict[str, str]:
+                 ctx: Optional[mx.Context] = None, open_set: bool = False) -> Dict[str, str]:
     """Export a checkpoint's network, centers and description (see the module docstring).
 
     Parameters
@@ -285,11 +305,15 @@ def export_model(params: str, out_dir: Optional[str] = None, embeddings: bool = 
         Also write ``<name>.onnx``, the graph before NMS (:func:`write_onnx`).
     ctx : mx.Context, optional
         Where the network is built (default: the CPU).
+    open_set : bool
+        Fit and save the checkpoint's class bank when it has none (a bank beside the
+        checkpoint is always exported).
 
     Returns
     -------
     dict
-        ``symbol``, ``params``, ``centers``, ``meta`` (and ``onnx``): the paths written.
+        ``symbol``, ``params``, ``centers``, ``meta`` (and ``onnx``, ``openset_centers``): the
+        paths written.
 
     Raises
     ------
@@ -301,8 +325,11 @@ def export_model(params: str, out_dir: Optional[str] = None, embeddings: bool = 
     ctx = ctx or mx.cpu()
     if out_dir and os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise NotADirectoryError(f"{out_dir} is a file, not a folder")
-    net, center_loss, checkpoint = load_model(params, [ctx])
+    model = load_model(params, [ctx])
+    net, center_loss, checkpoint = model
     check_exportable(net, checkpoint.meta, checkpoint.path)
+    bank = (checkpoint_bank(model, [ctx]) if open_set or os.path.isfile(bank_path(
+        checkpoint.path)) else None)
     out_dir = out_dir or os.path.dirname(os.path.abspath(checkpoint.path))
     prefix = os.path.join(out_dir, checkpoint.meta['network'])
     net.set_nms(nms_thresh=NMS_THRESH, nms_topk=NMS_TOPK, post_nms=POST_NMS)
@@ -313,9 +340,16 @@ def export_model(params: str, out_dir: Optional[str] = None, embeddings: bool = 
     paths['centers'] = f'{prefix}-centers.npy'
     with atomic_path(paths['centers']) as tmp, open(tmp, 'wb') as f:
         np.save(f, center_loss.centers.weight.data(ctx).asnumpy().astype(np.float32))
+    description = describe(checkpoint.meta, net.base_size, embeddings, preprocess)
+    if bank is not None:
+        paths['openset_centers'] = f'{prefix}-openset-centers.npy'
+        with atomic_path(paths['openset_centers']) as tmp, open(tmp, 'wb') as f:
+            np.save(f, bank.centers.astype(np.float32))
+        description['open_set'] = describe_bank(bank)
+        description['open_set']['centers'] = os.path.basename(paths['openset_centers'])
     paths['meta'] = f'{prefix}-meta.json'
     with atomic_path(paths['meta']) as tmp, open(tmp, 'w') as f:
-        json.dump(describe(checkpoint.meta, net.base_size, embeddings, preprocess), f, indent=1)
+        json.dump(description, f, indent=1)
     return paths
 
 
@@ -335,6 +369,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--onnx', action='store_true',
                         help='also write <name>.onnx, the graph before NMS (run '
                              'gluon_ssdcl.export.nms on its outputs); needs the onnx extra')
+    parser.add_argument('--open-set', action='store_true',
+                        help="also export the class bank's centers and radii (fitted on the "
+                             "training data when the checkpoint has no bank)")
     return parser
 
 
@@ -347,7 +384,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
 
     def body() -> int:
         paths = export_model(args.params, args.output_dir, args.embeddings, args.preprocess,
-                             args.onnx)
+                             args.onnx, open_set=args.open_set)
         for path in paths.values():
             print(path)
         return 0

@@ -1,6 +1,7 @@
 """Files the package writes: atomic writes, one run per prefix, leftovers of interrupted runs."""
 import contextlib
 import glob
+import hashlib
 import logging
 import os
 import secrets
@@ -13,7 +14,7 @@ try:
 except ImportError:  # Windows: no file locks
     fcntl = None
 
-__all__ = ['atomic_path', 'pid_alive', 'exclusive_lock', 'RunLockedError', 'prefix_lock',
+__all__ = ['atomic_path', 'file_sha256', 'pid_alive', 'exclusive_lock', 'RunLockedError', 'prefix_lock',
            'remove_leftovers']
 
 logger = logging.getLogger(__name__)
@@ -53,6 +54,15 @@ def atomic_path(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def file_sha256(path: str) -> str:
+    """The SHA-256 of a file's bytes, as hex (read in 1 MiB blocks)."""
+    digest = hashlib.sha256()
+    with open(path, 'rb') as f:
+        for block in iter(lambda: f.read(1 << 20), b''):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 class RunLockedError(OSError):

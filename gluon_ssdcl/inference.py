@@ -7,7 +7,7 @@ Label conventions: class ids are 0-based indices into ``classes``; anchor target
 from __future__ import annotations
 
 import itertools
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -19,7 +19,8 @@ from .data.datasets import get_train_transform
 from .knn import sample_gallery
 
 __all__ = ['NMS_THRESH', 'NMS_TOPK', 'POST_NMS', 'IOU_THRESH', 'net_anchors', 'positive_loader',
-           'collect_positives', 'build_gallery', 'detection_map']
+           'collect_positives', 'build_gallery', 'ImageDetections', 'collect_detections',
+           'detections_map', 'detection_map']
 
 NMS_THRESH = 0.45  # GluonCV's train_ssd.py validate()
 NMS_TOPK = 400
@@ -131,14 +132,123 @@ def positive_loader(dataset, net, batch_size: int, num_workers: int = 0,
                                  num_workers=num_workers)
 
 
-def _relabelled(ids: mx.nd.NDArray, embeddings: mx.nd.NDArray,
-                relabel: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
-    """(B, K, 1) ids with every kept detection (id >= 0) given ``relabel(its embedding)``."""
-    ids = ids.asnumpy()
-    kept = ids[..., 0] >= 0
-    if kept.any():
-        ids[kept, 0] = relabel(embeddings.asnumpy()[kept])
-    return ids
+class ImageDetections(NamedTuple):
+    """One image's kept detections and ground truth, as :func:`collect_detections` returns them
+    (NumPy, input pixels; K detections, M ground-truth objects).
+
+    Attributes
+    ----------
+    ids : numpy.ndarray of float32, (K,)
+        Class ids of the class head (0-based).
+    scores : numpy.ndarray of float32, (K,)
+        Their softmax probabilities.
+    bboxes : numpy.ndarray of float32, (K, 4)
+        ``[xmin, ymin, xmax, ymax]``, clipped to the input.
+    embeddings : numpy.ndarray of float32, (K, D) or None
+        The detections' embeddings, when collected.
+    gt_bboxes : numpy.ndarray of float32, (M, 4)
+    gt_ids : numpy.ndarray of float32, (M,)
+    gt_difficult : numpy.ndarray of float32, (M,) or None
+    """
+    ids: np.ndarray
+    scores: np.ndarray
+    bboxes: np.ndarray
+    embeddings: Optional[np.ndarray]
+    gt_bboxes: np.ndarray
+    gt_ids: np.ndarray
+    gt_difficult: Optional[np.ndarray]
+
+
+def _net_detections(net, x: mx.nd.NDArray, embeddings: bool):
+    """The net's outputs on ``x`` as NumPy: ids (B, K), scores (B, K), clipped boxes (B, K, 4)
+    and, with ``embeddings``, (B, K, D) embeddings (else None)."""
+    outputs = net(x)
+    ids, scores, bboxes = outputs[:3]
+    return (ids.asnumpy()[..., 0], scores.asnumpy()[..., 0],
+            bboxes.clip(0, x.shape[2]).asnumpy(), outputs[3].asnumpy() if embeddings else None)
+
+
+def collect_detections(net, val_loader, ctx: Sequence[mx.Context], embeddings: bool = False,
+                       max_batches: Optional[int] = None) -> List[ImageDetections]:
+    """Run the detector over a validation loader and keep every image's detections (padding
+    removed) with its ground truth, so that they can be relabelled and scored offline.
+
+    Sets the net's NMS to GluonCV's validation values (0.45, top 400), which it keeps; runs in
+    predict mode. The net's inference-embeddings setting is restored afterwards.
+
+    Parameters
+    ----------
+    net : SSDCenter
+    val_loader : iterable
+        Batches ``(img (B, 3, H, W), label (B, M, 6))`` as for :func:`detection_map`.
+    ctx : list of mx.Context
+    embeddings : bool
+        Also keep each detection's embedding.
+    max_batches : int, optional
+        Stop after this many batches (all by default).
+
+    Returns
+    -------
+    list of ImageDetections
+        One per image, in loader order.
+    """
+    net.set_nms(nms_thresh=NMS_THRESH, nms_topk=NMS_TOPK)
+    infer_embeddings = net.infer_embeddings
+    if embeddings and not infer_embeddings:
+        net.set_embeddings(infer=True)
+    images = []
+    try:
+        with autograd.predict_mode():
+            for batch in _progress(val_loader, max_batches, 'detections'):
+                for x, y in zip(_split(batch[0], ctx), _split(batch[1], ctx)):
+                    ids, scores, bboxes, embedded = _net_detections(net, x, embeddings)
+                    labels = y.asnumpy()
+                    for i in range(len(ids)):
+                        kept, real = ids[i] >= 0, labels[i, :, 4] >= 0
+                        gt = labels[i][real]
+                        images.append(ImageDetections(
+                            ids[i][kept], scores[i][kept], bboxes[i][kept],
+                            embedded[i][kept] if embeddings else None, gt[:, :4], gt[:, 4],
+                            gt[:, 5] if gt.shape[1] > 5 else None))
+    finally:
+        if net.infer_embeddings != infer_embeddings:
+            net.set_embeddings(infer=infer_embeddings)
+    return images
+
+
+def detections_map(images: Sequence[ImageDetections], classes: Sequence[str],
+                   relabel: Optional[Callable[[np.ndarray], np.ndarray]] = None
+                   ) -> Tuple[float, Dict[str, float]]:
+    """VOC07 (11-point) mAP at IoU 0.5 of collected detections (:func:`collect_detections`).
+
+    Parameters
+    ----------
+    images : sequence of ImageDetections
+    classes : sequence of str
+        Class names; ids index them (a relabelled id outside them, such as the open-set
+        "unknown" id -2, counts as no detection).
+    relabel : callable, optional
+        ``relabel(embeddings (K, D)) -> class ids (K,)``, applied to each image's detections
+        (they need embeddings); scores unchanged.
+
+    Returns
+    -------
+    mean_ap : float
+        Mean over the classes with an AP.
+    per_class : dict
+        ``{class name: AP}``; NaN for a class without ground truth.
+    """
+    metric = VOC07MApMetric(iou_thresh=IOU_THRESH, class_names=list(classes))
+    for image in images:
+        ids = image.ids
+        if relabel is not None and len(ids):
+            ids = np.asarray(relabel(image.embeddings), dtype=np.float32)
+        ids = np.where((ids >= 0) & (ids < len(classes)), ids, -1)
+        difficult = None if image.gt_difficult is None else image.gt_difficult[None, :, None]
+        metric.update(image.bboxes[None], ids[None, :, None], image.scores[None, :, None],
+                      image.gt_bboxes[None], image.gt_ids[None, :, None], difficult)
+    names, values = metric.get()
+    return float(values[-1]), {name: float(value) for name, value in zip(names[:-1], values[:-1])}
 
 
 def detection_map(net, val_loader, ctx: Sequence[mx.Context], classes: Sequence[str],
@@ -148,6 +258,7 @@ def detection_map(net, val_loader, ctx: Sequence[mx.Context], classes: Sequence[
 
     Sets the net's NMS to GluonCV's validation values (0.45, top 400), which it keeps; runs in
     predict mode and clips boxes to the input size. Hybridize the net first for speed.
+    :func:`collect_detections` then :func:`detections_map`.
 
     Parameters
     ----------
@@ -173,28 +284,9 @@ def detection_map(net, val_loader, ctx: Sequence[mx.Context], classes: Sequence[
     per_class : dict
         ``{class name: AP}``; NaN for a class without ground truth.
     """
-    metric = VOC07MApMetric(iou_thresh=IOU_THRESH, class_names=list(classes))
-    net.set_nms(nms_thresh=NMS_THRESH, nms_topk=NMS_TOPK)
-    infer_embeddings = net.infer_embeddings
-    if relabel is not None and not infer_embeddings:
-        net.set_embeddings(infer=True)
-    try:
-        with autograd.predict_mode():
-            for batch in _progress(val_loader, max_batches, 'mAP'):
-                for x, y in zip(_split(batch[0], ctx), _split(batch[1], ctx)):
-                    outputs = net(x)
-                    ids, scores, bboxes = outputs[:3]
-                    if relabel is not None:
-                        ids = _relabelled(ids, outputs[3], relabel)
-                    difficult = y.slice_axis(axis=-1, begin=5, end=6) if y.shape[-1] > 5 else None
-                    metric.update(bboxes.clip(0, x.shape[2]), ids, scores,
-                                  y.slice_axis(axis=-1, begin=0, end=4),
-                                  y.slice_axis(axis=-1, begin=4, end=5), difficult)
-    finally:
-        if net.infer_embeddings != infer_embeddings:
-            net.set_embeddings(infer=infer_embeddings)
-    names, values = metric.get()
-    return float(values[-1]), {name: float(value) for name, value in zip(names[:-1], values[:-1])}
+    images = collect_detections(net, val_loader, ctx, embeddings=relabel is not None,
+                                max_batches=max_batches)
+    return detections_map(images, classes, relabel)
 
 
 def build_gallery(net, dataset, ctx: Sequence[mx.Context], batch_size: int, max_size: int,

@@ -12,8 +12,8 @@ from typing import Callable, Tuple
 
 import numpy as np
 
-__all__ = ['as_numpy', 'knn_predict', 'knn_classifier', 'nearest_center_predict',
-           'sample_gallery']
+__all__ = ['as_numpy', 'knn_predict', 'knn_classifier', 'knn_distances', 'center_distances',
+           'nearest_center_predict', 'sample_gallery']
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +137,60 @@ def knn_predict(gallery, gallery_labels, queries, k: int = 5, chunk: int = 2048)
         predictions[start:start + len(block)] = classes[
             _vote(codes[indices], np.sqrt(distances), len(classes))]
     return predictions
+
+
+def knn_distances(gallery, queries, k: int = 5, chunk: int = 2048) -> np.ndarray:
+    """Euclidean distances of each query to its k nearest gallery rows, nearest first.
+
+    Computed as :func:`knn_predict` finds the neighbours (float64 blocks of ``chunk`` rows).
+
+    Parameters
+    ----------
+    gallery : array-like or NDArray, (G, D)
+    queries : array-like or NDArray, (M, D)
+    k : int
+        1 <= k <= G.
+    chunk : int
+        Block size of the distance computation.
+
+    Returns
+    -------
+    numpy.ndarray of float64, (M, k)
+        Row i: the distances of query i to its k nearest gallery rows, ascending.
+    """
+    gallery = as_numpy(gallery).astype(np.float64)
+    queries = as_numpy(queries).astype(np.float64)
+    _check_points(gallery, queries, 'gallery')
+    if not 1 <= k <= len(gallery):
+        raise ValueError(f"k must be between 1 and the gallery size {len(gallery)}, got {k}")
+    gallery_sq = np.einsum('ij,ij->i', gallery, gallery)
+    out = np.empty((len(queries), k))
+    for start in range(0, len(queries), chunk):
+        block = queries[start:start + chunk]
+        squared, _ = _k_nearest(gallery, gallery_sq, block, k, chunk)
+        out[start:start + len(block)] = np.sqrt(np.sort(squared, axis=1))
+    return out
+
+
+def center_distances(centers, queries) -> np.ndarray:
+    """Euclidean distance of every query to every center.
+
+    Parameters
+    ----------
+    centers : array-like or NDArray, (C, D)
+    queries : array-like or NDArray, (M, D)
+
+    Returns
+    -------
+    numpy.ndarray of float64, (M, C)
+    """
+    centers = as_numpy(centers).astype(np.float64)
+    queries = as_numpy(queries).astype(np.float64)
+    _check_points(centers, queries, 'centers')
+    centers_sq = np.einsum('ij,ij->i', centers, centers)
+    squared = _ranking_scores(queries, centers, centers_sq)
+    squared += np.einsum('ij,ij->i', queries, queries)[:, None]
+    return np.sqrt(np.maximum(squared, 0.0))
 
 
 def nearest_center_predict(centers, queries) -> np.ndarray:

@@ -3,13 +3,13 @@ confusable classes (pure NumPy; inputs may be NDArrays)."""
 from __future__ import annotations
 
 import itertools
-from typing import Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
 from .knn import as_numpy
 
-__all__ = ['CONFUSABLE_DIGITS', 'compactness', 'confusion_rates']
+__all__ = ['CONFUSABLE_DIGITS', 'compactness', 'confusion_rates', 'auroc', 'rejected_at_recall']
 
 # the digits that look alike: (4, 9), (3, 5, 8), (1, 7)
 CONFUSABLE_DIGITS = (('4', '9'), ('3', '5', '8'), ('1', '7'))
@@ -93,3 +93,69 @@ def confusion_rates(labels, predictions, class_names: Sequence[str],
                 float(np.mean(predictions[members] == index[predicted])) if members.any()
                 else None)
     return rates
+
+
+def auroc(negatives, positives) -> Optional[float]:
+    """Area under the ROC curve of a score meant to be higher for ``positives``.
+
+    The probability that a random positive scores above a random negative, ties counting one
+    half (the Mann-Whitney U statistic over ``len(negatives) * len(positives)``).
+
+    Parameters
+    ----------
+    negatives : array-like, (N,)
+        Scores of the negatives (e.g. known-class detections).
+    positives : array-like, (P,)
+        Scores of the positives (e.g. unknown objects).
+
+    Returns
+    -------
+    float or None
+        In [0, 1]; None when either set is empty.
+    """
+    negatives = as_numpy(negatives).astype(np.float64).ravel()
+    positives = as_numpy(positives).astype(np.float64).ravel()
+    if not len(negatives) or not len(positives):
+        return None
+    scores = np.concatenate([negatives, positives])
+    order = np.argsort(scores, kind='mergesort')
+    ranks = np.empty(len(scores))
+    sorted_scores = scores[order]
+    # average rank (1-based) of each group of equal scores
+    starts = np.flatnonzero(np.r_[True, sorted_scores[1:] != sorted_scores[:-1]])
+    ends = np.r_[starts[1:], len(scores)]
+    for start, end in zip(starts, ends):
+        ranks[order[start:end]] = (start + end + 1) / 2
+    positive_ranks = ranks[len(negatives):].sum()
+    u = positive_ranks - len(positives) * (len(positives) + 1) / 2
+    return float(u / (len(negatives) * len(positives)))
+
+
+def rejected_at_recall(negatives, positives, recall: float = 0.95
+                       ) -> Tuple[Optional[float], Optional[float]]:
+    """The threshold that keeps ``recall`` of the negatives (score <= threshold), and the
+    fraction of the positives above it (rejected).
+
+    Parameters
+    ----------
+    negatives : array-like, (N,)
+        Scores of what should be kept (known-class true positives).
+    positives : array-like, (P,)
+        Scores of what should be rejected (unknown objects).
+    recall : float
+        In (0, 1]: the threshold is the ``recall`` quantile of the negatives (NumPy's
+        'higher' method, so at least that fraction of them is kept).
+
+    Returns
+    -------
+    (threshold, rejected) : (float or None, float or None)
+        None when either set is empty.
+    """
+    negatives = as_numpy(negatives).astype(np.float64).ravel()
+    positives = as_numpy(positives).astype(np.float64).ravel()
+    if not 0 < recall <= 1:
+        raise ValueError(f"recall must be in (0, 1], got {recall}")
+    if not len(negatives) or not len(positives):
+        return None, None
+    threshold = float(np.quantile(negatives, recall, method='higher'))
+    return threshold, float(np.mean(positives > threshold))

@@ -143,7 +143,7 @@ def plot_embeddings(emb, labels, centers=None, class_names: Optional[Sequence[st
 
 
 def plot_detections(img, bboxes, scores, ids, class_names: Sequence[str], thresh: float = 0.5,
-                    ax: Optional[Axes] = None) -> Figure:
+                    ax: Optional[Axes] = None, colors: Optional[dict] = None) -> Figure:
     """An image with its detections drawn by GluonCV's :func:`~gluoncv.utils.viz.plot_bbox`.
 
     Parameters
@@ -159,6 +159,8 @@ def plot_detections(img, bboxes, scores, ids, class_names: Sequence[str], thresh
     thresh : float
         Detections scoring below this are not drawn.
     ax : matplotlib.axes.Axes, optional
+    colors : dict, optional
+        ``{class id: (r, g, b)}`` in 0..1 for some classes (the others: random colours).
 
     Returns
     -------
@@ -171,7 +173,7 @@ def plot_detections(img, bboxes, scores, ids, class_names: Sequence[str], thresh
     height, width = img.shape[:2]
     ax = _axes(ax, (8, 8 * height / width))
     plot_bbox(img, bboxes, as_numpy(scores).reshape(-1), as_numpy(ids).reshape(-1), thresh=thresh,
-              class_names=list(class_names), ax=ax)
+              class_names=list(class_names), ax=ax, colors=dict(colors or {}))
     ax.set_axis_off()
     return ax.figure
 

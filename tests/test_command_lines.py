@@ -21,9 +21,11 @@ BENCH_TRAIN = [os.path.join(ROOT, 'benchmarks', 'bench_train.py')]
 BENCH_INFER = [os.path.join(ROOT, 'benchmarks', 'bench_infer.py')]
 BENCH_DIST = [os.path.join(ROOT, 'benchmarks', 'bench_dist.py')]
 LAUNCH = ['-m', 'gluon_ssdcl.launch']
+REGISTER = ['-m', 'gluon_ssdcl.register']
 COMMANDS = {'train': TRAIN, 'evaluate': EVALUATE, 'detect': DETECT, 'digits': DIGITS,
             'check': CHECK, 'model_zoo': MODEL_ZOO, 'bench_train': BENCH_TRAIN,
-            'bench_infer': BENCH_INFER, 'bench_dist': BENCH_DIST, 'launch': LAUNCH}
+            'bench_infer': BENCH_INFER, 'bench_dist': BENCH_DIST, 'launch': LAUNCH,
+            'register': REGISTER}
 TINY_TRAIN = ['--network', 'tiny', '--data-shape', '64', '--digits-train', '16',
               '--digits-val', '8', '--batch-size', '8', '-j', '0', '--epochs', '1']
 
@@ -70,7 +72,7 @@ def cases(files):
     bench = ['--model', 'ssd_64_tiny_center_digits', '--dataset-root', files['digits'],
              '--iters', '1', '--rounds', '1', '--batch-size', '2']
     required = {'evaluate': ['--params', junk], 'detect': [files['junk_img'], '--params', junk],
-                'check': ['--root', tmp], 'launch': ['-n', '1']}
+                'check': ['--root', tmp], 'launch': ['-n', '1'], 'register': ['--params', junk]}
     table = [(f'{name} bad flag', argv + required.get(name, []) + ['--no-such-flag'], 2,
               ['--no-such-flag']) for name, argv in COMMANDS.items()]
     table += [
@@ -116,6 +118,28 @@ def cases(files):
          [junk]),
         ('export output is a file', ['-m', 'gluon_ssdcl.export', '--params', files['other'],
                                      '-o', files['a_file']], 2, ['-o/--output-dir']),
+        ('train bad --digits-exclude', TRAIN + ['--digits-exclude', '8,x'], 2,
+         ['--digits-exclude', 'x']),
+        ('digits bad --exclude-classes', DIGITS + ['--exclude-classes', '0,1,2,3,4,5,6,7,8,9'],
+         2, ['--exclude-classes']),
+        ('evaluate --open-set without classes', EVALUATE + ['--params', junk, '--open-set'], 2,
+         ['--unknown-classes']),
+        ('evaluate --open-set unreadable checkpoint', EVALUATE + [
+            '--params', junk, '--open-set', '--unknown-classes', 'b'], 1, [junk]),
+        ('evaluate --open-set unknown class', EVALUATE + [
+            '--params', files['other'], '--open-set', '--unknown-classes', 'zebra'], 1,
+         ['--unknown-classes', 'zebra']),
+        ('register without examples', REGISTER + ['--params', junk, '--name', 'x'], 2,
+         ['--name']),
+        ('register bad box', REGISTER + ['--params', junk, '--name', 'x', 'a.jpg:1,2,3'], 2,
+         ['a.jpg:1,2,3']),
+        ('register unreadable checkpoint', REGISTER + [
+            '--params', junk, '--name', 'x', files['junk_img'] + ':1,1,5,5'], 1, [junk]),
+        ('register --evaluate of a non-digits model', REGISTER + [
+            '--params', files['other'], '--evaluate', '--classes', '8'], 1, ['--digits-exclude']),
+        ('open_set_study bad stage', [os.path.join(ROOT, 'benchmarks', 'open_set_study.py'),
+                                      '--stages', 'nope', '--out', os.path.join(tmp, 'oss')], 2,
+         ['--stages', 'nope']),
     ]
     return table
 

@@ -198,7 +198,7 @@ def test_default_root_has_the_defaults_of_ensure_digits():
     def defaults(function):
         return {name: p.default for name, p in inspect.signature(function).parameters.items()}
     assert defaults(digits.default_root).items() <= defaults(ensure_digits).items()
-    assert len(defaults(digits.default_root)) == 7
+    assert len(defaults(digits.default_root)) == 8  # 7 sizes and exclude_classes
 
 
 def test_folders_and_files_follow_the_umask(tmp_path):

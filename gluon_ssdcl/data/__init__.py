@@ -7,6 +7,7 @@ import importlib as _importlib
 
 _EXPORTS = {
     'digits': ('CLASSES', 'render_image', 'split_sources', 'mnist_sample', 'default_root',
+               'parse_classes',
                'ensure_digits'),
     'datasets': ('BadDatasetError', 'VOCLayoutDetection', 'SSDTrainTransform', 'get_dataset',
                  'read_class_names', 'get_train_transform', 'get_val_transform', 'get_dataloader',

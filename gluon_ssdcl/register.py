@@ -1,0 +1,360 @@
+"""New classes from a few examples, without retraining: ``python -m gluon_ssdcl.register``.
+
+Registering a class embeds its example boxes with a trained model (the positive anchors matched
+to each box, as in training), adds their mean as the class's center and the embeddings to the
+k-NN gallery (:func:`gluon_ssdcl.openset.register_class`), and saves the class bank beside the
+checkpoint (``<stem>.openset.npz``). From then on nearest-center and k-NN labelling
+(``detect --reject-unknown``, ``export``) know the class::
+
+    python -m gluon_ssdcl.register --params runs/<run> --name seven IMG.jpg:12,30,40,80 ...
+
+Each example is ``IMAGE:xmin,ymin,xmax,ymax`` in the image's pixels (several boxes of one
+image: repeat the image). ``--evaluate --classes 8,9 --shots 1,5,20`` measures instead, on a
+digits model trained without those classes (``train_ssd_center.py --digits-exclude 8,9``), how
+well classes registered from K examples are detected (:func:`few_shot_evaluation`).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import mxnet as mx
+import numpy as np
+
+from .checkpoint import load_model
+from .cli_tools import (CommandError, OneLineErrorParser, add_checkpoint_flag, add_gpus_flag,
+                        add_knn_flag, add_loader_flags, contexts, positive_int, program, run)
+from .data.check import check_image
+from .data.datasets import get_dataset, get_val_loader
+from .data.digits import classes_flag, ensure_digits
+from .evaluate import save_results
+from .inference import collect_detections, detections_map
+from .openset import (assign, bank_path, checkpoint_bank, register_class, registration_index,
+                      save_bank, unknown_scores)
+
+__all__ = ['parse_example', 'example_pool', 'few_shot_evaluation', 'main']
+
+logger = logging.getLogger(__name__)
+
+LABELLINGS = ('center', 'knn', 'hybrid')
+
+
+def parse_example(text: str) -> Tuple[str, np.ndarray]:
+    """``IMAGE:xmin,ymin,xmax,ymax`` -> (image path, (4,) float32 box).
+
+    Raises
+    ------
+    ValueError
+        Naming the text, for a missing or malformed box.
+    """
+    path, sep, box = text.rpartition(':')
+    try:
+        values = np.array([float(v) for v in box.split(',')], np.float32)
+    except ValueError:
+        values = np.zeros(0)
+    if not sep or not path or values.shape != (4,) or not (values[2:] > values[:2]).all():
+        raise ValueError(f"example {text!r} is not IMAGE:xmin,ymin,xmax,ymax with xmin < xmax "
+                         "and ymin < ymax")
+    return path, values
+
+
+def _read_examples(examples: Sequence[str]) -> Tuple[List[mx.nd.NDArray], List[np.ndarray]]:
+    """The images and, per image, its boxes of ``IMAGE:box`` examples (one image read once)."""
+    boxes: Dict[str, List[np.ndarray]] = {}
+    for text in examples:
+        path, box = parse_example(text)
+        boxes.setdefault(path, []).append(box)
+    images = []
+    for path, image_boxes in boxes.items():
+        size, problem = check_image(path)
+        if problem:
+            raise ValueError(f"{path}: {problem}")
+        image = mx.image.imread(path)
+        width, height = size
+        outside = [b for b in image_boxes if b[2] > width or b[3] > height or (b < 0).any()]
+        if outside:
+            raise ValueError(f"{path}: box {','.join(f'{v:g}' for v in outside[0])} is outside "
+                             f"the {width}x{height} image")
+        images.append(image)
+    return images, [np.stack(b) for b in boxes.values()]
+
+
+def example_pool(dataset, class_ids: Sequence[int], per_class: int, seed: int = 0
+                 ) -> Dict[int, List[Tuple[int, np.ndarray]]]:
+    """Up to ``per_class`` ground-truth boxes of each class, from images in a seeded order.
+
+    Parameters
+    ----------
+    dataset : Dataset
+        Items ``(image, label (M, 6))``; labels are read through ``dataset[i]``.
+    class_ids : sequence of int
+    per_class : int
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``{class id: [(image index, (4,) box), ...]}``, at most one box per image and class.
+    """
+    pool: Dict[int, List[Tuple[int, np.ndarray]]] = {c: [] for c in class_ids}
+    for index in np.random.default_rng(seed).permutation(len(dataset)).tolist():
+        label = np.asarray(dataset[index][1])
+        for c in class_ids:
+            rows = label[label[:, 4] == c]
+            if len(rows) and len(pool[c]) < per_class:
+                pool[c].append((index, rows[0, :4].astype(np.float32)))
+        if all(len(v) >= per_class for v in pool.values()):
+            break
+    return pool
+
+
+def _relabeller(bank, labelling: str, registered: Sequence[int], knn_k: int):
+    """``relabel(image) -> ids`` of one labelling of :data:`LABELLINGS`."""
+    def relabel(image):
+        if not len(image.ids):
+            return image.ids
+        if labelling == 'hybrid':  # the class head, unless the nearest center is registered
+            nearest, _ = unknown_scores(bank, image.embeddings)
+            return np.where(np.isin(nearest, registered), nearest, image.ids)
+        return assign(bank, image.embeddings, threshold=None, by=labelling, k=knn_k)
+    return relabel
+
+
+def _map(images, classes, relabel=None):
+    if relabel is not None:
+        images = [image._replace(ids=np.asarray(relabel(image), np.float32)) for image in images]
+    return detections_map(images, classes)[1]
+
+
+def _mean_of(per_class: Dict[str, float], names: Sequence[str]) -> Optional[float]:
+    values = [per_class[n] for n in names if n in per_class and not np.isnan(per_class[n])]
+    return float(np.mean(values)) if values else None
+
+
+def few_shot_evaluation(model, bank, example_dataset, images, class_ids: Sequence[int],
+                        shots: Sequence[int], ctx, draws: int = 3, seed: int = 0,
+                        knn_k: int = 5, batch_size: int = 16) -> dict:
+    """AP of classes registered from K examples each, and the known classes' AP beside them.
+
+    For each draw and each K of ``shots``: K boxes of each class of ``class_ids`` are drawn
+    from ``example_dataset`` (:func:`example_pool`), registered into ``bank``, and the
+    validation detections ``images`` are relabelled: ``center`` (nearest center), ``knn``
+    (k-NN vote over the gallery) or ``hybrid`` (the class head's label unless the nearest
+    center is a registered class). Scores stay the detector's.
+
+    Parameters
+    ----------
+    model : gluon_ssdcl.checkpoint.LoadedModel
+    bank : gluon_ssdcl.openset.ClassBank
+        Of the trained classes (without the ones to register).
+    example_dataset : Dataset
+        Images holding the classes to register (not the validation images).
+    images : list of ImageDetections
+        Validation detections with embeddings.
+    class_ids : sequence of int
+        Ids (in the model's classes) of the classes to register.
+    shots : sequence of int
+        K values.
+    ctx : list of mx.Context
+    draws : int
+        Independent draws of the examples per K (averaged).
+    seed : int
+    knn_k, batch_size : int
+
+    Returns
+    -------
+    dict
+        JSON-ready: ``map_known_softmax`` (known classes' mAP with the class head's labels),
+        ``map_known_center_base`` (nearest center before registering), and per K and
+        labelling the registered classes' AP (``ap_registered``, mean over draws, with
+        ``ap_per_class``) and the known classes' mAP (``map_known``); ``summary``: flat numbers.
+    """
+    classes = list(model.classes)
+    registered_names = [classes[c] for c in class_ids]
+    known = [name for name in classes if name not in registered_names]
+    pool = example_pool(example_dataset, class_ids, max(shots) * draws, seed)
+    short = [classes[c] for c, boxes in pool.items() if len(boxes) < max(shots)]
+    if short:
+        raise ValueError(f"the example images hold fewer than {max(shots)} boxes of "
+                         f"{', '.join(short)}")
+    softmax = _map(images, classes)
+    base = _map(images, classes, _relabeller(bank, 'center', [], knn_k))
+    results = {'classes': registered_names, 'shots': list(shots), 'draws': draws,
+               'map_known_softmax': _mean_of(softmax, known),
+               'map_known_center_base': _mean_of(base, known), 'by_shots': {}}
+    summary = {'map_known_softmax': results['map_known_softmax'],
+               'map_known_center_base': results['map_known_center_base']}
+    rng = np.random.default_rng(seed)
+    for k in shots:
+        runs = {labelling: [] for labelling in LABELLINGS}
+        for _ in range(draws):
+            registered = bank
+            for c in class_ids:
+                chosen = rng.choice(len(pool[c]), size=k, replace=False)
+                examples = [pool[c][i] for i in chosen]
+                registered = register_class(
+                    model, registered, classes[c],
+                    [example_dataset[index][0] for index, _ in examples],
+                    [box[None] for _, box in examples], ctx, batch_size)
+            for labelling in LABELLINGS:
+                per_class = _map(images, classes,
+                                 _relabeller(registered, labelling, list(class_ids), knn_k))
+                runs[labelling].append(per_class)
+        entry = {}
+        for labelling, per_draw in runs.items():
+            ap = {name: float(np.mean([p[name] for p in per_draw])) for name in registered_names}
+            entry[labelling] = {
+                'ap_per_class': ap, 'ap_registered': _mean_of(ap, registered_names),
+                'map_known': float(np.mean([_mean_of(p, known) for p in per_draw]))}
+            summary[f'ap_registered_{labelling}_k{k}'] = entry[labelling]['ap_registered']
+            summary[f'map_known_{labelling}_k{k}'] = entry[labelling]['map_known']
+        results['by_shots'][str(k)] = entry
+    results['summary'] = summary
+    return results
+
+
+def format_few_shot(results: dict) -> str:
+    """The few-shot results as a text table."""
+    lines = [f"registered {','.join(results['classes'])} ({results['draws']} draws per K); "
+             f"known classes' mAP: class head {results['map_known_softmax']:.4f}, nearest "
+             f"center before registering {results['map_known_center_base']:.4f}",
+             f"{'K':>3} {'labelling':<8} {'AP registered':>14} {'mAP known':>10}"]
+    for k, entry in results['by_shots'].items():
+        for labelling, values in entry.items():
+            lines.append(f"{k:>3} {labelling:<8} {values['ap_registered']:>14.4f} "
+                         f"{values['map_known']:>10.4f}")
+    return '\n'.join(lines)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(prog='python -m gluon_ssdcl.register',
+                                description=__doc__.splitlines()[0])
+    add_checkpoint_flag(parser)
+    parser.add_argument('examples', nargs='*', metavar='IMAGE:xmin,ymin,xmax,ymax',
+                        help='example boxes of the new class')
+    parser.add_argument('--name', help='name of the new class')
+    parser.add_argument('--evaluate', action='store_true',
+                        help='measure few-shot registration of --classes on a digits model '
+                             'trained without them')
+    parser.add_argument('--classes', type=classes_flag,
+                        help='--evaluate: the held-out digit classes to register, e.g. 8,9')
+    parser.add_argument('--shots', type=_shots, default=[1, 5, 20],
+                        help='--evaluate: examples per class (default: 1,5,20)')
+    parser.add_argument('--draws', type=positive_int, default=3,
+                        help='--evaluate: draws of the examples per K (default: 3)')
+    parser.add_argument('--examples-root', default=None,
+                        help="--evaluate: folder of the digits set the examples come from: the "
+                             "model's set without exclusion, generated there on first use "
+                             "(default: its cache folder)")
+    parser.add_argument('--max-images', type=positive_int, default=None,
+                        help='--evaluate: use only the first images of each split')
+    parser.add_argument('--output', help='--evaluate: JSON file (default: <params>_fewshot.json)')
+    add_loader_flags(parser)
+    add_knn_flag(parser)
+    add_gpus_flag(parser)
+    return parser
+
+
+def _shots(text: str) -> List[int]:
+    try:
+        values = [int(v) for v in text.split(',') if v.strip()]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"must be positive integers such as 1,5,20, got {text}")
+    return values
+
+
+def _register(args) -> int:
+    ctx = contexts(args.gpus)
+    model = load_model(args.params, ctx)
+    images, boxes = _read_examples(args.examples)
+    bank = checkpoint_bank(model, ctx, args.batch_size, num_workers=args.num_workers)
+    registration_index(bank, args.name)
+    bank = register_class(model, bank, args.name, images, boxes, ctx, args.batch_size)
+    path = bank_path(model.checkpoint.path)
+    save_bank(bank, path)
+    index = bank.classes.index(args.name)
+    print(f"registered {args.name!r} (class id {index}) from {len(args.examples)} boxes: "
+          f"{path}")
+    return 0
+
+
+def _without_exclusion(root: str) -> dict:
+    """The :func:`~gluon_ssdcl.data.digits.ensure_digits` parameters of the digits set at
+    ``root`` (its manifest), without its excluded classes."""
+    try:
+        with open(os.path.join(root, 'manifest.json')) as f:
+            manifest = json.load(f)
+    except (OSError, ValueError) as err:
+        raise ValueError(f"{root} has no readable digits manifest: {err}") from err
+    keys = ('num_train', 'num_val', 'seed', 'image_size', 'min_digits', 'max_digits',
+            'val_fraction')
+    return {key: manifest[key] for key in keys}
+
+
+def _evaluate(args) -> int:
+    ctx = contexts(args.gpus)
+    model = load_model(args.params, ctx)
+    meta = model.checkpoint.meta
+    flags = meta.get('flags', {})
+    if meta.get('dataset') != 'digits' or not flags.get('digits_exclude'):
+        raise CommandError(f"--evaluate needs a digits model trained with --digits-exclude; "
+                           f"{model.checkpoint.path} was not")
+    if not set(args.classes) <= set(flags['digits_exclude']):
+        raise CommandError(f"--classes {','.join(map(str, args.classes))}: the model was "
+                           f"trained without {','.join(map(str, flags['digits_exclude']))} only")
+    model.net.hybridize()
+    bank = checkpoint_bank(model, ctx, args.batch_size, num_workers=args.num_workers,
+                           max_images=args.max_images, registered=False)
+    # the examples: training images of the same digits set without exclusion (source digits
+    # disjoint from the validation images')
+    full_root = ensure_digits(args.examples_root, **_without_exclusion(meta['dataset_root']),
+                              progress=False)
+    example_dataset, _ = get_dataset('digits', full_root)
+    _, val_dataset = get_dataset('digits', meta['dataset_root'])
+    if args.max_images:
+        val_dataset = val_dataset.take(args.max_images)
+    size = model.net.base_size
+    images = collect_detections(model.net, get_val_loader(val_dataset, size, size,
+                                                          args.batch_size, args.num_workers),
+                                ctx, embeddings=True)
+    results = few_shot_evaluation(model, bank, example_dataset, images, args.classes,
+                                  args.shots, ctx, args.draws, meta.get('seed', 0), args.knn_k,
+                                  args.batch_size)
+    output = args.output or os.path.splitext(model.checkpoint.path)[0] + '_fewshot.json'
+    save_results(results, output)
+    print(format_few_shot(results))
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line: register a class (or ``--evaluate``); see the module docstring.
+
+    Returns 0, or 1 after one ``error: ...`` line (unusable checkpoint or image, a box without
+    positive anchors, a trained class's name); bad flags exit with 2.
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.evaluate:
+        if not args.classes:
+            parser.error("--evaluate needs --classes (the held-out digits, e.g. 8,9)")
+        if args.examples or args.name:
+            parser.error("--evaluate draws its own examples: give no examples or --name")
+        return run(lambda: _evaluate(args))
+    if not args.name or not args.examples:
+        parser.error("give --name and at least one IMAGE:xmin,ymin,xmax,ymax example "
+                     "(or --evaluate)")
+    try:
+        for text in args.examples:
+            parse_example(text)
+    except ValueError as err:
+        parser.error(str(err))
+    return run(lambda: _register(args))
+
+
+if __name__ == '__main__':
+    program(main)

@@ -1,0 +1,359 @@
+"""Tests of gluon_ssdcl.openset (radii, unknown scores, the class bank, registration), the
+held-out digits split, ``evaluate --open-set`` and ``python -m gluon_ssdcl.register``."""
+import json
+import os
+
+import cv2
+import mxnet as mx
+import numpy as np
+import pytest
+
+from gluon_ssdcl import CenterLoss, get_model, initialize_params
+from gluon_ssdcl.checkpoint import load_model, save_checkpoint
+from gluon_ssdcl.cli import parse_args
+from gluon_ssdcl.data.digits import default_root, ensure_digits, parse_classes
+from gluon_ssdcl.evaluate import main as evaluate_main
+from gluon_ssdcl.evaluate import match_detections
+from gluon_ssdcl.files import file_sha256
+from gluon_ssdcl.inference import ImageDetections, collect_positives, positive_loader
+from gluon_ssdcl.knn import center_distances, knn_distances
+from gluon_ssdcl.metrics import auroc, rejected_at_recall
+from gluon_ssdcl.openset import (UNKNOWN_ID, assign, bank_path, class_radii, embed_boxes,
+                                 knn_scores, load_bank, make_bank, register_class, save_bank,
+                                 unknown_scores, with_class)
+from gluon_ssdcl.register import example_pool, parse_example
+from gluon_ssdcl.register import main as register_main
+from test_data_check import write_voc_folder
+
+CTX = [mx.cpu()]
+
+
+# ---------------------------------------------------------------- hand-made embeddings
+
+def ring(center, distances):
+    """Points at the given distances from ``center`` (2-D), along alternating axes."""
+    center = np.asarray(center, np.float64)
+    steps = [np.array([1.0, 0.0]), np.array([0.0, 1.0]), np.array([-1.0, 0.0])]
+    return np.array([center + d * steps[i % 3] for i, d in enumerate(distances)])
+
+
+def two_class_bank(quantile=0.5):
+    """Class 0 around (0, 0) at distances 1..4, class 1 around (10, 0) at 2, 2, 2, 2; class 2
+    ('held') has no training embeddings."""
+    embeddings = np.vstack([ring((0, 0), [1, 2, 3, 4]), ring((10, 0), [2, 2, 2, 2])])
+    labels = np.array([0, 0, 0, 0, 1, 1, 1, 1])
+    centers = np.array([[0.0, 0.0], [10.0, 0.0], [5.0, 5.0]])
+    return make_bank(['a', 'b', 'held'], embeddings, labels, centers, quantile), embeddings, labels
+
+
+def test_class_radii_are_the_quantile_of_the_distances_to_the_own_center():
+    _, embeddings, labels = two_class_bank()
+    centers = np.array([[0.0, 0.0], [10.0, 0.0]])
+    np.testing.assert_allclose(class_radii(embeddings, labels, centers, 0.5), [2.5, 2.0])
+    np.testing.assert_allclose(class_radii(embeddings, labels, centers, 1.0), [4.0, 2.0])
+    radii = class_radii(embeddings[:4], labels[:4], centers, 0.5)
+    assert radii[0] == 2.5 and np.isnan(radii[1])  # no embeddings: no radius
+    with pytest.raises(ValueError, match='quantile'):
+        class_radii(embeddings, labels, centers, 0)
+
+
+def test_unknown_score_is_the_distance_to_the_nearest_center_over_its_radius():
+    bank, _, _ = two_class_bank(quantile=0.5)  # radii 2.5 and 2
+    queries = np.array([[1.0, 0.0], [5.0, 0.0], [11.0, 0.0], [10.0, 3.0], [5.0, 5.0]])
+    ids, scores = unknown_scores(bank, queries)
+    # (5, 5) is nearest to the held-out class's center, which has no radius: never assigned
+    np.testing.assert_array_equal(ids, [0, 0, 1, 1, 0])
+    np.testing.assert_allclose(scores, [1 / 2.5, 5 / 2.5, 1 / 2, 3 / 2, np.hypot(5, 5) / 2.5])
+    np.testing.assert_array_equal(assign(bank, queries), [0, UNKNOWN_ID, 1, UNKNOWN_ID,
+                                                          UNKNOWN_ID])
+    np.testing.assert_array_equal(assign(bank, queries, threshold=None), [0, 0, 1, 1, 0])
+    np.testing.assert_array_equal(assign(bank, queries, threshold=1.6), [0, UNKNOWN_ID, 1, 1,
+                                                                         UNKNOWN_ID])
+
+
+def test_bank_of_a_class_without_positives_has_no_center_and_means_by_default():
+    bank, embeddings, labels = two_class_bank()
+    assert bank.center_source == 'learned' and list(bank.active) == [True, True, False]
+    assert np.isnan(bank.centers[2]).all()
+    means = make_bank(['a', 'b', 'held'], embeddings, labels)
+    assert means.center_source == 'means'
+    np.testing.assert_allclose(means.centers[:2], [embeddings[:4].mean(0), embeddings[4:].mean(0)])
+
+
+def test_knn_score_and_distances():
+    bank, _, _ = two_class_bank()
+    np.testing.assert_allclose(knn_distances([[0, 0], [3, 4], [1, 0]], [[0, 0]], k=3),
+                               [[0, 1, 5]])
+    np.testing.assert_allclose(center_distances([[0, 0], [3, 4]], [[0, 0], [3, 0]]),
+                               [[0, 5], [3, 4]])
+    # (0, 0): the class-0 points at 1, 2, 3 are the 3 nearest
+    np.testing.assert_allclose(knn_scores(bank, [[0.0, 0.0]], k=3), [2.0])
+
+
+def test_auroc_and_rejection_at_recall_known_answers():
+    assert auroc([0, 1, 2], [1.5, 3]) == pytest.approx(5 / 6)
+    assert auroc([1, 1], [1, 1]) == 0.5 and auroc([0, 1], [2, 3]) == 1.0
+    assert auroc([], [1]) is None
+    threshold, rejected = rejected_at_recall(np.arange(100), [50, 98, 200], 0.95)
+    assert threshold == 95 and rejected == pytest.approx(2 / 3)
+
+
+def test_with_class_center_is_the_mean_and_radius_the_median_of_trained_radii():
+    bank, _, _ = two_class_bank(quantile=0.5)
+    examples = np.array([[5.0, 5.0], [7.0, 5.0], [6.0, 8.0]])
+    held = with_class(bank, 'held', examples, 2)  # a model class held out of training: its id
+    assert held.classes == ['a', 'b', 'held'] and held.registered == {'held': 2}
+    np.testing.assert_allclose(held.centers[2], [6.0, 6.0])
+    assert held.radii[2] == pytest.approx(np.median([2.5, 2.0]))
+    assert len(held.gallery) == 11 and list(held.gallery_labels[-3:]) == [2, 2, 2]
+    new = with_class(held, 'new', [[20.0, 20.0]], 1)  # a new name: appended
+    assert new.classes == ['a', 'b', 'held', 'new'] and new.radii[3] == pytest.approx(2.25)
+    assert assign(new, [[20.5, 20.0], [6.0, 6.5]]).tolist() == [3, 2]
+    again = with_class(new, 'held', [[0.0, 9.0]], 1)  # registered again: replaced
+    np.testing.assert_allclose(again.centers[2], [0.0, 9.0])
+    assert (again.gallery_labels == 2).sum() == 1
+    with pytest.raises(ValueError, match="'a' was trained"):
+        with_class(bank, 'a', examples, 1)
+    with pytest.raises(ValueError, match='no positive anchor'):
+        with_class(bank, 'x', np.zeros((0, 2)), 1)
+
+
+def test_bank_round_trip_and_other_weights_refused(tmp_path):
+    bank, _, _ = two_class_bank()
+    bank = with_class(bank._replace(params_sha256='abc'), 'new', [[1.0, 1.0]], 1)
+    path = bank_path(str(tmp_path / 'run_best.params'))
+    assert path == str(tmp_path / 'run_best.openset.npz')
+    save_bank(bank, path)
+    loaded = load_bank(path, 'abc')
+    assert loaded.classes == bank.classes and loaded.registered == {'new': 1}
+    np.testing.assert_array_equal(loaded.centers, bank.centers)
+    np.testing.assert_array_equal(loaded.gallery_labels, bank.gallery_labels)
+    with pytest.raises(ValueError, match='other weights'):
+        load_bank(path, 'def')
+    (tmp_path / 'bad.npz').write_text('no')
+    with pytest.raises(ValueError, match='not a readable class bank'):
+        load_bank(str(tmp_path / 'bad.npz'))
+
+
+def test_match_detections_takes_the_best_overlapping_detection():
+    image = ImageDetections(
+        ids=np.array([0, 1, 0, 1], np.float32), scores=np.array([0.9, 0.8, 0.3, 0.6], np.float32),
+        bboxes=np.array([[0, 0, 10, 10], [0, 0, 10, 10], [20, 20, 30, 30], [20, 21, 30, 30]],
+                        np.float32), embeddings=None,
+        gt_bboxes=np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 50, 50]], np.float32),
+        gt_ids=np.array([1, 2, 0], np.float32), gt_difficult=None)
+    # object 0 (class 1, known): its class's detection 1; object 1 (class 2, unknown): the
+    # best-scoring overlapping detection 3; object 2: not boxed
+    assert match_detections(image, unknown=[2]) == ([1], [3])
+    assert match_detections(image, unknown=[2], min_score=0.7) == ([1], [])
+
+
+# ---------------------------------------------------------------- the held-out digits split
+
+def test_training_split_without_held_out_classes_has_none_of_them(tmp_path, monkeypatch):
+    monkeypatch.setenv('GLUON_SSDCL_DATA', str(tmp_path))
+    params = dict(num_train=24, num_val=8, image_size=64, progress=False, workers=1)
+    held = ensure_digits(exclude_classes=[9, 8], **params)
+    full = ensure_digits(**params)
+    assert held == default_root(24, 8, image_size=64, exclude_classes=[8, 9])
+    assert held.endswith('-without8-9') and not full.endswith('-without8-9')
+    manifest = json.loads(open(os.path.join(held, 'manifest.json')).read())
+    assert manifest['exclude_classes'] == [8, 9]
+    assert 'exclude_classes' not in json.loads(open(os.path.join(full, 'manifest.json')).read())
+
+    def names(root, split):
+        folder = os.path.join(root, 'VOC2007', 'Annotations')
+        found = []
+        for image_id in open(os.path.join(root, 'VOC2007', 'ImageSets', 'Main',
+                                          f'{split}.txt')).read().split():
+            text = open(os.path.join(folder, image_id + '.xml')).read()
+            found += [line.strip()[6:7] for line in text.splitlines() if '<name>' in line]
+        return found
+    assert names(held, 'train') and not {'8', '9'} & set(names(held, 'train'))
+    assert {'8', '9'} & set(names(full, 'train'))
+    assert names(held, 'val') == names(full, 'val')  # validation keeps every class
+    for image_id in ('val_000000', 'val_000007'):
+        path = os.path.join('VOC2007', 'JPEGImages', image_id + '.jpg')
+        assert open(os.path.join(held, path), 'rb').read() == \
+            open(os.path.join(full, path), 'rb').read()
+
+
+def test_class_lists_and_the_train_flag(capsys):
+    assert parse_classes('9, 8,8') == [8, 9]
+    with pytest.raises(ValueError, match='not a digit'):
+        parse_classes('8,a')
+    with pytest.raises(ValueError, match='all ten'):
+        parse_classes('0,1,2,3,4,5,6,7,8,9')
+    args = parse_args(['--digits-exclude', '9,8'])
+    assert args.digits_exclude == [8, 9] and args.save_prefix.endswith('_without8-9')
+    for argv in (['--digits-exclude', '10'], ['--digits-exclude', '8', '--dataset', 'voc']):
+        with pytest.raises(SystemExit) as exit_info:
+            parse_args(argv)
+        assert exit_info.value.code == 2
+        err = capsys.readouterr().err
+        assert len(err.strip().splitlines()) == 1 and '--digits-exclude' in err
+
+
+# ---------------------------------------------------------------- tiny checkpoints
+
+def checkpoint(tmp_path, meta_extra=None, classes=('cat', 'dog'), root=None):
+    """An untrained tiny checkpoint on a custom folder whose training split has no dog."""
+    if root is None:
+        items = {'a': [('cat', (5, 6, 30, 40))], 'b': [('cat', (8, 4, 40, 44))],
+                 'c': [('dog', (30, 2, 62, 30)), ('cat', (2, 10, 28, 46))],
+                 'd': [('dog', (4, 4, 40, 44))]}
+        root = write_voc_folder(tmp_path / 'custom', items,
+                                {'train': ['a', 'b'], 'val': ['c', 'd', 'a']})
+    net = get_model('ssd_64_tiny_center_custom', classes=list(classes), embed_dim=2)
+    initialize_params(net, CTX)
+    center_loss = CenterLoss(len(classes), 2)
+    center_loss.initialize()
+    meta = {'network': 'ssd_64_tiny_center_custom', 'classes': list(classes), 'embed_dim': 2,
+            'mode': 'softmax-center', 'data_shape': 64, 'dataset': 'custom',
+            'dataset_root': root, 'seed': 0, **(meta_extra or {})}
+    params = tmp_path / 'run' / 'ssd_best.params'
+    save_checkpoint(str(params), net, center_loss, meta)
+    return str(params), root
+
+
+def test_embed_boxes_are_the_positive_anchors_of_the_boxes(tmp_path):
+    params, root = checkpoint(tmp_path)
+    model = load_model(params, CTX)
+    image = cv2.imread(os.path.join(root, 'JPEGImages', 'd.jpg'))[:, :, ::-1].copy()
+    box = np.array([[4, 4, 40, 44]], np.float32)
+    got = embed_boxes(model.net, [image], [box], CTX)
+    dataset = mx.gluon.data.SimpleDataset(
+        [(mx.nd.array(image, dtype='uint8'), np.array([[4, 4, 40, 44, 0, 0]], np.float32))])
+    expected = collect_positives(model.net, positive_loader(dataset, model.net, 4), CTX)[0]
+    assert len(got) > 0
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+
+
+def test_registered_center_is_the_mean_and_the_next_detection_gets_its_label(tmp_path):
+    params, root = checkpoint(tmp_path)
+    model = load_model(params, CTX)
+    image = cv2.imread(os.path.join(root, 'JPEGImages', 'd.jpg'))[:, :, ::-1].copy()
+    box = np.array([[4, 4, 40, 44]], np.float32)
+    # a bank whose trained class lies far from every embedding of this untrained net
+    far = np.full((4, 2), 1e3) + np.arange(8).reshape(4, 2)
+    bank = make_bank(['cat', 'dog'], far, np.zeros(4, np.int64))
+    registered = register_class(model, bank, 'star', [image], [box], CTX)
+    embeddings = embed_boxes(model.net, [image], [box], CTX)
+    assert registered.classes == ['cat', 'dog', 'star']
+    np.testing.assert_allclose(registered.centers[2], embeddings.mean(axis=0), rtol=1e-5)
+    dog = register_class(model, bank, 'dog', [image], [box], CTX)  # held out: its own id
+    assert dog.classes == ['cat', 'dog'] and dog.active.tolist() == [True, True]
+    # the next detection of the object, with the registered bank: labelled 'star'
+    from gluon_ssdcl.detect import detect_image
+    model.net.set_embeddings(infer=True)
+    found = detect_image(model.net, mx.nd.array(image, dtype='uint8'), CTX)
+    from gluoncv.utils.bbox import bbox_iou
+    best = int(np.argmax(bbox_iou(found.bboxes, box)[:, 0]))
+    assert assign(registered, found.embeddings[best:best + 1], threshold=None).tolist() == [2]
+
+
+def test_evaluate_open_set_runs_on_a_tiny_model(tmp_path, capsys):
+    params, _ = checkpoint(tmp_path)
+    output = tmp_path / 'openset.json'
+    assert evaluate_main(['--params', params, '--open-set', '--unknown-classes', 'dog',
+                          '--output', str(output), '--knn-k', '2', '--batch-size', '2']) == 0
+    out = capsys.readouterr().out
+    assert 'AUROC' in out and 'radius rule' in out
+    results = json.loads(output.read_text())
+    assert results['unknown_classes'] == ['dog'] and results['center_source'] == 'learned'
+    entry = results['by_min_score']['0']
+    assert entry['num_unknown_objects'] == 2
+    assert set(entry) >= {'center', 'means', 'msp', 'knn', 'radius_rule'}
+    for name in ('center', 'means', 'msp', 'knn'):
+        value = entry[name]['auroc']
+        assert value is None or 0 <= value <= 1
+    assert os.path.exists(bank_path(params))  # the trained classes' bank, saved for later
+    for argv, flag in ((['--unknown-classes', 'bird'], '--unknown-classes'),
+                       (['--unknown-classes', 'cat'], '--unknown-classes')):
+        assert evaluate_main(['--params', params, '--open-set'] + argv) == 1
+        err = capsys.readouterr().err
+        assert err.startswith(f'error: {flag}') and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate_main(['--params', params, '--unknown-classes', 'dog'])
+    assert exit_info.value.code == 2
+
+
+def test_register_command_saves_the_class_in_the_bank(tmp_path, capsys):
+    params, root = checkpoint(tmp_path)
+    image = os.path.join(root, 'JPEGImages', 'd.jpg')
+    assert register_main(['--params', params, '--name', 'star', f'{image}:4,4,40,44',
+                          '--batch-size', '2']) == 0
+    assert "registered 'star' (class id 2)" in capsys.readouterr().out
+    bank = load_bank(bank_path(params))
+    assert bank.classes == ['cat', 'dog', 'star'] and bank.registered == {'star': 1}
+    assert register_main(['--params', params, '--name', 'cat', f'{image}:4,4,40,44']) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: class 'cat' was trained") and len(err.splitlines()) == 1
+    assert register_main(['--params', params, '--name', 'x', f'{image}:4,4,400,44']) == 1
+    assert 'outside' in capsys.readouterr().err
+    assert register_main(['--params', params, '--name', 'x', f'{tmp_path}/none.jpg:1,1,9,9']) == 1
+    assert capsys.readouterr().err.startswith('error: ')
+    for argv in (['--name', 'x'], ['--name', 'x', 'img.jpg:1,2'], ['--evaluate']):
+        with pytest.raises(SystemExit) as exit_info:
+            register_main(['--params', params] + argv)
+        assert exit_info.value.code == 2
+    assert parse_example('a:b.jpg:1,2,3,4')[0] == 'a:b.jpg'
+
+
+def test_few_shot_evaluation_on_tiny_digits(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv('GLUON_SSDCL_DATA', str(tmp_path / 'data'))
+    sizes = dict(num_train=24, num_val=8, image_size=64, progress=False, workers=1)
+    held = ensure_digits(exclude_classes=[8, 9], **sizes)
+    from gluon_ssdcl.data.digits import CLASSES
+    flags = {'digits_exclude': [8, 9], 'digits_train': 24, 'digits_val': 8}
+    params, _ = checkpoint(tmp_path, {'dataset': 'digits', 'flags': flags},
+                           classes=CLASSES, root=held)
+    output = tmp_path / 'fewshot.json'
+    assert register_main(['--params', params, '--evaluate', '--classes', '8,9', '--shots', '1,2',
+                          '--draws', '1', '--output', str(output), '--batch-size', '4']) == 0
+    results = json.loads(output.read_text())
+    assert results['classes'] == ['8', '9'] and set(results['by_shots']) == {'1', '2'}
+    for labelling in ('center', 'knn', 'hybrid'):
+        value = results['summary'][f'ap_registered_{labelling}_k2']
+        assert value is None or 0 <= value <= 1
+    assert 'AP registered' in capsys.readouterr().out
+    from gluon_ssdcl.data.datasets import get_dataset
+    pool = example_pool(get_dataset('digits', ensure_digits(**sizes))[0], [8, 9], 2)
+    assert all(len(boxes) == 2 for boxes in pool.values())
+    assert register_main(['--params', params, '--evaluate', '--classes', '7']) == 1
+    assert capsys.readouterr().err.startswith('error: --classes 7')
+
+
+def test_detect_reject_unknown_draws_unknowns_in_grey(tmp_path, capsys, monkeypatch):
+    from gluon_ssdcl import detect
+    params, root = checkpoint(tmp_path)
+    model = load_model(params, CTX)
+    # a bank whose only class is far from every embedding: every detection is unknown
+    far = np.full((4, 2), 1e3) + np.arange(8).reshape(4, 2)
+    save_bank(make_bank(['cat', 'dog'], far, np.zeros(4, np.int64))._replace(
+        params_sha256=file_sha256(model.checkpoint.path)), bank_path(model.checkpoint.path))
+    drawn = {}
+
+    def plot(img, bboxes, scores, ids, classes, thresh, colors=None):
+        drawn.update(ids=np.asarray(ids), classes=list(classes), colors=colors)
+        from matplotlib.figure import Figure
+        return Figure()
+    monkeypatch.setattr(detect, 'plot_detections', plot)
+    image = os.path.join(root, 'JPEGImages', 'd.jpg')
+    assert detect.main([image, '--params', params, '--reject-unknown', '--thresh', '0',
+                        '-o', str(tmp_path / 'out')]) == 0
+    assert drawn['classes'] == ['cat', 'dog', 'unknown'] and len(drawn['ids'])
+    assert (drawn['ids'] == 2).all() and drawn['colors'] == {2: detect.UNKNOWN_COLOR}
+    assert os.path.exists(tmp_path / 'out' / 'd_detections.png')
+
+
+def test_export_carries_the_radii(tmp_path):
+    from gluon_ssdcl.export import export_model
+    params, _ = checkpoint(tmp_path)
+    paths = export_model(params, str(tmp_path / 'out'), open_set=True)
+    description = json.loads(open(paths['meta']).read())['open_set']
+    bank = load_bank(bank_path(params))
+    assert description['classes'] == ['cat', 'dog'] and description['unknown_id'] == UNKNOWN_ID
+    assert description['radii'][0] == pytest.approx(bank.radii[0]) and description['radii'][1] \
+        is None  # no dog in the training images
+    np.testing.assert_allclose(np.load(paths['openset_centers'])[0], bank.centers[0], rtol=1e-6)
