@@ -1,5 +1,6 @@
 """Shared parts of the benchmarks: flags, real digit batches, interleaved timing, the report."""
 import itertools
+import json
 import os
 import statistics
 import time
@@ -16,6 +17,7 @@ import mxnet as mx  # noqa: E402
 from gluon_ssdcl.cli_tools import OneLineErrorParser, add_gpus_flag, positive_int  # noqa: E402
 from gluon_ssdcl.data.datasets import get_dataset  # noqa: E402
 from gluon_ssdcl.data.digits import ensure_digits  # noqa: E402
+from gluon_ssdcl.files import atomic_path  # noqa: E402
 
 
 def parser(prog, description, model='ssd_256_small_center_digits', batch_size=16, iters=20):
@@ -113,3 +115,16 @@ def mean_std(values, digits=3):
         return '–'
     std = statistics.stdev(values) if len(values) > 1 else 0.0
     return f'{statistics.mean(values):.{digits}f} ± {std:.{digits}f}'
+
+
+def read_json(path):
+    """The JSON value stored in ``path``."""
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path, data):
+    """``data`` as JSON in ``path``, written atomically (a study's records and summaries)."""
+    with atomic_path(path) as tmp:
+        with open(tmp, 'w') as f:
+            json.dump(data, f, indent=1)

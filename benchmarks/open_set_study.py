@@ -15,14 +15,13 @@ row per run) and ``results.md`` (mean ± std over seeds per mode). ``--fast`` ru
 on a tiny network in seconds (for the tests).
 """
 import csv
-import json
 import os
 import subprocess
 import sys
 import time
 from collections import OrderedDict
 
-from common import mean_std
+from common import mean_std, read_json, write_json
 from gluon_ssdcl.cli_tools import OneLineErrorParser, UsageError, positive_int, program, run
 from gluon_ssdcl.data.digits import classes_flag
 from gluon_ssdcl.files import atomic_path
@@ -48,17 +47,6 @@ def plan(args):
             grid[f'{mode}_s{seed}'] = ({'mode': mode, 'seed': seed},
                                        common + flags + ['--seed', str(seed)])
     return grid
-
-
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_json(path, data):
-    with atomic_path(path) as tmp:
-        with open(tmp, 'w') as f:
-            json.dump(data, f, indent=1)
 
 
 def _child(name, argv, out):
@@ -100,16 +88,16 @@ def row(name, settings, out):
     """One result row: the settings, the minutes of each stage and the metrics found."""
     prefix = os.path.join(out, name)
     values = {'run': name, **settings}
-    done = _read_json(prefix + '_study.json') if os.path.exists(prefix + '_study.json') else {}
+    done = read_json(prefix + '_study.json') if os.path.exists(prefix + '_study.json') else {}
     values.update({f'minutes_{k}': v for k, v in done.items()})
     if os.path.exists(prefix + '_eval.json'):
-        trained = _read_json(prefix + '_eval.json')
+        trained = read_json(prefix + '_eval.json')
         values.update({key: trained.get(key) for key in ('map', 'softmax_acc', 'knn_acc',
                                                           'center_acc')})
     if os.path.exists(prefix + '_openset.json'):
-        values.update(_read_json(prefix + '_openset.json').get('summary', {}))
+        values.update(read_json(prefix + '_openset.json').get('summary', {}))
     if os.path.exists(prefix + '_fewshot.json'):
-        values.update(_read_json(prefix + '_fewshot.json').get('summary', {}))
+        values.update(read_json(prefix + '_fewshot.json').get('summary', {}))
     return values
 
 
@@ -132,7 +120,7 @@ def summary_table(rows):
 
 def write_summary(rows, out):
     """results.csv, results.json and results.md in ``out``."""
-    _write_json(os.path.join(out, 'results.json'), rows)
+    write_json(os.path.join(out, 'results.json'), rows)
     columns = list(OrderedDict((k, None) for values in rows for k in values))
     with atomic_path(os.path.join(out, 'results.csv')) as tmp:
         with open(tmp, 'w', newline='') as f:
@@ -175,8 +163,8 @@ def study(args):
                 print(f"error: {err}", file=sys.stderr, flush=True)
                 failed.append(f'{stage} {name}')
                 continue
-            done = _read_json(record) if os.path.exists(record) else {}
-            _write_json(record, {**done, stage: minutes})
+            done = read_json(record) if os.path.exists(record) else {}
+            write_json(record, {**done, stage: minutes})
             write_summary([row(n, s, args.out) for n, (s, _) in grid.items()], args.out)
     rows = [row(n, s, args.out) for n, (s, _) in grid.items()]
     write_summary(rows, args.out)

@@ -14,7 +14,6 @@ accuracy against λ, with error bars). ``--fast`` runs a two-run grid on a tiny 
 seconds (for the tests).
 """
 import csv
-import json
 import os
 import statistics
 import subprocess
@@ -22,7 +21,7 @@ import sys
 import time
 from collections import OrderedDict
 
-from common import mean_std
+from common import mean_std, read_json, write_json
 from gluon_ssdcl.cli_tools import (OneLineErrorParser, UsageError, positive_float, positive_int,
                                    program, run)
 from gluon_ssdcl.files import atomic_path
@@ -69,17 +68,6 @@ def plan(args):
     return grid
 
 
-def _read_json(path):
-    with open(path) as f:
-        return json.load(f)
-
-
-def _write_json(path, data):
-    with atomic_path(path) as tmp:
-        with open(tmp, 'w') as f:
-            json.dump(data, f, indent=1)
-
-
 def train(name, flags, out):
     """Run (or continue) one training run; returns its minutes. RuntimeError on a failure."""
     prefix = os.path.join(out, name)
@@ -98,8 +86,8 @@ def train(name, flags, out):
 
 def row(name, settings, out):
     """One result row: the settings, the minutes and the eval JSON's metrics and per-class APs."""
-    results = _read_json(os.path.join(out, name + '_eval.json'))
-    done = _read_json(os.path.join(out, name + '_study.json'))
+    results = read_json(os.path.join(out, name + '_eval.json'))
+    done = read_json(os.path.join(out, name + '_study.json'))
     values = {'run': name, **settings, 'minutes': done['minutes']}
     values.update({key: results.get(key) for key in METRICS})
     values.update({f'ap_{c}': ap for c, ap in results['map_per_class'].items()})
@@ -151,7 +139,7 @@ def plot(rows, path):
 
 def write_summary(rows, out):
     """results.csv, results.json, results.md and results.png in ``out``."""
-    _write_json(os.path.join(out, 'results.json'), rows)
+    write_json(os.path.join(out, 'results.json'), rows)
     columns = list(OrderedDict((k, None) for values in rows for k in values))
     with atomic_path(os.path.join(out, 'results.csv')) as tmp:
         with open(tmp, 'w', newline='') as f:
@@ -187,7 +175,7 @@ def study(args):
             # its minutes were not recorded
             finished = os.path.exists(prefix + '_eval.json')
             minutes = None if finished else train(name, flags, args.out)
-            _write_json(prefix + '_study.json', {'flags': flags, 'minutes': minutes})
+            write_json(prefix + '_study.json', {'flags': flags, 'minutes': minutes})
         rows.append(row(name, settings, args.out))
         write_summary(rows, args.out)
     if rows:
