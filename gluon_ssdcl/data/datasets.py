@@ -22,6 +22,7 @@ from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform, SSDDef
 
 from ..distributed import ShardSampler
 from . import digits
+from .augment import random_crop_with_constraints
 from .cache import cache_nbytes, cache_targets, cached_loader
 from .check import (ERROR, Problem, annotation_path, box_problem, check_voc_folder, clip_boxes,
                     normalize_name, read_split, resolve_voc_root)
@@ -271,7 +272,7 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
             img, expand = timage.random_expand(img, fill=[m * 255 for m in self._mean])
             bbox = tbbox.translate(bbox, x_offset=expand[0], y_offset=expand[1])
         h, w, _ = img.shape
-        bbox, crop = experimental.bbox.random_crop_with_constraints(bbox, (w, h))
+        bbox, crop = random_crop_with_constraints(bbox, (w, h))
         return mx.image.fixed_crop(img, *crop), bbox
 
     @property

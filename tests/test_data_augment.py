@@ -1,0 +1,34 @@
+"""The crop with IoU constraints against GluonCV's, under the same seeds."""
+import random
+
+import numpy as np
+import pytest
+from gluoncv.data.transforms.experimental.bbox import \
+    random_crop_with_constraints as gluoncv_crop
+
+from gluon_ssdcl.data.augment import random_crop_with_constraints
+
+
+def boxes(rng, count, w, h):
+    x0, y0 = rng.uniform(0, w - 2, count), rng.uniform(0, h - 2, count)
+    x1, y1 = x0 + rng.uniform(1, w / 2, count), y0 + rng.uniform(1, h / 2, count)
+    labels = rng.randint(0, 10, count)
+    return np.stack([x0, y0, np.minimum(x1, w), np.minimum(y1, h), labels], axis=1)
+
+
+@pytest.mark.parametrize('count', [0, 1, 3, 12])
+def test_equal_to_gluoncv_with_the_same_seeds(count):
+    rng = np.random.RandomState(count)
+    for trial in range(40):
+        w, h = int(rng.randint(40, 700)), int(rng.randint(40, 700))
+        bbox = boxes(rng, count, w, h)
+        results, states = [], []
+        for crop in (gluoncv_crop, random_crop_with_constraints):
+            random.seed(trial)
+            np.random.seed(trial)
+            results.append(crop(bbox, (w, h)))
+            states.append((random.random(), np.random.uniform()))
+        (want_box, want_crop), (got_box, got_crop) = results
+        assert tuple(got_crop) == tuple(want_crop)
+        np.testing.assert_array_equal(got_box, want_box)
+        assert states[0] == states[1]  # both generators left where GluonCV leaves them
