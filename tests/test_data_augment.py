@@ -32,3 +32,36 @@ def test_equal_to_gluoncv_with_the_same_seeds(count):
         assert tuple(got_crop) == tuple(want_crop)
         np.testing.assert_array_equal(got_box, want_box)
         assert states[0] == states[1]  # both generators left where GluonCV leaves them
+
+
+@pytest.mark.parametrize('count', [0, 2])
+def test_expand_and_crop_equal_gluoncvs_expand_then_crop(count):
+    import mxnet as mx
+    from gluoncv.data.transforms import bbox as tbbox
+    from gluoncv.data.transforms import image as timage
+
+    from gluon_ssdcl.data.augment import expand_and_crop
+
+    fill = [0.485 * 255, 0.456 * 255, 0.406 * 255]
+    rng = np.random.RandomState(count)
+    expanded = 0
+    for trial in range(30):
+        w, h = int(rng.randint(20, 90)), int(rng.randint(20, 90))
+        img = mx.nd.array(rng.uniform(0, 255, (h, w, 3)))
+        bbox = boxes(rng, count, w, h)
+        random.seed(trial)
+        np.random.seed(trial)
+        want_img, want_box = img, bbox
+        if np.random.uniform(0, 1) > 0.5:  # SSDDefaultTrainTransform's steps
+            want_img, expand = timage.random_expand(img, fill=fill)
+            want_box = tbbox.translate(bbox, x_offset=expand[0], y_offset=expand[1])
+            expanded += 1
+        height, width, _ = want_img.shape
+        want_box, crop = gluoncv_crop(want_box, (width, height))
+        want_img = mx.image.fixed_crop(want_img, *crop)
+        random.seed(trial)
+        np.random.seed(trial)
+        got_img, got_box = expand_and_crop(img, bbox, fill)
+        np.testing.assert_array_equal(got_img.asnumpy(), want_img.asnumpy())
+        np.testing.assert_array_equal(got_box, want_box)
+    assert 5 < expanded < 25

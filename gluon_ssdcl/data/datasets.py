@@ -22,7 +22,7 @@ from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform, SSDDef
 
 from ..distributed import ShardSampler
 from . import digits
-from .augment import random_crop_with_constraints
+from .augment import expand_and_crop
 from .cache import cache_nbytes, cache_targets, cached_loader
 from .check import (ERROR, Problem, annotation_path, box_problem, check_voc_folder, clip_boxes,
                     normalize_name, read_split, resolve_voc_root)
@@ -268,12 +268,7 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
     def _distort_expand_crop(self, img: mx.nd.NDArray, bbox: np.ndarray):
         """GluonCV's colour distortion, random expansion and constrained random crop."""
         img = experimental.image.random_color_distort(img)
-        if np.random.uniform(0, 1) > 0.5:
-            img, expand = timage.random_expand(img, fill=[m * 255 for m in self._mean])
-            bbox = tbbox.translate(bbox, x_offset=expand[0], y_offset=expand[1])
-        h, w, _ = img.shape
-        bbox, crop = random_crop_with_constraints(bbox, (w, h))
-        return mx.image.fixed_crop(img, *crop), bbox
+        return expand_and_crop(img, bbox, fill=[m * 255 for m in self._mean])
 
     @property
     def num_anchors(self) -> int:
