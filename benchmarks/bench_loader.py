@@ -1,8 +1,10 @@
 """The augmented loader: its cost per image, and the training loop it feeds against the step.
 
-(a) Per image, in this process: decoding; decoding and GluonCV's SSD augmentation
-(``SSDTrainTransform``); and the whole loader path, targets made a batch at a time
-(``batchify``). (b) The training loop (softmax-center mode) fed by the augmented loader with
+(a) Per image, in this process, interleaved: decoding; GluonCV's ``SSDDefaultTrainTransform``
+(GluonCV's augmentation, targets image by image); decoding and our augmentation
+(``SSDTrainTransform``: GluonCV's steps, its expansion and crop from ``data.augment``); and our
+whole loader path, targets made a batch at a time (``batchify``); goal: ours at most half of
+GluonCV's. (b) The training loop (softmax-center mode) fed by the augmented loader with
 ``-j`` workers against the same step on held batches, interleaved; their ratio says how much
 of the step's speed the loader leaves.
 
@@ -11,10 +13,9 @@ of the step's speed the loader leaves.
 """
 import common  # noqa: F401  isort: skip  (first: it sets the threads before MXNet loads)
 import itertools
-import time
 
 import mxnet as mx
-import numpy as np
+from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
 
 from common import build, parser, time_rounds
 from gluon_ssdcl.cli_tools import contexts, nonnegative_int, program, run
@@ -25,29 +26,34 @@ from gluon_ssdcl.loss import Mode, MultiBoxCenterLoss
 from gluon_ssdcl.train import make_trainers, train_epoch
 
 
-def per_image_costs(dataset, transform, batch_size, count):
-    """Milliseconds per image of decoding, decoding + augmenting, and the loader's path."""
+def per_image_costs(dataset, transform, gluoncv_transform, batch_size, count, rounds):
+    """Milliseconds per image (medians of ``rounds`` interleaved rounds over ``count`` images):
+    decoding; GluonCV's ``SSDDefaultTrainTransform`` (its augmentation with flips, targets
+    image by image); decoding + our augmentation; and our loader's whole path."""
     def decode():
         for i in range(count):
             dataset[i][0].wait_to_read()
+        return count
 
     def augment():
         return [transform(*dataset[i]) for i in range(count)]
+
+    def gluoncv_path():
+        for i in range(count):
+            gluoncv_transform(*dataset[i])[1].wait_to_read()
+        return count
 
     def loader_path():
         items = augment()
         for start in range(0, count, batch_size):
             transform.batchify(items[start:start + batch_size])[1].wait_to_read()
+        return count
 
-    costs = {}
-    for name, fn in (('decode', decode), ('decode + augment', augment),
-                     ('decode + augment + targets', loader_path)):
-        np.random.seed(0)
-        start = time.perf_counter()
-        fn()
-        mx.nd.waitall()
-        costs[name] = (time.perf_counter() - start) / count * 1000
-    return costs
+    speeds = time_rounds({'decode': decode,
+                          "GluonCV's SSDDefaultTrainTransform": gluoncv_path,
+                          'decode + augment': lambda: len(augment()),
+                          'decode + augment + targets (ours)': loader_path}, rounds)
+    return {name: 1000 / speed for name, speed in speeds.items()}
 
 
 def benchmark(args):
@@ -59,8 +65,14 @@ def benchmark(args):
     transform = get_train_transform(size, size, anchors, batch_targets=True)
     count = min(len(train), args.batch_size * args.iters)
     print(f'loader, {args.model}, batch {args.batch_size}, augmented')
-    for name, ms in per_image_costs(train, transform, args.batch_size, count).items():
+    gluoncv_transform = SSDDefaultTrainTransform(size, size, anchors.as_in_context(mx.cpu()))
+    costs = per_image_costs(train, transform, gluoncv_transform, args.batch_size, count,
+                            args.rounds)
+    for name, ms in costs.items():
         print(f'  {name:<36} {ms:8.2f} ms/image')
+    ours, theirs = costs['decode + augment + targets (ours)'], costs[
+        "GluonCV's SSDDefaultTrainTransform"]
+    print(f'  ours / GluonCV\'s = {ours / theirs:.3f}  (goal <= 0.5)')
     loss_fn = MultiBoxCenterLoss(len(net.classes), net.embed_dim, Mode.SOFTMAX_CENTER)
     loss_fn.initialize(ctx=ctx)
     loss_fn.hybridize()

@@ -65,3 +65,34 @@ def test_expand_and_crop_equal_gluoncvs_expand_then_crop(count):
         np.testing.assert_array_equal(got_img.asnumpy(), want_img.asnumpy())
         np.testing.assert_array_equal(got_box, want_box)
     assert 5 < expanded < 25
+
+
+def test_the_augmented_transform_equals_gluoncvs_with_the_same_seeds():
+    """SSDTrainTransform with flips (GluonCV's steps, its expansion and crop from
+    data.augment) against GluonCV's SSDDefaultTrainTransform: the same images and targets."""
+    import mxnet as mx
+    from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
+
+    from gluon_ssdcl.data.datasets import get_train_transform
+
+    grid = (np.arange(8) + 0.5) / 8 * 64
+    cx, cy = np.meshgrid(grid, grid)
+    anchors = np.stack([cx.ravel(), cy.ravel(), np.full(64, 14.0), np.full(64, 20.0)], axis=1)
+    anchors = mx.nd.array(anchors[None])
+    ours = get_train_transform(64, 64, anchors, flip=True)
+    theirs = SSDDefaultTrainTransform(64, 64, anchors)
+    rng = np.random.RandomState(0)
+    positives = 0
+    for trial in range(12):
+        w, h = int(rng.randint(40, 120)), int(rng.randint(40, 120))
+        img = mx.nd.array(rng.randint(0, 256, (h, w, 3)), dtype='uint8')
+        label = boxes(rng, 1 + trial % 3, w, h)
+        outputs = []
+        for transform in (theirs, ours):
+            random.seed(trial)
+            np.random.seed(trial)
+            outputs.append([x.asnumpy() for x in transform(img, label)])
+        for want, got in zip(*outputs):
+            np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-4)
+        positives += int((outputs[1][1] > 0).sum())
+    assert positives > 0

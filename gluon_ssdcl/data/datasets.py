@@ -231,7 +231,9 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
 
     GluonCV's steps in GluonCV's order: random colour distortion, random expansion (p=0.5),
     random crop with IoU constraints, resize with a random interpolation, random horizontal
-    flip, normalisation, GluonCV's SSDTargetGenerator. An image without objects gets
+    flip, normalisation, GluonCV's SSDTargetGenerator. The expansion and crop are
+    :func:`~gluon_ssdcl.data.augment.expand_and_crop`: GluonCV's draws, boxes and pixels at a
+    fraction of the cost. An image without objects gets
     all-background targets (GluonCV's matcher fails on zero boxes).
 
     Parameters
