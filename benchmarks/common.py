@@ -1,9 +1,11 @@
 """Shared parts of the benchmarks: flags, real digit batches, interleaved timing, the report."""
+import csv
 import itertools
 import json
 import os
 import statistics
 import time
+from collections import OrderedDict
 
 os.environ.setdefault('TQDM_DISABLE', '1')  # the training loop's progress bars
 
@@ -128,3 +130,18 @@ def write_json(path, data):
     with atomic_path(path) as tmp:
         with open(tmp, 'w') as f:
             json.dump(data, f, indent=1)
+
+
+def write_rows(rows, table, out):
+    """A study's rows (dicts) as results.json and results.csv, and its Markdown ``table`` as
+    results.md, in the folder ``out``, each written atomically."""
+    write_json(os.path.join(out, 'results.json'), rows)
+    columns = list(OrderedDict((k, None) for values in rows for k in values))
+    with atomic_path(os.path.join(out, 'results.csv')) as tmp:
+        with open(tmp, 'w', newline='') as f:
+            writer = csv.DictWriter(f, columns)
+            writer.writeheader()
+            writer.writerows(rows)
+    with atomic_path(os.path.join(out, 'results.md')) as tmp:
+        with open(tmp, 'w') as f:
+            f.write(table)

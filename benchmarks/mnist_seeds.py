@@ -25,8 +25,8 @@ KEYS = ('softmax_acc', 'knn_acc', 'center_acc')
 
 def table(per_seed):
     """Markdown: one line per mode, mean ± std over the seeds, and the reference."""
-    lines = [f'| loss | class prediction | KNN (k=5) | nearest center | seeds | reference class '
-             f'prediction | reference KNN |', '|' + ' --- |' * 7]
+    lines = ['| loss | class prediction | KNN (k=5) | nearest center | seeds | reference class '
+             'prediction | reference KNN |', '|' + ' --- |' * 7]
     for mode, name in ROWS.items():
         cells = [mean_std([seed[mode][key] for seed in per_seed], 4) for key in KEYS]
         reference = ['–' if v is None else f'{v:.4f}' for v in PUBLISHED_ACCURACY[mode]]

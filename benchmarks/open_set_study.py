@@ -14,17 +14,15 @@ missing. Each run's stages run one after the other before the next run starts. A
 row per run) and ``results.md`` (mean ± std over seeds per mode). ``--fast`` runs a two-run grid
 on a tiny network in seconds (for the tests).
 """
-import csv
 import os
 import subprocess
 import sys
 import time
 from collections import OrderedDict
 
-from common import mean_std, read_json, write_json
+from common import mean_std, read_json, write_json, write_rows
 from gluon_ssdcl.cli_tools import OneLineErrorParser, UsageError, positive_int, program, run
 from gluon_ssdcl.data.digits import classes_flag
-from gluon_ssdcl.files import atomic_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, 'train_ssd_center.py')
@@ -118,20 +116,6 @@ def summary_table(rows):
     return '\n'.join(lines) + '\n'
 
 
-def write_summary(rows, out):
-    """results.csv, results.json and results.md in ``out``."""
-    write_json(os.path.join(out, 'results.json'), rows)
-    columns = list(OrderedDict((k, None) for values in rows for k in values))
-    with atomic_path(os.path.join(out, 'results.csv')) as tmp:
-        with open(tmp, 'w', newline='') as f:
-            writer = csv.DictWriter(f, columns)
-            writer.writeheader()
-            writer.writerows(rows)
-    with atomic_path(os.path.join(out, 'results.md')) as tmp:
-        with open(tmp, 'w') as f:
-            f.write(summary_table(rows))
-
-
 def study(args):
     """Run every missing stage of the grid, run by run (a run's evaluations right after its
     training, so that a grid stopped early leaves complete runs), rewriting the summary after
@@ -165,9 +149,10 @@ def study(args):
                 continue
             done = read_json(record) if os.path.exists(record) else {}
             write_json(record, {**done, stage: minutes})
-            write_summary([row(n, s, args.out) for n, (s, _) in grid.items()], args.out)
+            rows = [row(n, s, args.out) for n, (s, _) in grid.items()]
+            write_rows(rows, summary_table(rows), args.out)
     rows = [row(n, s, args.out) for n, (s, _) in grid.items()]
-    write_summary(rows, args.out)
+    write_rows(rows, summary_table(rows), args.out)
     print(summary_table(rows))
     if failed:
         print(f"error: failed: {', '.join(failed)} (see their _study.log)", file=sys.stderr)

@@ -13,7 +13,6 @@ run), ``results.md`` (mean ± std over seeds per setting) and ``results.png`` (m
 accuracy against λ, with error bars). ``--fast`` runs a two-run grid on a tiny network in
 seconds (for the tests).
 """
-import csv
 import os
 import statistics
 import subprocess
@@ -21,7 +20,7 @@ import sys
 import time
 from collections import OrderedDict
 
-from common import mean_std, read_json, write_json
+from common import mean_std, read_json, write_json, write_rows
 from gluon_ssdcl.cli_tools import (OneLineErrorParser, UsageError, positive_float, positive_int,
                                    program, run)
 from gluon_ssdcl.files import atomic_path
@@ -139,16 +138,7 @@ def plot(rows, path):
 
 def write_summary(rows, out):
     """results.csv, results.json, results.md and results.png in ``out``."""
-    write_json(os.path.join(out, 'results.json'), rows)
-    columns = list(OrderedDict((k, None) for values in rows for k in values))
-    with atomic_path(os.path.join(out, 'results.csv')) as tmp:
-        with open(tmp, 'w', newline='') as f:
-            writer = csv.DictWriter(f, columns)
-            writer.writeheader()
-            writer.writerows(rows)
-    with atomic_path(os.path.join(out, 'results.md')) as tmp:
-        with open(tmp, 'w') as f:
-            f.write(summary_table(rows))
+    write_rows(rows, summary_table(rows), out)
     plot(rows, os.path.join(out, 'results.png'))
 
 

@@ -30,8 +30,8 @@ from .cli_tools import (CommandError, OneLineErrorParser, add_checkpoint_flag, a
                         add_knn_flag, add_loader_flags, contexts, positive_int, program, run)
 from .data.datasets import get_dataset, get_val_loader
 from .files import atomic_path
-from .inference import (IOU_THRESH, build_gallery, collect_detections, collect_positives,
-                        detection_map, detections_map, net_anchors, positive_loader)
+from .inference import (IOU_THRESH, build_gallery, collect_positives, detection_map,
+                        detections_map, net_anchors, positive_loader, validation_detections)
 from .knn import knn_classifier, nearest_center_predict
 from .loss import Mode
 from .metrics import auroc, compactness, confusion_rates, rejected_at_recall
@@ -460,12 +460,8 @@ def _evaluate_open_set(args: argparse.Namespace) -> dict:
     _, val_dataset = get_dataset(dataset, args.dataset_root or meta.get('dataset_root'),
                                  classes=classes if dataset == 'custom' else None,
                                  skip_bad=args.skip_bad)
-    if args.max_images:
-        val_dataset = val_dataset.take(args.max_images)
-    size = model.net.base_size
-    images = collect_detections(model.net, get_val_loader(val_dataset, size, size,
-                                                          args.batch_size, args.num_workers),
-                                ctx, embeddings=True)
+    images = validation_detections(model.net, val_dataset, ctx, args.batch_size,
+                                   args.num_workers, args.max_images)
     return open_set_evaluation(images, bank, classes, unknown, args.knn_k)
 
 

@@ -15,12 +15,12 @@ from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from .data.datasets import get_train_transform
+from .data.datasets import get_train_transform, get_val_loader
 from .knn import sample_gallery
 
 __all__ = ['NMS_THRESH', 'NMS_TOPK', 'POST_NMS', 'IOU_THRESH', 'net_anchors', 'positive_loader',
            'collect_positives', 'build_gallery', 'ImageDetections', 'collect_detections',
-           'detections_map', 'detection_map']
+           'validation_detections', 'detections_map', 'detection_map']
 
 NMS_THRESH = 0.45  # GluonCV's train_ssd.py validate()
 NMS_TOPK = 400
@@ -214,6 +214,35 @@ def collect_detections(net, val_loader, ctx: Sequence[mx.Context], embeddings: b
         if net.infer_embeddings != infer_embeddings:
             net.set_embeddings(infer=infer_embeddings)
     return images
+
+
+def validation_detections(net, val_dataset, ctx: Sequence[mx.Context], batch_size: int,
+                          num_workers: int = 0, max_images: Optional[int] = None
+                          ) -> List[ImageDetections]:
+    """Every validation image's detections with their embeddings (:func:`collect_detections`
+    over the validation loader of ``val_dataset`` at the net's ``base_size``).
+
+    Parameters
+    ----------
+    net : SSDCenter
+    val_dataset : Dataset
+        Items ``(image (H, W, 3) uint8, label (M, 6))``.
+    ctx : list of mx.Context
+    batch_size, num_workers : int
+        Loader settings.
+    max_images : int, optional
+        Only the first this many images (all by default).
+
+    Returns
+    -------
+    list of ImageDetections
+        One per image, in order, each with its (K, D) embeddings.
+    """
+    if max_images:
+        val_dataset = val_dataset.take(max_images)
+    size = net.base_size
+    loader = get_val_loader(val_dataset, size, size, batch_size, num_workers)
+    return collect_detections(net, loader, ctx, embeddings=True)
 
 
 def detections_map(images: Sequence[ImageDetections], classes: Sequence[str],

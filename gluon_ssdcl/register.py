@@ -28,10 +28,10 @@ from .checkpoint import load_model
 from .cli_tools import (CommandError, OneLineErrorParser, add_checkpoint_flag, add_gpus_flag,
                         add_knn_flag, add_loader_flags, contexts, positive_int, program, run)
 from .data.check import check_image
-from .data.datasets import get_dataset, get_val_loader
+from .data.datasets import get_dataset
 from .data.digits import classes_flag, ensure_digits
 from .evaluate import save_results
-from .inference import collect_detections, detections_map
+from .inference import detections_map, validation_detections
 from .openset import (assign, bank_path, checkpoint_bank, register_class, registration_index,
                       save_bank, unknown_scores)
 
@@ -316,12 +316,8 @@ def _evaluate(args) -> int:
                               progress=False)
     example_dataset, _ = get_dataset('digits', full_root)
     _, val_dataset = get_dataset('digits', meta['dataset_root'])
-    if args.max_images:
-        val_dataset = val_dataset.take(args.max_images)
-    size = model.net.base_size
-    images = collect_detections(model.net, get_val_loader(val_dataset, size, size,
-                                                          args.batch_size, args.num_workers),
-                                ctx, embeddings=True)
+    images = validation_detections(model.net, val_dataset, ctx, args.batch_size,
+                                   args.num_workers, args.max_images)
     results = few_shot_evaluation(model, bank, example_dataset, images, args.classes,
                                   args.shots, ctx, args.draws, meta.get('seed', 0), args.knn_k,
                                   args.batch_size)
