@@ -328,7 +328,9 @@ def _train(args, ctx, workers=None):
     shard = (workers.rank, workers.size) if workers else (0, 1)
     train_loader, val_loader = get_dataloader(train_ds, val_ds, args.data_shape, args.data_shape,
                                               anchors, args.batch_size, args.num_workers,
-                                              augment=args.augment, shard=shard)
+                                              augment=args.augment, shard=shard,
+                                              targets_ctx=ctx[0] if ctx[0].device_type == 'gpu'
+                                              else None)
     loss_fn = MultiBoxCenterLoss(len(classes), args.embed_dim, args.mode, args.lmbd,
                                  sum_counts=workers.sum if workers else None)
     loss_fn.initialize(ctx=ctx)

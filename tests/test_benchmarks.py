@@ -48,9 +48,11 @@ def test_bench_loader_prints_costs_and_the_loop_ratio(digits_root):
          '-j', '0', '--dataset-root', digits_root], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert len(re.findall(r'^  .+? +[0-9.]+ ms/image$', proc.stdout, re.M)) == 4
-    assert len(re.findall(r'^  .+? +[0-9.]+ img/s$', proc.stdout, re.M)) == 2
-    assert re.search(r'^  augmented loop / step alone = [0-9.]+$', proc.stdout, re.M)
-    assert re.search(r"^  ours / GluonCV's = [0-9.]+  \(goal <= 0.5\)$", proc.stdout, re.M)
+    assert len(re.findall(r'^  .+? +[0-9.]+ img/s$', proc.stdout, re.M)) == 3
+    assert len(re.findall(r'^  augmented loop / step alone, targets .+ = [0-9.]+$', proc.stdout,
+                          re.M)) == 2
+    assert len(re.findall(r"^  a worker's cost, targets .+: ours / GluonCV's = [0-9.]+  "
+                          r"\(goal <= 0.5\)$", proc.stdout, re.M)) == 2
 
 
 def test_benchmarks_refuse_an_unknown_model_in_one_line():

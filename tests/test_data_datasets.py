@@ -196,6 +196,33 @@ def test_loader_batches(custom):
                                rtol=1e-5)
 
 
+def test_targets_made_in_the_training_process_equal_the_workers(custom):
+    """get_dataloader(targets_ctx=...): the workers stack and pad, DeviceTargets makes the
+    targets a batch at a time on that context; the same batches as targets made in the
+    workers, under the same seeds (augmented, so nothing is cached)."""
+    import random
+
+    from gluon_ssdcl.data.datasets import DeviceTargets
+    train, val = get_dataset('custom', custom)
+    anchors = anchors_64()
+    runs = []
+    for targets_ctx in (None, mx.cpu()):
+        loader, _ = get_dataloader(train, val, 64, 64, anchors, batch_size=1, augment=True,
+                                   targets_ctx=targets_ctx)
+        assert isinstance(loader, DeviceTargets) == (targets_ctx is not None)
+        assert len(loader) == 2
+        random.seed(3)
+        np.random.seed(3)
+        runs.append([[part.asnumpy() for part in batch] for batch in loader])
+    positives = 0
+    for want, got in zip(*runs):
+        assert [part.shape for part in got] == [part.shape for part in want]
+        for w, g in zip(want, got):
+            np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-6)
+        positives += int((got[1] > 0).sum())
+    assert positives > 0
+
+
 def test_flips_are_off_by_default(custom, monkeypatch):
     calls = []
     real_flip = timage.random_flip

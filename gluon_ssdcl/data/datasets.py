@@ -28,8 +28,8 @@ from .check import (ERROR, Problem, annotation_path, box_problem, check_voc_fold
                     normalize_name, read_split, resolve_voc_root)
 
 __all__ = ['BadDatasetError', 'VOCLayoutDetection', 'SSDTrainTransform', 'get_dataset',
-           'read_class_names', 'get_train_transform', 'get_val_transform', 'get_dataloader',
-           'get_val_loader']
+           'read_class_names', 'get_train_transform', 'get_val_transform', 'DeviceTargets',
+           'get_dataloader', 'get_val_loader']
 
 logger = logging.getLogger(__name__)
 
@@ -319,21 +319,49 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
         return img, cls_targets[0], box_targets[0]
 
 
-    def batchify(self, items: Sequence[Tuple[mx.nd.NDArray, np.ndarray]]):
-        """Stack the images of ``(image, label (M, 5+))`` items and make their targets in one
-        call of GluonCV's SSDTargetGenerator (labels padded with rows of -1, which match no
-        anchor): ``(images (B, ...), cls_targets (B, N), box_targets (B, N, 4))``, the targets
-        equal to :meth:`__call__`'s image by image."""
+    def stack(self, items: Sequence[Tuple[mx.nd.NDArray, np.ndarray]]):
+        """Stack the images of ``(image, label (M, 5+))`` items and pad their labels with rows of
+        -1 (which match no anchor): ``(images (B, ...), labels (B, M', 5))``."""
         images, labels = zip(*items)
         labels = Pad(pad_val=-1)([label[:, :5] if len(label) else np.full((1, 5), -1, np.float32)
                                   for label in labels])
+        return Stack()(images), labels
+
+    def targets(self, labels: mx.nd.NDArray):
+        """The targets of a batch of padded labels (:meth:`stack`) in one call of GluonCV's
+        SSDTargetGenerator, on the labels' context: ``cls_targets (B, N), box_targets (B, N, 4)``,
+        equal to :meth:`__call__`'s image by image."""
         cls_targets, box_targets, _ = self._target_generator(
-            self._anchors, None, labels.slice_axis(axis=-1, begin=0, end=4),
-            labels.slice_axis(axis=-1, begin=4, end=5))
+            self._anchors.as_in_context(labels.context), None,
+            labels.slice_axis(axis=-1, begin=0, end=4), labels.slice_axis(axis=-1, begin=4, end=5))
         # an image of padding alone gets infinite offsets from the encoder: 0, as image by image
         positive = mx.nd.broadcast_like((cls_targets > 0).expand_dims(-1), box_targets)
-        box_targets = mx.nd.where(positive, box_targets, mx.nd.zeros_like(box_targets))
-        return Stack()(images), cls_targets, box_targets
+        return cls_targets, mx.nd.where(positive, box_targets, mx.nd.zeros_like(box_targets))
+
+    def batchify(self, items: Sequence[Tuple[mx.nd.NDArray, np.ndarray]]):
+        """:meth:`stack` then :meth:`targets`: ``(images (B, ...), cls_targets (B, N),
+        box_targets (B, N, 4))``."""
+        images, labels = self.stack(items)
+        return (images, *self.targets(labels))
+
+
+class DeviceTargets:
+    """A loader of ``(images, padded labels)`` batches (:meth:`SSDTrainTransform.stack`) whose
+    targets are made in this process, a batch at a time on ``ctx`` (GluonCV's
+    SSDTargetGenerator, as GluonCV's DALI path makes them on the GPU): its workers only decode
+    and augment. Yields ``(images (B, 3, H, W), cls_targets (B, N), box_targets (B, N, 4))``,
+    the targets on ``ctx``.
+    """
+
+    def __init__(self, loader, transform: 'SSDTrainTransform', ctx: mx.Context):
+        self.loader, self.transform, self.ctx = loader, transform, ctx
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        for images, labels in self.loader:
+            yield (images, *self.transform.targets(labels.as_in_context(self.ctx)))
 
 
 def get_train_transform(width: int, height: int, anchors, flip: bool = False,
@@ -385,9 +413,11 @@ def _batchify_val(items: Sequence[Tuple[mx.nd.NDArray, np.ndarray]]):
 
 def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors, batch_size: int,
                    num_workers: int = 0, flip: bool = False, augment: bool = True,
-                   max_cache_bytes: int = 4 * 2**30, shard: Tuple[int, int] = (0, 1)
+                   max_cache_bytes: int = 4 * 2**30, shard: Tuple[int, int] = (0, 1),
+                   targets_ctx: Optional[mx.Context] = None
                    ) -> Tuple[mx.gluon.data.DataLoader, mx.gluon.data.DataLoader]:
-    """Training and validation loaders as in GluonCV's train_ssd.py, targets made in the workers.
+    """Training and validation loaders as in GluonCV's train_ssd.py, targets made in the workers
+    (or, with ``targets_ctx``, in this process on that device).
 
     Without augmentation the training images and targets do not change between epochs: they are
     computed once and held in memory (:mod:`gluon_ssdcl.data.cache`) when that takes at most
@@ -414,6 +444,10 @@ def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors,
         ``(rank, workers)`` of a distributed job's worker: its training loader yields its part
         of each global batch of ``workers * batch_size``
         (:class:`~gluon_ssdcl.distributed.ShardSampler`); (0, 1) in one process.
+    targets_ctx : mx.Context, optional
+        Make the training targets in this process on this device (:class:`DeviceTargets`,
+        e.g. the training GPU), the workers only decoding and augmenting, unless they are
+        held in memory; by default the workers make them.
 
     Returns
     -------
@@ -444,7 +478,10 @@ def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors,
         train_loader = mx.gluon.data.DataLoader(
             train_dataset.transform(train_transform),
             batch_sampler=ShardSampler(len(train_dataset), batch_size, *shard),
-            batchify_fn=train_transform.batchify, num_workers=num_workers)
+            batchify_fn=train_transform.batchify if targets_ctx is None else train_transform.stack,
+            num_workers=num_workers)
+        if targets_ctx is not None:
+            train_loader = DeviceTargets(train_loader, train_transform, targets_ctx)
     return train_loader, get_val_loader(val_dataset, width, height, batch_size, num_workers)
 
 
