@@ -2,7 +2,7 @@
 center-only second stages, summarised as mean ± std over seeds.
 
     python benchmarks/study_center_loss.py [--out runs/study] [--seeds 0,1,2] [--lmbd 0.1,1,10]
-        [--stage2-lr 0.004,0.01] [--fast] [--dry-run] [--runs NAME,...]
+        [--stage2-lr 0.001,0.004] [--fast] [--dry-run] [--runs NAME,...]
 
 Each run is ``train_ssd_center.py`` in a child process with ``--save-prefix <out>/<run>``; its
 ``<run>_eval.json`` (written by the command at its end) marks it done, so a second call skips
@@ -188,7 +188,7 @@ def main(argv=None):
     p.add_argument('--lmbd', type=_numbers(positive_float), default=[1.0, 0.1, 10.0],
                    help='λ of the softmax+center runs; second stages start from the first')
     p.add_argument('--alpha', type=positive_float, default=0.5)
-    p.add_argument('--stage2-lr', type=_numbers(positive_float), default=[0.004, 0.01],
+    p.add_argument('--stage2-lr', type=_numbers(positive_float), default=[0.001, 0.004],
                    help="center-only stages' learning rates ('' for none)")
     p.add_argument('--stage2-epochs', type=positive_int, default=3)
     p.add_argument('--fast', action='store_true',

@@ -76,7 +76,7 @@ def _add_schedule_flags(p):
     p.add_argument('--epochs', type=positive_int, default=7,
                    help='default: 7; 3 with --center-only')
     p.add_argument('--lr', type=positive_float, default=0.04,
-                   help='peak learning rate (default: 0.04; 0.004 with --center-only)')
+                   help='peak learning rate (default: 0.04; 0.001 with --center-only)')
     p.add_argument('--lr-mode', choices=('cosine', 'step'), default='cosine')
     p.add_argument('--lr-decay', type=float, default=0.1, help='step mode: decay factor')
     p.add_argument('--lr-decay-epoch', default='', help="step mode: epochs, e.g. '160,200'")
@@ -146,7 +146,7 @@ def _model_name(args):
 
 
 # the center-only stage fine-tunes a softmax-center run: its defaults where the flag is not given
-CENTER_ONLY_DEFAULTS = {'epochs': 3, 'lr': 0.004, 'warmup_iters': 0}
+CENTER_ONLY_DEFAULTS = {'epochs': 3, 'lr': 0.001, 'warmup_iters': 0}
 
 # flags a resumed run takes from its checkpoint (the others, e.g. --gpus, -j, may change)
 RESUMED_FLAGS = ('network', 'data_shape', 'batch_size', 'dataset', 'dataset_root', 'classes',

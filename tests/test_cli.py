@@ -54,7 +54,7 @@ def test_defaults_are_the_mission_run():
     assert (args.epochs, args.digits_train, args.digits_val, args.batch_size) == (7, 4000, 500, 16)
     assert (args.lr, args.lr_mode, args.warmup_iters) == (0.04, 'cosine', 100)
     center_only = parse_args(['--center-only'])  # the second stage fine-tunes
-    assert (center_only.epochs, center_only.lr, center_only.warmup_iters) == (3, 0.004, 0)
+    assert (center_only.epochs, center_only.lr, center_only.warmup_iters) == (3, 0.001, 0)
     given = parse_args(['--center-only', '--lr', '0.01', '--epochs', '5'])
     assert (given.epochs, given.lr, given.warmup_iters) == (5, 0.01, 0)
     features = get_model(args.model).features
