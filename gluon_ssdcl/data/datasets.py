@@ -233,8 +233,8 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
     random crop with IoU constraints, resize with a random interpolation, random horizontal
     flip, normalisation, GluonCV's SSDTargetGenerator. The expansion and crop are
     :func:`~gluon_ssdcl.data.augment.expand_and_crop`: GluonCV's draws, boxes and pixels at a
-    fraction of the cost. An image without objects gets
-    all-background targets (GluonCV's matcher fails on zero boxes).
+    fraction of the cost. An image without objects gets all-background targets (GluonCV's
+    matcher fails on zero boxes).
 
     Parameters
     ----------
@@ -317,7 +317,6 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
         cls_targets, box_targets, _ = self._target_generator(
             self._anchors, None, mx.nd.array(bbox[None, :, :4]), mx.nd.array(bbox[None, :, 4:5]))
         return img, cls_targets[0], box_targets[0]
-
 
     def stack(self, items: Sequence[Tuple[mx.nd.NDArray, np.ndarray]]):
         """Stack the images of ``(image, label (M, 5+))`` items and pad their labels with rows of
