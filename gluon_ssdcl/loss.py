@@ -70,14 +70,16 @@ class _MultiBoxTerms(gluon.HybridBlock):
 
     Inputs: cls_pred (B,N,C+1), box_pred (B,N,4), cls_target (B,N), box_target (B,N,4),
     inv_num_pos (1,) = 1 / max(1, positives in the whole mini-batch).
-    Outputs: cls_loss (B,) over positives and hard negatives, objectness_loss (B,) over the same
-    anchors (object of any class against background), box_loss (B,).
+    Outputs: cls_loss (B,) over positives and hard negatives, box_loss (B,), and with
+    ``objectness`` (center mode) objectness_loss (B,) over the same anchors as cls_loss (object
+    of any class against background).
     """
 
-    def __init__(self, negative_mining_ratio=3, rho=1.0, **kwargs):
+    def __init__(self, negative_mining_ratio=3, rho=1.0, objectness=False, **kwargs):
         super().__init__(**kwargs)
         self._negative_mining_ratio = max(0, negative_mining_ratio)
         self._rho = rho
+        self._objectness = objectness
 
     # pylint: disable=arguments-differ
     def hybrid_forward(self, F, cls_pred, box_pred, cls_target, box_target, inv_num_pos):
@@ -88,20 +90,22 @@ class _MultiBoxTerms(gluon.HybridBlock):
         num_neg = F.sum(pos, axis=1) * self._negative_mining_ratio
         hard_negative = F.broadcast_lesser(rank, num_neg.expand_dims(-1))
         selected = (pos + hard_negative) > 0
-        # -log(1 - p_0) = -logsumexp over the object classes of the log-probabilities
-        objects = F.slice_axis(log_p, axis=-1, begin=1, end=None)
-        top = F.max(objects, axis=-1)
-        object_loss = -(top + F.log(F.sum(F.exp(F.broadcast_sub(objects, top.expand_dims(-1))),
-                                          axis=-1)))
-        objectness_loss = F.where(selected, F.where(pos, object_loss, cls_loss),
-                                  F.zeros_like(cls_loss))
-        cls_loss = F.where(selected, cls_loss, F.zeros_like(cls_loss))
         box_loss = F.abs(box_pred - box_target)
         box_loss = F.where(box_loss > self._rho, box_loss - 0.5 * self._rho,
                            (0.5 / self._rho) * F.square(box_loss))
-        box_loss = F.broadcast_mul(box_loss, pos.expand_dims(axis=-1))
+        losses = [F.where(selected, cls_loss, F.zeros_like(cls_loss)),
+                  F.broadcast_mul(box_loss, pos.expand_dims(axis=-1))]
+        if self._objectness:
+            # -log(1 - p_0) = -logsumexp over the object classes of the log-probabilities
+            objects = F.slice_axis(log_p, axis=-1, begin=1, end=None)
+            top = F.max(objects, axis=-1)
+            object_loss = -(top + F.log(F.sum(F.exp(F.broadcast_sub(objects,
+                                                                    top.expand_dims(-1))),
+                                              axis=-1)))
+            losses.append(F.where(selected, F.where(pos, object_loss, cls_loss),
+                                  F.zeros_like(cls_loss)))
         return tuple(F.broadcast_mul(F.sum(loss, axis=0, exclude=True), inv_num_pos)
-                     for loss in (cls_loss, objectness_loss, box_loss))
+                     for loss in losses)
 
 
 def _as_list(x):
@@ -158,7 +162,8 @@ class MultiBoxCenterLoss(gluon.Block):
         self.lmbd = lmbd
         self.num_classes = num_classes
         with self.name_scope():
-            self.multibox = _MultiBoxTerms(negative_mining_ratio, rho)
+            self.multibox = _MultiBoxTerms(negative_mining_ratio, rho,
+                                           objectness=not self.mode.trains_class_head)
             self.center_loss = CenterLoss(num_classes, embed_dim)
 
     def hybridize(self, active=True, **kwargs):
@@ -172,7 +177,8 @@ class MultiBoxCenterLoss(gluon.Block):
             _as_list(x) for x in (cls_pred, box_pred, cls_target, box_target)]
         num_pos = self.sum_counts('num_pos', [(ct > 0).sum() for ct in cls_target])
         inv_num_pos = [1.0 / nd.maximum(n, 1.0) for n in num_pos]
-        cls_losses, objectness_losses, box_losses = zip(*[
+        # (cls, box[, objectness]) per device
+        cls_losses, box_losses, *objectness_losses = zip(*[
             self.multibox(*inputs)
             for inputs in zip(cls_pred, box_pred, cls_target, box_target, inv_num_pos)])
         if not self.mode.uses_center:
@@ -194,5 +200,5 @@ class MultiBoxCenterLoss(gluon.Block):
                                                     inv_num_pos)]
         totals = [b + c for b, c in zip(box_losses, center_losses)]
         totals = [t + c for t, c in zip(totals, cls_losses if self.mode.trains_class_head
-                                        else objectness_losses)]
+                                        else objectness_losses[0])]
         return LossTerms(totals, list(cls_losses), list(box_losses), center_losses, num_pos)
