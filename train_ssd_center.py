@@ -1,6 +1,5 @@
-"""Train an SSD detector with a center-loss embedding head (see README.md)."""
-from gluon_ssdcl.cli import main
-from gluon_ssdcl.cli_tools import program
+"""Train an SSD detector with a center-loss embedding head: the same as ``gluon-ssdcl train``."""
+from gluon_ssdcl.commands import run_command
 
 if __name__ == '__main__':
-    program(main)
+    run_command('train')

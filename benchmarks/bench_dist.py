@@ -20,16 +20,18 @@ import tempfile
 import time
 
 import mxnet as mx
+from common import parser as common_parser
+from common import time_rounds
 from mxnet import gluon
 
-from common import build, digit_batches, time_rounds
-from common import parser as common_parser
-from gluon_ssdcl.cli_tools import CommandError, contexts, positive_int, program, run
-from gluon_ssdcl.cpus import available_cpus
-from gluon_ssdcl.distributed import Workers, run_worker
-from gluon_ssdcl.inference import positive_loader
-from gluon_ssdcl.loss import Mode, MultiBoxCenterLoss
-from gluon_ssdcl.train import make_trainers, train_epoch
+from common import build, digit_batches
+from gluon_ssdcl.commands.common import CommandError, contexts, positive_int, program, run
+from gluon_ssdcl.commands.train import run_worker
+from gluon_ssdcl.engine.distributed import Workers
+from gluon_ssdcl.engine.train import make_trainers, train_epoch
+from gluon_ssdcl.evaluation.inference import positive_loader
+from gluon_ssdcl.losses.multibox import Mode, MultiBoxCenterLoss
+from gluon_ssdcl.utils.cpus import available_cpus
 
 WORKERS = 2
 MODE = Mode.SOFTMAX_CENTER

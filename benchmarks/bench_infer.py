@@ -15,9 +15,9 @@ import mxnet as mx
 from mxnet import autograd
 
 from common import build, compare, digit_batches, gluoncv_twin, parser
-from gluon_ssdcl.checkpoint import load_checkpoint, restore
-from gluon_ssdcl.cli_tools import contexts, program, run
+from gluon_ssdcl.commands.common import contexts, program, run
 from gluon_ssdcl.data.datasets import get_val_transform
+from gluon_ssdcl.engine.checkpoint import load_checkpoint, restore
 
 
 def variant(net, batches, ctx, embeddings=None):

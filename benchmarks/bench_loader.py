@@ -22,12 +22,12 @@ import mxnet as mx
 from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform
 
 from common import build, parser, time_rounds
-from gluon_ssdcl.cli_tools import contexts, nonnegative_int, program, run
+from gluon_ssdcl.commands.common import contexts, nonnegative_int, program, run
 from gluon_ssdcl.data.datasets import get_dataloader, get_dataset, get_train_transform
-from gluon_ssdcl.data.digits import ensure_digits
-from gluon_ssdcl.inference import net_anchors
-from gluon_ssdcl.loss import Mode, MultiBoxCenterLoss
-from gluon_ssdcl.train import make_trainers, train_epoch
+from gluon_ssdcl.data.digitset import ensure_digits
+from gluon_ssdcl.engine.train import make_trainers, train_epoch
+from gluon_ssdcl.evaluation.inference import net_anchors
+from gluon_ssdcl.losses.multibox import Mode, MultiBoxCenterLoss
 
 
 def per_image_costs(dataset, transform, gluoncv_transform, batch_size, count, rounds):

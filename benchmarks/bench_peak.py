@@ -17,12 +17,12 @@ import json
 from math import prod
 
 import mxnet as mx
-
 from bench_train import gluoncv_variant, our_variant
+
 from common import build, digit_batches, gluoncv_twin, parser, time_rounds
-from gluon_ssdcl.cli_tools import contexts, positive_int, program, run
-from gluon_ssdcl.inference import positive_loader
-from gluon_ssdcl.loss import Mode
+from gluon_ssdcl.commands.common import contexts, positive_int, program, run
+from gluon_ssdcl.evaluation.inference import positive_loader
+from gluon_ssdcl.losses.multibox import Mode
 
 BACKWARD_FACTOR = 3  # forward + backward (gradients of the inputs and of the weights)
 

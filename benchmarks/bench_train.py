@@ -12,10 +12,10 @@ from gluoncv.loss import SSDMultiBoxLoss
 from mxnet import autograd, gluon
 
 from common import build, compare, digit_batches, gluoncv_twin, parser
-from gluon_ssdcl.cli_tools import contexts, program, run
-from gluon_ssdcl.inference import positive_loader
-from gluon_ssdcl.loss import Mode, MultiBoxCenterLoss
-from gluon_ssdcl.train import make_trainers, train_epoch
+from gluon_ssdcl.commands.common import contexts, program, run
+from gluon_ssdcl.engine.train import make_trainers, train_epoch
+from gluon_ssdcl.evaluation.inference import positive_loader
+from gluon_ssdcl.losses.multibox import Mode, MultiBoxCenterLoss
 
 SGD = {'learning_rate': 1e-4, 'momentum': 0.9, 'wd': 5e-4}
 

@@ -16,10 +16,11 @@ from gluon_ssdcl import get_model, initialize_params, list_models  # noqa: E402 
 import gluoncv  # noqa: E402
 import mxnet as mx  # noqa: E402
 
-from gluon_ssdcl.cli_tools import OneLineErrorParser, add_gpus_flag, positive_int  # noqa: E402
+from gluon_ssdcl.commands.common import (OneLineErrorParser, add_gpus_flag,  # noqa: E402
+                                         positive_int)
 from gluon_ssdcl.data.datasets import get_dataset  # noqa: E402
-from gluon_ssdcl.data.digits import ensure_digits  # noqa: E402
-from gluon_ssdcl.files import atomic_path  # noqa: E402
+from gluon_ssdcl.data.digitset import ensure_digits  # noqa: E402
+from gluon_ssdcl.utils.files import atomic_path  # noqa: E402
 
 
 def parser(prog, description, model='ssd_256_small_center_digits', batch_size=16, iters=20):

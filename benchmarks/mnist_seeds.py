@@ -13,10 +13,11 @@ top and test below, as the notebook draws them). ``--fast`` shrinks everything t
 import json
 import os
 
+
 from common import mean_std
-from gluon_ssdcl.cli_tools import OneLineErrorParser, program, run
-from gluon_ssdcl.files import atomic_path
-from gluon_ssdcl.lenet import PUBLISHED_ACCURACY, load_mnist, three_modes
+from gluon_ssdcl.commands.common import OneLineErrorParser, program, run
+from gluon_ssdcl.experiments.lenet import PUBLISHED_ACCURACY, load_mnist, three_modes
+from gluon_ssdcl.utils.files import atomic_path
 
 ROWS = {'softmax': 'softmax', 'softmax-center': 'softmax + center loss',
         'center': 'center loss (2nd stage)'}
@@ -38,6 +39,7 @@ def table(per_seed):
 def plot(results, test_labels, train_labels, path):
     """The 2-D features of one seed: train (top) and test (bottom) per mode, centers crossed."""
     from matplotlib.figure import Figure  # pylint: disable=import-outside-toplevel
+
     from gluon_ssdcl.viz import plot_embeddings  # pylint: disable=import-outside-toplevel
     fig = Figure(figsize=(13, 8.5))
     axes = fig.subplots(2, 3)

@@ -20,9 +20,10 @@ import sys
 import time
 from collections import OrderedDict
 
+
 from common import mean_std, read_json, write_json, write_rows
-from gluon_ssdcl.cli_tools import OneLineErrorParser, UsageError, positive_int, program, run
-from gluon_ssdcl.data.digits import classes_flag
+from gluon_ssdcl.commands.common import (OneLineErrorParser, UsageError, classes_flag, positive_int,
+                                         program, run)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, 'train_ssd_center.py')

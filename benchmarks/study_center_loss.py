@@ -20,10 +20,11 @@ import sys
 import time
 from collections import OrderedDict
 
+
 from common import mean_std, read_json, write_json, write_rows
-from gluon_ssdcl.cli_tools import (OneLineErrorParser, UsageError, positive_float, positive_int,
-                                   program, run)
-from gluon_ssdcl.files import atomic_path
+from gluon_ssdcl.commands.common import (OneLineErrorParser, UsageError, positive_float,
+                                         positive_int, program, run)
+from gluon_ssdcl.utils.files import atomic_path
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, 'train_ssd_center.py')

@@ -18,9 +18,9 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from PIL import Image
 
-from .files import atomic_path
-from .inference import collect_positives
-from .knn import as_numpy
+from .evaluation.inference import collect_positives
+from .utils.arrays import as_numpy
+from .utils.files import atomic_path
 
 __all__ = ['plot_embeddings', 'plot_detections', 'plot_history', 'save_animation',
            'plot_feature_epoch', 'pca_2d', 'FeatureMapRecorder']

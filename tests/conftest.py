@@ -1,6 +1,6 @@
 import os
 
-from gluon_ssdcl.cpus import available_cpus  # imports nothing heavy: MXNet is not loaded yet
+from gluon_ssdcl.utils.cpus import available_cpus  # imports nothing heavy: MXNet is not loaded yet
 
 # MXNet uses half the cores when OMP_NUM_THREADS is unset; must be set before importing it.
 os.environ.setdefault('OMP_NUM_THREADS', str(available_cpus()))

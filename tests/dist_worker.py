@@ -22,9 +22,10 @@ MODES = ('softmax', 'softmax-center', 'center')
 def toy_run(mode, ctx, batch_size, shard=(0, 1), workers=None):
     """A tiny net (seeded), its loss and the training loader of ``STEP_IMAGES`` toy images."""
     from test_train import toy_dataset
+
     from gluon_ssdcl import MultiBoxCenterLoss, get_model, initialize_params
     from gluon_ssdcl.data.datasets import get_dataloader
-    from gluon_ssdcl.train import set_seed
+    from gluon_ssdcl.engine.train import set_seed
     set_seed(0)
     net = get_model('ssd_64_tiny_center_custom', classes=['a', 'b', 'c'], embed_dim=2)
     initialize_params(net, ctx)
@@ -38,7 +39,8 @@ def toy_run(mode, ctx, batch_size, shard=(0, 1), workers=None):
 
 
 def step_config(mode, prefix):
-    from gluon_ssdcl.train import TrainConfig
+    from gluon_ssdcl.engine.train import TrainConfig
+
     # a constant rate: the only update of a one-step cosine schedule would have rate 0
     return TrainConfig(mode=mode, epochs=1, lr=0.1, lr_mode='step', warmup_iters=0,
                        save_prefix=prefix,
@@ -61,8 +63,8 @@ def save(path, arrays):
 
 def step(out):
     """One ``fit`` of one step in each of ``MODES``, in one job."""
-    from gluon_ssdcl.distributed import Workers
-    from gluon_ssdcl.train import fit
+    from gluon_ssdcl.engine.distributed import Workers
+    from gluon_ssdcl.engine.train import fit
     workers = Workers('dist_sync')
     for mode in MODES:
         net, loss_fn, loader = toy_run(mode, [mx.cpu()], STEP_IMAGES // workers.size,
@@ -76,7 +78,7 @@ def step(out):
 
 def cli(out, argv):
     """``cli.main(argv)``, keeping what ``fit`` trained: rank 0 alone saves it to files."""
-    from gluon_ssdcl import cli as train_cli
+    from gluon_ssdcl.commands import train as train_cli
     trained = {}
     fit = train_cli.fit
 
@@ -90,7 +92,7 @@ def cli(out, argv):
 
 
 def wait():
-    from gluon_ssdcl.distributed import Workers
+    from gluon_ssdcl.engine.distributed import Workers
     workers = Workers('dist_sync')
     print(f'worker {workers.rank} summing', flush=True)
     while True:
@@ -98,7 +100,7 @@ def wait():
 
 
 if __name__ == '__main__':
-    from gluon_ssdcl.distributed import run_worker
+    from gluon_ssdcl.commands.train import run_worker
     sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
     if sys.argv[1] == 'step':
         sys.exit(run_worker(lambda: step(sys.argv[2])))

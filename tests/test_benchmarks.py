@@ -11,7 +11,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 @pytest.fixture(scope='module')
 def digits_root(tmp_path_factory):
-    from gluon_ssdcl.data.digits import ensure_digits
+    from gluon_ssdcl.data.digitset import ensure_digits
     return ensure_digits(str(tmp_path_factory.mktemp('digits')), num_train=8, num_val=8,
                          progress=False)
 

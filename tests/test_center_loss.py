@@ -4,7 +4,7 @@ import pytest
 from mxnet import autograd, nd
 
 from gluon_ssdcl import CenterLoss
-from gluon_ssdcl.center_loss import class_histogram, sum_over_devices
+from gluon_ssdcl.losses.center import class_histogram, sum_over_devices
 
 
 def reference(x, labels, centers, mask=None, counts=None):

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from gluon_ssdcl import CenterLoss, get_model, initialize_params, load_model
-from gluon_ssdcl.checkpoint import (convert_checkpoint, load_checkpoint, main,
-                                    save_checkpoint)
+from gluon_ssdcl.commands.checkpoint import main
+from gluon_ssdcl.engine.checkpoint import convert_checkpoint, load_checkpoint, save_checkpoint
 
 CLASSES = ['cat', 'dog']
 META = {'network': 'ssd_64_tiny_center_custom', 'classes': CLASSES, 'embed_dim': 2,

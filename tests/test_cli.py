@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 from gluon_ssdcl import get_model
-from gluon_ssdcl.checkpoint import load_checkpoint
-from gluon_ssdcl.cli import main, parse_args
+from gluon_ssdcl.commands.train import main, parse_args
+from gluon_ssdcl.engine.checkpoint import load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -65,7 +65,7 @@ def test_defaults_are_the_mission_run():
 
 @pytest.fixture(scope='module')
 def digits_root(tmp_path_factory):
-    from gluon_ssdcl.data.digits import ensure_digits
+    from gluon_ssdcl.data.digitset import ensure_digits
     return ensure_digits(str(tmp_path_factory.mktemp('digits')), num_train=16, num_val=8,
                          progress=False)
 
@@ -144,9 +144,10 @@ def test_plotting_saves_feature_maps_and_gifs(tmp_path, digits_root):
 
 def test_init_from_another_data_sets_checkpoint_reuses_the_shared_classes(tmp_path, digits_root):
     import mxnet as mx
-    from gluon_ssdcl import CenterLoss, get_model, initialize_params
-    from gluon_ssdcl.checkpoint import restore
     from test_data_check import write_voc_folder
+
+    from gluon_ssdcl import CenterLoss, get_model, initialize_params
+    from gluon_ssdcl.engine.checkpoint import restore
     digits = load_checkpoint(run_cli(tmp_path, digits_root, 'digits', '--center-loss') +
                              '_last.params')
     net = get_model('ssd_64_tiny_center_custom', classes=['7', 'cat'], embed_dim=2)

@@ -33,7 +33,7 @@ TINY_TRAIN = ['--network', 'tiny', '--data-shape', '64', '--digits-train', '16',
 @pytest.fixture(scope='module')
 def files(tmp_path_factory):
     """Paths: a junk checkpoint, a junk image, a good image, a non-digits folder, digits."""
-    from gluon_ssdcl.data.digits import ensure_digits
+    from gluon_ssdcl.data.digitset import ensure_digits
     tmp = tmp_path_factory.mktemp('cli')
     (tmp / 'junk.params').write_bytes(os.urandom(256))
     (tmp / 'junk.jpg').write_bytes(b'\xff\xd8\xff\xe0 not a jpeg')
@@ -55,7 +55,7 @@ def files(tmp_path_factory):
 def write_checkpoint(path):
     """A checkpoint of a 2-class tiny network (not the digits one)."""
     from gluon_ssdcl import CenterLoss, get_model, initialize_params
-    from gluon_ssdcl.checkpoint import save_checkpoint
+    from gluon_ssdcl.engine.checkpoint import save_checkpoint
     net = get_model('ssd_64_tiny_center_custom', classes=['a', 'b'], embed_dim=2)
     initialize_params(net, [mx.cpu()])
     center_loss = CenterLoss(2, 2)

@@ -3,8 +3,7 @@ import random
 
 import numpy as np
 import pytest
-from gluoncv.data.transforms.experimental.bbox import \
-    random_crop_with_constraints as gluoncv_crop
+from gluoncv.data.transforms.experimental.bbox import random_crop_with_constraints as gluoncv_crop
 
 from gluon_ssdcl.data.augment import random_crop_with_constraints
 

@@ -2,11 +2,11 @@
 import mxnet as mx
 import numpy as np
 import pytest
+from test_data_check import write_voc_folder
+from test_data_datasets import anchors_64
 
 from gluon_ssdcl.data.cache import TargetCache, cache_nbytes, cache_targets
 from gluon_ssdcl.data.datasets import get_dataloader, get_dataset, get_train_transform
-from test_data_check import write_voc_folder
-from test_data_datasets import anchors_64
 
 ITEMS = {name: [('cat', (3 + i, 4, 30 + 2 * i, 40)), ('dog', (35, 10 + i, 60, 30 + i))]
          for i, name in enumerate('abcde')}

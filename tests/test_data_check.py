@@ -6,11 +6,11 @@ import sys
 import cv2
 import numpy as np
 import pytest
-
 from PIL import ImageFile
 
-from gluon_ssdcl.data.check import (ERROR, WARNING, box_problem, check_image, check_voc_folder,
-                                    main, resolve_voc_root, split_path)
+from gluon_ssdcl.commands.check_data import main
+from gluon_ssdcl.data.voc_check import (ERROR, WARNING, box_problem, check_image, check_voc_folder,
+                                        resolve_voc_root, split_path)
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 

@@ -8,11 +8,11 @@ import pytest
 from gluoncv.data import VOCDetection
 from gluoncv.data.transforms import image as timage
 from gluoncv.model_zoo.ssd.anchor import SSDAnchorGenerator
+from test_data_check import write_voc_folder
 
-from gluon_ssdcl.data import digits
+from gluon_ssdcl.data import digitset as digits
 from gluon_ssdcl.data.datasets import (BadDatasetError, VOCLayoutDetection, get_dataloader,
                                        get_dataset, get_train_transform, get_val_transform)
-from test_data_check import write_voc_folder
 
 ITEMS = {'a': [('cat', (5, 6, 30, 40))],
          'b': [('dog', (10, 10, 20, 20)), ('cat', (30, 5, 60, 45))],

@@ -14,9 +14,10 @@ import pytest
 from gluoncv.data import VOCDetection
 
 import gluon_ssdcl.data
-from gluon_ssdcl.data import digits
-from gluon_ssdcl.data.digits import (CLASSES, ensure_digits, mnist_sample, render_image,
-                                     split_sources)
+from gluon_ssdcl.commands import digits as digits_command
+from gluon_ssdcl.data import digitset as digits
+from gluon_ssdcl.data.digitset import (CLASSES, ensure_digits, mnist_sample, render_image,
+                                       split_sources)
 
 TINY_PARAMETERS = dict(num_train=12, num_val=4, image_size=96)
 TINY = dict(TINY_PARAMETERS, progress=False)
@@ -286,10 +287,10 @@ def test_command_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(logging, 'basicConfig', no_basic_config)
     root = str(tmp_path / 'cli')
     argv = ['--root', root, '--num-train', '3', '--num-val', '2', '--image-size', '64']
-    assert digits.main(argv) == 0
+    assert digits_command.main(argv) == 0
     out = capsys.readouterr().out
     assert f'digits data set at {root}: 3 train + 2 val images' in out and 'MiB on disk' in out
-    assert digits.main(argv[:-2] + ['--num-train', '4']) == 1  # another size: another root
+    assert digits_command.main(argv[:-2] + ['--num-train', '4']) == 1  # another size: another root
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith('error: ') and root in line and 'num_train=3' in line
 
@@ -301,7 +302,7 @@ def test_command_line(tmp_path, capsys, monkeypatch):
 def test_command_line_bad_flags_are_one_line(tmp_path, capsys, flags, named):
     root = tmp_path / 'cli'
     with pytest.raises(SystemExit) as exit_:
-        digits.main(['--root', str(root)] + flags)
+        digits_command.main(['--root', str(root)] + flags)
     assert exit_.value.code == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert named in line and 'usage' not in line
@@ -312,7 +313,7 @@ def test_command_line_refuses_a_foreign_folder_in_one_line(tmp_path, capsys):
     foreign = tmp_path / 'photos'
     foreign.mkdir()
     (foreign / 'holiday.jpg').write_bytes(b'not ours')
-    assert digits.main(['--root', str(foreign), '--num-train', '3', '--num-val', '2']) == 1
+    assert digits_command.main(['--root', str(foreign), '--num-train', '3', '--num-val', '2']) == 1
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith('error: ') and str(foreign) in line and 'manifest.json' in line
     assert os.listdir(foreign) == ['holiday.jpg']

@@ -9,14 +9,14 @@ import time
 
 import pytest
 
-from gluon_ssdcl.data.digits import ensure_digits
+from gluon_ssdcl.data.digitset import ensure_digits
 
 pytestmark = pytest.mark.skipif(os.name != 'posix', reason='the lock needs fcntl (POSIX)')
 
 FIRST_USE = '''
 import logging, os, sys, time
-from gluon_ssdcl.data.check import check_voc_folder
-from gluon_ssdcl.data.digits import ensure_digits
+from gluon_ssdcl.data.voc_check import check_voc_folder
+from gluon_ssdcl.data.digitset import ensure_digits
 logging.basicConfig(level=logging.INFO, format='%(message)s')
 root, ready, go = sys.argv[1:]
 open(ready, 'w').close()
@@ -30,7 +30,7 @@ sys.exit(1 if errors else 0)
 
 GENERATE = '''
 import sys, time
-from gluon_ssdcl.data import digits
+from gluon_ssdcl.data import digitset as digits
 render_image = digits.render_image
 
 def slow_render_image(*args, **kwargs):  # 1 s an image, as large images on a slow machine

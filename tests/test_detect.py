@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 from gluoncv.data.transforms import image as timage
 from PIL import Image
+from test_data_check import REPO, write_voc_folder
 
 from gluon_ssdcl import CenterLoss, get_model, initialize_params
-from gluon_ssdcl import detect
-from gluon_ssdcl.checkpoint import load_model, save_checkpoint
+from gluon_ssdcl.commands import detect
 from gluon_ssdcl.data.datasets import get_dataset
-from gluon_ssdcl.inference import collect_positives, positive_loader
-from gluon_ssdcl.knn import knn_predict
-from test_data_check import REPO, write_voc_folder
+from gluon_ssdcl.embeddings.knn import knn_predict
+from gluon_ssdcl.engine.checkpoint import load_model, save_checkpoint
+from gluon_ssdcl.evaluation.inference import collect_positives, positive_loader
 
 CLASSES = ['cat', 'dog']
 CTX = [mx.cpu()]

@@ -12,8 +12,10 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from gluon_ssdcl.distributed import ShardSampler
-from gluon_ssdcl.launch import Host, main as launch_main, plan, read_hostfile, ssh_command
+from gluon_ssdcl.commands.launch import Host
+from gluon_ssdcl.commands.launch import main as launch_main
+from gluon_ssdcl.commands.launch import plan, read_hostfile, ssh_command
+from gluon_ssdcl.data.sampler import ShardSampler
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(TESTS)
@@ -135,7 +137,8 @@ def test_one_step_of_two_workers_equals_one_process_with_the_whole_batch(tmp_pat
     (BatchNorm normalises per device in both, as with --gpus 0,1)."""
     sys.path.insert(0, TESTS)
     from dist_worker import STEP_IMAGES, parameters, step_config, toy_run
-    from gluon_ssdcl.train import fit
+
+    from gluon_ssdcl.engine.train import fit
     ctx = [mx.cpu(0), mx.cpu(1)]
     net, loss_fn, loader = toy_run(mode, ctx, STEP_IMAGES)
     before = parameters(net, loss_fn.center_loss)
@@ -158,7 +161,7 @@ def test_one_step_of_two_workers_equals_one_process_with_the_whole_batch(tmp_pat
 
 @pytest.fixture(scope='module')
 def digits_root(tmp_path_factory):
-    from gluon_ssdcl.data.digits import ensure_digits
+    from gluon_ssdcl.data.digitset import ensure_digits
     return ensure_digits(str(tmp_path_factory.mktemp('digits')), num_train=16, num_val=8,
                          progress=False)
 
@@ -173,8 +176,8 @@ def equal_workers(folder):
 
 
 def test_a_two_epoch_run_through_launch_then_resumed(tmp_path, digits_root):
-    from gluon_ssdcl.checkpoint import load_checkpoint, load_model
-    from gluon_ssdcl.train import make_lr_scheduler
+    from gluon_ssdcl.engine.checkpoint import load_checkpoint, load_model
+    from gluon_ssdcl.engine.train import make_lr_scheduler
     prefix = tmp_path / 'runs' / 'dist'
     code, out, err = finished(launch(
         WORKER, 'cli', str(tmp_path), '--kvstore', 'dist_sync', '--network', 'tiny',

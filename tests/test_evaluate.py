@@ -5,14 +5,15 @@ import os
 import mxnet as mx
 import numpy as np
 import pytest
+from test_data_check import write_voc_folder
 
 from gluon_ssdcl import CenterLoss, get_model, initialize_params
-from gluon_ssdcl.checkpoint import save_checkpoint
+from gluon_ssdcl.commands.evaluate import main
 from gluon_ssdcl.data.datasets import get_dataloader, get_train_transform
-from gluon_ssdcl.evaluate import compare_classifiers, format_table, main, save_results
-from gluon_ssdcl.inference import (build_gallery, collect_positives, detection_map,
-                                   positive_loader)
-from test_data_check import write_voc_folder
+from gluon_ssdcl.engine.checkpoint import save_checkpoint
+from gluon_ssdcl.evaluation.compare import compare_classifiers, format_table, save_results
+from gluon_ssdcl.evaluation.inference import (build_gallery, collect_positives, detection_map,
+                                              positive_loader)
 
 CLASSES = ['a', 'b', 'c']
 CTX = [mx.cpu()]

@@ -1,4 +1,4 @@
-"""Tests of gluon_ssdcl.export: the exported graph computes what the Gluon net computes."""
+"""Tests of gluon_ssdcl.deploy.export and gluon-ssdcl export: the exported graph computes what the Gluon net computes."""
 import glob
 import json
 import os
@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 
 from gluon_ssdcl import CenterLoss, get_model, initialize_params
-from gluon_ssdcl import export
-from gluon_ssdcl.checkpoint import load_model, save_checkpoint
+from gluon_ssdcl.commands import export as export_command
+from gluon_ssdcl.deploy import export
+from gluon_ssdcl.engine.checkpoint import load_model, save_checkpoint
 
 NAME = 'ssd_64_tiny_center_custom'
 CLASSES = ['cat', 'dog']
@@ -134,7 +135,7 @@ def one_line_error(capsys, *words):
 
 def test_cli_bad_flag_exits_2_with_one_line(params, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        export.main(['--params', params, '--no-such-flag'])
+        export_command.main(['--params', params, '--no-such-flag'])
     assert exit_info.value.code == 2
     one_line_error(capsys, '--no-such-flag')
 
@@ -142,14 +143,14 @@ def test_cli_bad_flag_exits_2_with_one_line(params, capsys):
 def test_cli_output_dir_that_is_a_file_exits_2(params, tmp_path, capsys):
     (tmp_path / 'a_file').write_text('not a folder')
     with pytest.raises(SystemExit) as exit_info:
-        export.main(['--params', params, '-o', str(tmp_path / 'a_file')])
+        export_command.main(['--params', params, '-o', str(tmp_path / 'a_file')])
     assert exit_info.value.code == 2
     one_line_error(capsys, '-o/--output-dir')
 
 
 def test_cli_missing_checkpoint_exits_1_naming_it(tmp_path, capsys):
     missing = str(tmp_path / 'missing.params')
-    assert export.main(['--params', missing, '-o', str(tmp_path / 'out')]) == 1
+    assert export_command.main(['--params', missing, '-o', str(tmp_path / 'out')]) == 1
     one_line_error(capsys, 'error:', missing)
     assert not os.path.exists(tmp_path / 'out')
 
@@ -157,26 +158,26 @@ def test_cli_missing_checkpoint_exits_1_naming_it(tmp_path, capsys):
 def test_cli_unreadable_checkpoint_exits_1_naming_it(tmp_path, capsys):
     junk = tmp_path / 'junk.params'
     junk.write_bytes(os.urandom(256))
-    assert export.main(['--params', str(junk)]) == 1
+    assert export_command.main(['--params', str(junk)]) == 1
     one_line_error(capsys, 'error:', str(junk))
     assert os.listdir(tmp_path) == ['junk.params']
 
 
 def test_cli_mismatched_checkpoint_exits_1_naming_it(tmp_path, capsys):
     path = write_checkpoint(tmp_path / 'three.params', classes=['a', 'b', 'c'])
-    assert export.main(['--params', path, '-o', str(tmp_path / 'out')]) == 1
+    assert export_command.main(['--params', path, '-o', str(tmp_path / 'out')]) == 1
     one_line_error(capsys, 'error:', path, 'does not fit')
 
 
 def test_export_model_refuses_an_unknown_mode(tmp_path):
     path = write_checkpoint(tmp_path / 'odd.params', mode='triplet')
-    with pytest.raises(export.CommandError, match=f"{path}.*'triplet'"):
+    with pytest.raises(ValueError, match=f"{path}.*'triplet'"):
         export.export_model(path)
     assert sorted(os.listdir(tmp_path)) == ['odd.params', 'odd.state']
 
 
 def test_cli_writes_beside_the_checkpoint_and_prints_the_paths(params, capsys):
-    assert export.main(['--params', params, '--embeddings', '--preprocess']) == 0
+    assert export_command.main(['--params', params, '--embeddings', '--preprocess']) == 0
     captured = capsys.readouterr()
     printed = captured.out.split()
     folder = os.path.dirname(params)
@@ -210,9 +211,9 @@ def test_onnx_detections_match_mxnets_on_a_trained_model(tmp_path):
     through nms() give every MXNet detection (score >= 0.05) with the same class, score and box
     to 1e-4, and the same embedding."""
     ort = pytest.importorskip('onnxruntime', reason='the onnx extra is not installed')
-    from gluon_ssdcl.cli import main
+    from gluon_ssdcl.commands.train import main
     from gluon_ssdcl.data.datasets import get_dataset, get_val_transform
-    from gluon_ssdcl.data.digits import ensure_digits
+    from gluon_ssdcl.data.digitset import ensure_digits
     root = ensure_digits(str(tmp_path / 'digits'), num_train=48, num_val=8, progress=False)
     prefix = str(tmp_path / 'run')
     assert main(['--network', 'tiny', '--data-shape', '64', '--dataset-root', root,

@@ -3,7 +3,8 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from gluon_ssdcl.knn import knn_classifier, knn_predict, nearest_center_predict, sample_gallery
+from gluon_ssdcl.embeddings.knn import (knn_classifier, knn_predict, nearest_center_predict,
+                                        sample_gallery)
 
 
 def brute_force_knn(gallery, labels, queries, k):

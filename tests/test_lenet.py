@@ -4,8 +4,9 @@ import pytest
 from mxnet import gluon
 
 from gluon_ssdcl import CenterLoss, Mode
-from gluon_ssdcl.lenet import (LeNetPlusPlus, collect_features, evaluate_classifier,
-                               feature_accuracies, load_mnist, three_modes, train_classifier)
+from gluon_ssdcl.experiments.lenet import (LeNetPlusPlus, collect_features, evaluate_classifier,
+                                           feature_accuracies, load_mnist, three_modes,
+                                           train_classifier)
 
 
 def _tiny_setup(num_classes=3, size=16, num=6, seed=0):

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 from gluoncv.loss import SSDMultiBoxLoss
 from mxnet import autograd, gluon, nd
+from test_center_loss import reference
 
 from gluon_ssdcl import Mode, MultiBoxCenterLoss
-from test_center_loss import reference
 
 B, N, C, D = 4, 60, 3, 2
 CTX2 = [mx.cpu(0), mx.cpu(1)]
@@ -142,7 +142,7 @@ def test_center_modes_need_embeddings_and_lmbd_positive():
 def test_center_step_of_the_loop_moves_centers_towards_class_means(lmbd):
     """train_epoch's center step (rate alpha, on the gradient of lmbd * L_center / N) gives
     Wen et al.'s update c <- c - alpha * (c - class mean), whatever lmbd and N."""
-    from gluon_ssdcl.train import make_center_trainer, train_epoch
+    from gluon_ssdcl.engine.train import make_center_trainer, train_epoch
 
     batch = random_batch(7)
     loss = MultiBoxCenterLoss(C, D, mode='softmax-center', lmbd=lmbd)
@@ -176,7 +176,7 @@ def test_loss_returns_the_positives_of_the_whole_batch_on_each_device(mode):
 def test_the_center_step_uses_the_n_the_loss_returned():
     """train_epoch steps the center trainer with 1 / N, N read from the loss's own terms: a
     loss that reports another N changes the step."""
-    from gluon_ssdcl.train import train_epoch
+    from gluon_ssdcl.engine.train import train_epoch
 
     cp, bp, ct, bt, emb = random_batch(4)
     real = make_loss('softmax-center')

@@ -1,9 +1,10 @@
-"""Tests of gluon_ssdcl.metrics against hand-computed cases."""
+"""Tests of gluon_ssdcl.embeddings.metrics against hand-computed cases."""
 import mxnet as mx
 import numpy as np
 import pytest
 
-from gluon_ssdcl.metrics import compactness, confusion_rates
+from gluon_ssdcl.data.digitset import CONFUSABLE_DIGITS
+from gluon_ssdcl.embeddings.metrics import compactness, confusion_rates
 
 DIGITS = [str(d) for d in range(10)]
 
@@ -31,7 +32,7 @@ def test_compactness_rejects_mismatched_shapes():
 def test_confusion_rates_by_hand():
     labels = np.array([4, 4, 4, 4, 9, 9, 3, 5, 8, 1])
     predictions = np.array([4, 9, 9, 0, 4, 9, 5, 5, 3, 1])
-    rates = confusion_rates(labels, predictions, DIGITS)
+    rates = confusion_rates(labels, predictions, DIGITS, CONFUSABLE_DIGITS)
     assert rates['4->9'] == 0.5 and rates['9->4'] == 0.5
     assert rates['3->5'] == 1.0 and rates['3->8'] == 0.0 and rates['8->3'] == 1.0
     assert rates['5->3'] == 0.0 and rates['1->7'] == 0.0
@@ -40,6 +41,7 @@ def test_confusion_rates_by_hand():
 
 
 def test_confusion_rates_skip_groups_of_other_class_names():
-    assert confusion_rates(np.array([0, 1]), np.array([1, 1]), ['cat', 'dog']) == {}
+    assert confusion_rates(np.array([0, 1]), np.array([1, 1]), ['cat', 'dog'],
+                           CONFUSABLE_DIGITS) == {}
     assert confusion_rates([0, 1], [1, 0], ['cat', 'dog'], groups=[('cat', 'dog')]) == {
         'cat->dog': 1.0, 'dog->cat': 1.0}

@@ -6,7 +6,7 @@ import pytest
 from mxnet import autograd, nd
 
 from gluon_ssdcl import get_model, initialize_params, list_models
-from gluon_ssdcl.model import TinyFeatures, feature_map_sizes
+from gluon_ssdcl.model.ssd import TinyFeatures, feature_map_sizes
 
 REQUIRED = ['ssd_300_vgg16_atrous_center_voc', 'ssd_300_vgg16_atrous_center_coco',
             'ssd_300_vgg16_atrous_center_custom', 'ssd_512_vgg16_atrous_center_voc',
@@ -181,8 +181,9 @@ def test_reset_class_copies_the_reused_rows_exactly(tiny_net):
 
 def test_a_reset_net_trains_a_step(tiny_net):
     from mxnet import autograd
+
     from gluon_ssdcl import MultiBoxCenterLoss
-    from gluon_ssdcl.train import make_trainers
+    from gluon_ssdcl.engine.train import make_trainers
     tiny_net.reset_class(['a', 'new'], reuse_weights=['a'])
     loss_fn = MultiBoxCenterLoss(2, 2, mode='softmax-center')
     loss_fn.initialize()

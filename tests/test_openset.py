@@ -7,23 +7,25 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
+from test_data_check import write_voc_folder
 
 from gluon_ssdcl import CenterLoss, get_model, initialize_params
-from gluon_ssdcl.checkpoint import load_model, save_checkpoint
-from gluon_ssdcl.cli import parse_args
-from gluon_ssdcl.data.digits import default_root, ensure_digits, parse_classes
-from gluon_ssdcl.evaluate import main as evaluate_main
-from gluon_ssdcl.evaluate import match_detections
-from gluon_ssdcl.files import file_sha256
-from gluon_ssdcl.inference import ImageDetections, collect_positives, positive_loader
-from gluon_ssdcl.knn import center_distances, knn_distances
-from gluon_ssdcl.metrics import auroc, rejected_at_recall
-from gluon_ssdcl.openset import (UNKNOWN_ID, assign, bank_path, class_radii, embed_boxes,
-                                 knn_scores, load_bank, make_bank, register_class, save_bank,
-                                 unknown_scores, with_class)
-from gluon_ssdcl.register import example_pool, parse_example
-from gluon_ssdcl.register import main as register_main
-from test_data_check import write_voc_folder
+from gluon_ssdcl.commands.evaluate import main as evaluate_main
+from gluon_ssdcl.commands.register import main as register_main
+from gluon_ssdcl.commands.register import parse_example
+from gluon_ssdcl.commands.train import parse_args
+from gluon_ssdcl.data.digitset import default_root, ensure_digits, parse_classes
+from gluon_ssdcl.embeddings.class_bank import (UNKNOWN_ID, assign, bank_path, class_radii,
+                                               knn_scores, load_bank, make_bank, save_bank,
+                                               unknown_scores, with_class)
+from gluon_ssdcl.embeddings.knn import center_distances, knn_distances
+from gluon_ssdcl.embeddings.metrics import auroc, rejected_at_recall
+from gluon_ssdcl.engine.checkpoint import load_model, save_checkpoint
+from gluon_ssdcl.evaluation.class_banks import embed_boxes, register_class
+from gluon_ssdcl.evaluation.few_shot import example_pool
+from gluon_ssdcl.evaluation.inference import ImageDetections, collect_positives, positive_loader
+from gluon_ssdcl.evaluation.open_set import match_detections
+from gluon_ssdcl.utils.files import file_sha256
 
 CTX = [mx.cpu()]
 
@@ -244,7 +246,7 @@ def test_registered_center_is_the_mean_and_the_next_detection_gets_its_label(tmp
     dog = register_class(model, bank, 'dog', [image], [box], CTX)  # held out: its own id
     assert dog.classes == ['cat', 'dog'] and dog.active.tolist() == [True, True]
     # the next detection of the object, with the registered bank: labelled 'star'
-    from gluon_ssdcl.detect import detect_image
+    from gluon_ssdcl.deploy.detect import detect_image
     model.net.set_embeddings(infer=True)
     found = detect_image(model.net, mx.nd.array(image, dtype='uint8'), CTX)
     from gluoncv.utils.bbox import bbox_iou
@@ -304,7 +306,7 @@ def test_few_shot_evaluation_on_tiny_digits(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv('GLUON_SSDCL_DATA', str(tmp_path / 'data'))
     sizes = dict(num_train=24, num_val=8, image_size=64, progress=False, workers=1)
     held = ensure_digits(exclude_classes=[8, 9], **sizes)
-    from gluon_ssdcl.data.digits import CLASSES
+    from gluon_ssdcl.data.digitset import CLASSES
     flags = {'digits_exclude': [8, 9], 'digits_train': 24, 'digits_val': 8}
     params, _ = checkpoint(tmp_path, {'dataset': 'digits', 'flags': flags},
                            classes=CLASSES, root=held)
@@ -325,7 +327,7 @@ def test_few_shot_evaluation_on_tiny_digits(tmp_path, monkeypatch, capsys):
 
 
 def test_detect_reject_unknown_draws_unknowns_in_grey(tmp_path, capsys, monkeypatch):
-    from gluon_ssdcl import detect
+    from gluon_ssdcl.commands import detect
     params, root = checkpoint(tmp_path)
     model = load_model(params, CTX)
     # a bank whose only class is far from every embedding: every detection is unknown
@@ -348,7 +350,7 @@ def test_detect_reject_unknown_draws_unknowns_in_grey(tmp_path, capsys, monkeypa
 
 
 def test_export_carries_the_radii(tmp_path):
-    from gluon_ssdcl.export import export_model
+    from gluon_ssdcl.deploy.export import export_model
     params, _ = checkpoint(tmp_path)
     paths = export_model(params, str(tmp_path / 'out'), open_set=True)
     description = json.loads(open(paths['meta']).read())['open_set']

@@ -8,8 +8,8 @@ import time
 import numpy as np
 import pytest
 
-from gluon_ssdcl.checkpoint import load_checkpoint
-from gluon_ssdcl.cli import main
+from gluon_ssdcl.commands.train import main
+from gluon_ssdcl.engine.checkpoint import load_checkpoint
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = ['--network', 'tiny', '--data-shape', '64', '--batch-size', '8', '-j', '0',
@@ -19,7 +19,7 @@ TINY = ['--network', 'tiny', '--data-shape', '64', '--batch-size', '8', '-j', '0
 @pytest.fixture(scope='module')
 def digits(tmp_path_factory):
     """A digits data set of 100 training images: not a multiple of the batch size 8."""
-    from gluon_ssdcl.data.digits import ensure_digits
+    from gluon_ssdcl.data.digitset import ensure_digits
     root = ensure_digits(str(tmp_path_factory.mktemp('digits')), num_train=100, num_val=8,
                          progress=False)
     return ['--dataset-root', root, '--digits-train', '100', '--digits-val', '8']

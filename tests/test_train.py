@@ -4,7 +4,7 @@ import pytest
 from mxnet import autograd, nd
 
 from gluon_ssdcl import CenterLoss, Mode, MultiBoxCenterLoss
-from gluon_ssdcl.train import make_center_trainer, make_trainers
+from gluon_ssdcl.engine.train import make_center_trainer, make_trainers
 
 
 @pytest.mark.parametrize('lmbd', [0.1, 1.0, 10.0])
@@ -92,7 +92,7 @@ def test_every_trained_parameter_gets_a_gradient_and_frozen_ones_none(tiny_net, 
 
 @pytest.mark.parametrize('mode', list(Mode))
 def test_ssd_and_lenet_freeze_the_same_parts_in_each_mode(tiny_net, mode):
-    from gluon_ssdcl.lenet import LeNetPlusPlus
+    from gluon_ssdcl.experiments.lenet import LeNetPlusPlus
     lenet = LeNetPlusPlus(3, 2)
     lenet.initialize()
     frozen = {}
@@ -131,7 +131,7 @@ def build_run(mode, seed=0):
     """A fresh tiny net, loss and training loader, identically initialised for a seed."""
     from gluon_ssdcl import get_model, initialize_params
     from gluon_ssdcl.data.datasets import get_dataloader
-    from gluon_ssdcl.train import set_seed
+    from gluon_ssdcl.engine.train import set_seed
     set_seed(seed)
     net = get_model('ssd_64_tiny_center_custom', classes=['a', 'b', 'c'], embed_dim=2)
     initialize_params(net, [mx.cpu()])
@@ -144,7 +144,7 @@ def build_run(mode, seed=0):
 
 
 def config_for(tmp_path, name, mode='softmax-center', epochs=2, **kwargs):
-    from gluon_ssdcl.train import TrainConfig
+    from gluon_ssdcl.engine.train import TrainConfig
     return TrainConfig(mode=Mode(mode), epochs=epochs, lr=0.01, warmup_iters=2,
                        save_prefix=str(tmp_path / name),
                        meta={'network': 'ssd_64_tiny_center_custom', 'classes': ['a', 'b', 'c'],
@@ -169,8 +169,8 @@ class StopAfter:
 
 
 def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
-    from gluon_ssdcl.checkpoint import load_checkpoint
-    from gluon_ssdcl.train import fit
+    from gluon_ssdcl.engine.checkpoint import load_checkpoint
+    from gluon_ssdcl.engine.train import fit
     net, loss_fn, loader = build_run('softmax-center')
     fit(net, loss_fn, loader, [mx.cpu()], config_for(tmp_path, 'straight'))
 
@@ -198,7 +198,7 @@ def test_resume_after_a_kill_equals_an_uninterrupted_run(tmp_path):
 
 
 def test_interrupted_save_leaves_the_previous_checkpoint(tmp_path, monkeypatch):
-    from gluon_ssdcl.checkpoint import load_checkpoint, save_checkpoint
+    from gluon_ssdcl.engine.checkpoint import load_checkpoint, save_checkpoint
     net, loss_fn, _ = build_run('softmax-center')
     path = str(tmp_path / 'run_last.params')
     save_checkpoint(path, net, loss_fn.center_loss, {'epoch': 0})
@@ -231,8 +231,8 @@ class NaNOnCall(MultiBoxCenterLoss):
 
 
 def test_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
-    from gluon_ssdcl.checkpoint import load_checkpoint
-    from gluon_ssdcl.train import NonFiniteError, fit
+    from gluon_ssdcl.engine.checkpoint import load_checkpoint
+    from gluon_ssdcl.engine.train import NonFiniteError, fit
     net, _, loader = build_run('softmax-center')
     loss_fn = NaNOnCall(3, 2, mode='softmax-center')
     loss_fn.initialize(mx.init.Normal(1.0))
@@ -245,8 +245,8 @@ def test_non_finite_loss_stops_training_and_keeps_the_last_checkpoint(tmp_path):
 
 
 def test_center_only_stage_keeps_the_class_predictors(tmp_path):
-    from gluon_ssdcl.checkpoint import load_checkpoint
-    from gluon_ssdcl.train import fit
+    from gluon_ssdcl.engine.checkpoint import load_checkpoint
+    from gluon_ssdcl.engine.train import fit
     net, loss_fn, loader = build_run('softmax-center')
     fit(net, loss_fn, loader, [mx.cpu()], config_for(tmp_path, 'stage1', epochs=1))
     net, loss_fn, loader = build_run('center', seed=5)
@@ -280,8 +280,8 @@ class PoisonOnCall(MultiBoxCenterLoss):
 
 
 def test_an_update_that_poisons_the_weights_in_the_last_batch_is_never_saved(tmp_path):
-    from gluon_ssdcl.checkpoint import load_checkpoint
-    from gluon_ssdcl.train import NonFiniteError, fit
+    from gluon_ssdcl.engine.checkpoint import load_checkpoint
+    from gluon_ssdcl.engine.train import NonFiniteError, fit
     net, _, loader = build_run('softmax-center')
     loss_fn = PoisonOnCall(3, 2, mode='softmax-center')
     loss_fn.initialize(mx.init.Normal(1.0))
@@ -293,7 +293,7 @@ def test_an_update_that_poisons_the_weights_in_the_last_batch_is_never_saved(tmp
 
 
 def test_a_checkpoint_with_nan_weights_is_refused(tmp_path):
-    from gluon_ssdcl.checkpoint import load_checkpoint, save_checkpoint
+    from gluon_ssdcl.engine.checkpoint import load_checkpoint, save_checkpoint
     net, loss_fn, _ = build_run('softmax')
     net.class_predictors[0].bias.set_data(net.class_predictors[0].bias.data() * np.nan)
     path = str(tmp_path / 'nan.params')

@@ -11,11 +11,11 @@ from matplotlib.collections import PathCollection
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
+from test_evaluate import image_dataset
 
-from gluon_ssdcl.inference import collect_positives, positive_loader
+from gluon_ssdcl.evaluation.inference import collect_positives, positive_loader
 from gluon_ssdcl.viz import (pca_2d, plot_detections, plot_embeddings, plot_feature_epoch,
                              plot_history, save_animation)
-from test_evaluate import image_dataset
 
 CLASSES = ['a', 'b', 'c']
 

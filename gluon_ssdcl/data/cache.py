@@ -10,7 +10,7 @@ import mxnet as mx
 import numpy as np
 from tqdm import tqdm
 
-from ..distributed import ShardSampler
+from .sampler import ShardSampler
 
 __all__ = ['TargetCache', 'cache_targets', 'cache_nbytes', 'cached_loader']
 

@@ -20,12 +20,12 @@ from gluoncv.data.transforms import experimental
 from gluoncv.data.transforms import image as timage
 from gluoncv.data.transforms.presets.ssd import SSDDefaultTrainTransform, SSDDefaultValTransform
 
-from ..distributed import ShardSampler
-from . import digits
+from . import digitset as digits
 from .augment import expand_and_crop
 from .cache import cache_nbytes, cache_targets, cached_loader
-from .check import (ERROR, Problem, annotation_path, box_problem, check_voc_folder, clip_boxes,
-                    normalize_name, read_split, resolve_voc_root)
+from .sampler import ShardSampler
+from .voc_check import (ERROR, Problem, annotation_path, box_problem, check_voc_folder, clip_boxes,
+                        normalize_name, read_split, resolve_voc_root)
 
 __all__ = ['BadDatasetError', 'VOCLayoutDetection', 'SSDTrainTransform', 'get_dataset',
            'read_class_names', 'get_train_transform', 'get_val_transform', 'DeviceTargets',

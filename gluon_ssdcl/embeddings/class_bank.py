@@ -8,7 +8,7 @@ radius, plus a k-NN gallery of labelled embeddings:
   radius is the ``quantile`` of the distances of the class's training positives to that center.
   A class without training positives (e.g. held out with ``--digits-exclude``) has no center
   (NaN row) and is never assigned until it is registered;
-- registered classes (:func:`register_class`, ``python -m gluon_ssdcl.register``): the center
+- registered classes (:func:`~gluon_ssdcl.evaluation.class_banks.register_class`, ``gluon-ssdcl register``): the center
   is the mean embedding of the positive anchors of a few example boxes, the radius the median
   radius of the trained classes (a few examples cannot measure one). A new name is appended to
   the class list (ids after the model's); a model class without a center (held out) takes its
@@ -21,7 +21,8 @@ gallery embeddings.
 
 The bank of a checkpoint ``<stem>.params`` is saved beside it as ``<stem>.openset.npz``
 (:func:`bank_path`), with the SHA-256 of the weights it was computed with (a bank of other
-weights is refused). Everything but :func:`fit_bank` and :func:`embed_boxes` is pure NumPy.
+weights is refused). Pure NumPy: fitting a bank with a model is
+:mod:`gluon_ssdcl.evaluation.class_banks`'s.
 """
 from __future__ import annotations
 
@@ -31,14 +32,14 @@ from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .files import atomic_path, file_sha256
-from .knn import as_numpy, center_distances, knn_distances, knn_predict
+from ..utils.arrays import as_numpy
+from ..utils.files import atomic_path
+from .knn import center_distances, knn_distances, knn_predict
 
 __all__ = ['UNKNOWN_ID', 'UNKNOWN_NAME', 'DEFAULT_QUANTILE', 'ClassBank', 'class_means',
            'class_radii', 'unknown_scores', 'knn_scores', 'assign', 'make_bank',
            'registration_index', 'with_class',
-           'bank_path', 'save_bank', 'load_bank', 'fit_bank', 'checkpoint_bank', 'embed_boxes',
-           'register_class']
+           'bank_path', 'save_bank', 'load_bank']
 
 UNKNOWN_ID = -2
 UNKNOWN_NAME = 'unknown'
@@ -349,165 +350,3 @@ def load_bank(path: str, params_sha256: Optional[str] = None) -> ClassBank:
         raise ValueError(f"{path} was computed with other weights than the checkpoint's (it "
                          "was retrained?): remove it to compute it again")
     return bank
-
-
-def fit_bank(model, train_dataset, ctx, batch_size: int = 16, gallery_size: int = 20000,
-             quantile: float = DEFAULT_QUANTILE, seed: int = 0, num_workers: int = 0,
-             max_batches: Optional[int] = None) -> ClassBank:
-    """The bank of a loaded model's classes from its training images' positive anchors.
-
-    Parameters
-    ----------
-    model : gluon_ssdcl.checkpoint.LoadedModel
-        Its learned centers are used unless it was trained in softmax mode (class means then).
-    train_dataset : Dataset
-        Items ``(image (H, W, 3) uint8, label (M, 6))``.
-    ctx : list of mx.Context
-    batch_size, num_workers : int
-        Loader settings.
-    gallery_size : int
-        Cap on the training positives read (:func:`~gluon_ssdcl.inference.build_gallery`);
-        they give the class means, the radii and the k-NN gallery.
-    quantile : float
-        Of the radii.
-    seed : int
-        Order in which the training images are read.
-    max_batches : int, optional
-        Read only this many batches.
-    """
-    from .inference import build_gallery  # pylint: disable=import-outside-toplevel
-    from .loss import Mode  # pylint: disable=import-outside-toplevel
-    embeddings, labels = build_gallery(model.net, train_dataset, ctx, batch_size, gallery_size,
-                                       seed, num_workers, max_batches=max_batches)
-    learned = Mode(model.checkpoint.meta['mode']).uses_center
-    return make_bank(model.classes, embeddings, labels,
-                     model.centers.asnumpy() if learned else None, quantile,
-                     file_sha256(model.checkpoint.path))
-
-
-def checkpoint_bank(model, ctx, batch_size: int = 16, gallery_size: int = 20000,
-                    quantile: float = DEFAULT_QUANTILE, num_workers: int = 0,
-                    max_images: Optional[int] = None, save: bool = True,
-                    registered: bool = True) -> ClassBank:
-    """The bank saved beside a loaded model's checkpoint, or one fitted from the checkpoint's
-    training data (:func:`fit_bank`, the training images' positives) and saved there.
-
-    Parameters
-    ----------
-    model : gluon_ssdcl.checkpoint.LoadedModel
-    ctx : list of mx.Context
-    batch_size, gallery_size, quantile, num_workers
-        As in :func:`fit_bank`, when it is fitted.
-    max_images : int, optional
-        Fit on the first training images only (a quick look; such a bank is never saved).
-    save : bool
-        Write a fitted bank to :func:`bank_path` when none is there.
-    registered : bool
-        False: a bank with registered classes is not used; the trained classes' bank is fitted
-        again (and not saved, to keep the registrations).
-
-    Raises
-    ------
-    ValueError
-        For a saved bank of other weights, or training data without positives.
-    """
-    from .data.datasets import get_dataset  # pylint: disable=import-outside-toplevel
-    path = bank_path(model.checkpoint.path)
-    sha = file_sha256(model.checkpoint.path)
-    if os.path.isfile(path):
-        bank = load_bank(path, sha)
-        if registered or not bank.registered:
-            if bank.quantile != quantile:
-                bank = bank._replace(radii=_requantiled(bank, quantile), quantile=quantile)
-            return bank
-        save = False
-    meta = model.checkpoint.meta
-    train_dataset, _ = get_dataset(meta['dataset'], meta.get('dataset_root'), skip_bad=True,
-                                   classes=meta['classes'] if meta['dataset'] == 'custom'
-                                   else None)
-    if max_images is not None:
-        train_dataset, save = train_dataset.take(max_images), False
-    bank = fit_bank(model, train_dataset, ctx, batch_size, gallery_size, quantile,
-                    meta.get('seed', 0), num_workers)
-    if save:
-        save_bank(bank, path)
-    return bank
-
-
-def _requantiled(bank: ClassBank, quantile: float) -> np.ndarray:
-    """The bank's radii at another quantile: trained classes' from the training part of the
-    gallery; registered classes keep the rule of :func:`with_class`."""
-    registered = [bank.classes.index(name) for name in bank.registered]
-    trained = ~np.isin(bank.gallery_labels, registered)
-    radii = class_radii(bank.gallery[trained], bank.gallery_labels[trained],
-                        bank.centers[:len(bank.classes)], quantile)
-    if registered:
-        radii[registered] = np.nanmedian(radii)
-    return radii
-
-
-def embed_boxes(net, images: Sequence, boxes: Sequence, ctx, batch_size: int = 16
-                ) -> np.ndarray:
-    """Embeddings of the positive anchors matched to given boxes, as in training
-    (:func:`~gluon_ssdcl.inference.positive_loader`, no augmentation).
-
-    Parameters
-    ----------
-    net : SSDCenter
-    images : sequence of numpy.ndarray or NDArray
-        ``(H, W, 3)`` uint8 RGB images.
-    boxes : sequence of array-like
-        Per image, ``(M, 4)`` ``[xmin, ymin, xmax, ymax]`` in that image's pixels.
-    ctx : list of mx.Context
-    batch_size : int
-
-    Returns
-    -------
-    numpy.ndarray of float32, (P, D)
-        One row per positive anchor of the boxes.
-    """
-    import mxnet as mx  # pylint: disable=import-outside-toplevel
-    from mxnet.gluon.data import SimpleDataset  # pylint: disable=import-outside-toplevel
-    from .inference import collect_positives, positive_loader  # pylint: disable=C0415
-    if len(images) != len(boxes):
-        raise ValueError(f"{len(images)} images but {len(boxes)} box lists")
-    items = []
-    for image, image_boxes in zip(images, boxes):
-        image_boxes = np.asarray(image_boxes, dtype=np.float32).reshape(-1, 4)
-        label = np.hstack([image_boxes, np.zeros((len(image_boxes), 2), np.float32)])
-        image = image if isinstance(image, mx.nd.NDArray) else mx.nd.array(image, dtype='uint8')
-        items.append((image, label))
-    if not items:
-        return np.zeros((0, net.embed_dim), np.float32)
-    loader = positive_loader(SimpleDataset(items), net, batch_size)
-    return collect_positives(net, loader, ctx)[0]
-
-
-def register_class(model, bank: ClassBank, name: str, images: Sequence, boxes: Sequence,
-                   ctx, batch_size: int = 16) -> ClassBank:
-    """Register class ``name`` from a few example boxes, without retraining.
-
-    Embeds the boxes (:func:`embed_boxes`) and adds their mean as the class's center and the
-    embeddings to the k-NN gallery (:func:`with_class`).
-
-    Parameters
-    ----------
-    model : gluon_ssdcl.checkpoint.LoadedModel
-    bank : ClassBank
-        Of that model (:func:`fit_bank` or :func:`load_bank`).
-    name : str
-    images : sequence of numpy.ndarray or NDArray
-        ``(H, W, 3)`` uint8 RGB.
-    boxes : sequence of array-like
-        ``(M, 4)`` boxes per image, in its pixels.
-    ctx : list of mx.Context
-    batch_size : int
-
-    Returns
-    -------
-    ClassBank
-        The new bank (save it with :func:`save_bank`).
-    """
-    registration_index(bank, name)  # refuse a trained class before embedding
-    embeddings = embed_boxes(model.net, images, boxes, ctx, batch_size)
-    return with_class(bank, name, embeddings, sum(len(np.reshape(b, (-1, 4))) for b in boxes))

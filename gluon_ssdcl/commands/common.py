@@ -19,6 +19,9 @@ from typing import Callable, Iterator, List, Sequence
 
 import mxnet as mx
 
+from ..data.digitset import parse_classes
+from ..utils.errors import one_line
+
 __all__ = ['CommandError', 'UsageError', 'OneLineErrorParser', 'positive_int', 'positive_float',
            'nonnegative_int', 'output_folder', 'gpu_ids', 'contexts', 'add_checkpoint_flag',
            'add_gpus_flag',
@@ -79,6 +82,15 @@ def output_folder(text: str) -> str:
     return text
 
 
+def classes_flag(text: str) -> List[int]:
+    """argparse type of ``--exclude-classes`` / ``--digits-exclude`` / ``register --classes``:
+    :func:`~gluon_ssdcl.data.digitset.parse_classes`, its error given to argparse."""
+    try:
+        return parse_classes(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def gpu_ids(text: str) -> List[int]:
     """argparse type of ``--gpus``: ``''`` -> [] (the CPU), ``'0,1'`` -> [0, 1]."""
     try:
@@ -136,17 +148,6 @@ def add_knn_flag(parser: argparse.ArgumentParser) -> None:
     """``--knn-k``: neighbours of the k-NN classifier (default 5)."""
     parser.add_argument('--knn-k', type=positive_int, default=5,
                         help='neighbours of the k-NN classifier (default: 5)')
-
-
-def one_line(error) -> str:
-    """The first line of an error's text, with an MXNet error's C++ stack trace cut down to its
-    last line (the reason)."""
-    text = str(error)
-    head, found, trace = text.partition('Traceback (most recent call last):')
-    if found:
-        text = head + trace.strip().splitlines()[-1]
-    lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
-    return ' '.join(lines) if lines else type(error).__name__
 
 
 def run(body: Callable[[], int]) -> int:

@@ -12,15 +12,12 @@ from typing import Callable, Tuple
 
 import numpy as np
 
-__all__ = ['as_numpy', 'knn_predict', 'knn_classifier', 'knn_distances', 'center_distances',
+from ..utils.arrays import as_numpy
+
+__all__ = ['knn_predict', 'knn_classifier', 'knn_distances', 'center_distances',
            'nearest_center_predict', 'sample_gallery']
 
 logger = logging.getLogger(__name__)
-
-
-def as_numpy(array) -> np.ndarray:
-    """A NumPy view of an NDArray (copied to the host) or of any array-like."""
-    return array.asnumpy() if hasattr(array, 'asnumpy') else np.asarray(array)
 
 
 def _keep_smallest(scores: np.ndarray, indices: np.ndarray,

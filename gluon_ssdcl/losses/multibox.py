@@ -4,7 +4,7 @@ from enum import Enum
 
 from mxnet import gluon, nd
 
-from .center_loss import CenterLoss, class_histogram, sum_over_devices
+from .center import CenterLoss, class_histogram, sum_over_devices
 
 __all__ = ['Mode', 'LossTerms', 'MultiBoxCenterLoss']
 

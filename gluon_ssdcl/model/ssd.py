@@ -4,12 +4,12 @@ import os
 from functools import partial
 
 import mxnet as mx
-from mxnet import autograd
-from mxnet.gluon import nn
 from gluoncv.model_zoo.model_store import short_hash
 from gluoncv.model_zoo.ssd import SSD
 from gluoncv.nn.coder import MultiPerClassDecoder
 from gluoncv.nn.predictor import ConvPredictor
+from mxnet import autograd
+from mxnet.gluon import nn
 
 __all__ = ['SSDCenter', 'TinyFeatures', 'get_ssd_center', 'initialize_params', 'feature_map_sizes',
            'reuse_map']

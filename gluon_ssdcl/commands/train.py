@@ -1,27 +1,30 @@
-"""Command line of train_ssd_center.py: GluonCV's train_ssd.py flags plus the center-loss ones."""
+"""``gluon-ssdcl train`` (and ``python train_ssd_center.py``): GluonCV's train_ssd.py flags plus the
+center-loss ones."""
 import argparse
 import logging
 import os
 import sys
+import traceback
+from typing import Callable
 
 import mxnet as mx
 from mxnet.gluon.data import SimpleDataset
 
-from .checkpoint import checkpoint_stem, load_checkpoint
-from .cli_tools import (OneLineErrorParser, UsageError, add_gpus_flag, add_knn_flag,
-                        add_loader_flags, contexts, log_to_file, nonnegative_int, positive_float,
-                        positive_int, run)
-from .data.datasets import get_dataloader, get_dataset
-from .data.digits import classes_flag, ensure_digits
-from .distributed import DIST_KVSTORES, KVSTORES, Workers, run_worker
-from .evaluate import compare_classifiers, format_table, save_results
-from .files import prefix_lock, remove_leftovers
-from .inference import detection_map, positive_loader
-from .loss import Mode, MultiBoxCenterLoss
-from .model import initialize_params
-from .model_zoo import get_model, list_models
-from .train import TrainConfig, fit, set_seed
-from .viz import FeatureMapRecorder
+from ..data.datasets import get_dataloader, get_dataset
+from ..data.digitset import ensure_digits
+from ..engine.checkpoint import checkpoint_stem, load_checkpoint
+from ..engine.distributed import DIST_KVSTORES, KVSTORES, Workers
+from ..engine.train import TrainConfig, fit, set_seed
+from ..evaluation.compare import compare_classifiers, format_table, save_results
+from ..evaluation.inference import detection_map, positive_loader
+from ..losses.multibox import Mode, MultiBoxCenterLoss
+from ..model.ssd import initialize_params
+from ..model.zoo import get_model, list_models
+from ..utils.files import prefix_lock, remove_leftovers
+from ..viz import FeatureMapRecorder
+from .common import (OneLineErrorParser, UsageError, add_gpus_flag, add_knn_flag, add_loader_flags,
+                     classes_flag, contexts, log_to_file, nonnegative_int, positive_float,
+                     positive_int, run)
 
 __all__ = ['build_parser', 'parse_args', 'resume_flags', 'RESUMED_FLAGS', 'main']
 
@@ -31,7 +34,7 @@ logger = logging.getLogger(__name__)
 def build_parser():
     """The argument parser (GluonCV's train_ssd.py names where they exist)."""
     p = OneLineErrorParser(
-        prog='train_ssd_center.py', allow_abbrev=False,
+        prog='gluon-ssdcl train', allow_abbrev=False,
         description='Train an SSD detector with a center-loss embedding head.')
     for add_flags in (_add_model_and_data_flags, _add_schedule_flags, _add_run_flags,
                       _add_center_loss_flags):
@@ -394,3 +397,20 @@ def main(argv=None):
                         f", {workers.size} workers ({args.kvstore})" if workers else '')
             return _train(args, ctx, workers)
     return run_worker(train) if distributed else run(train)
+
+
+def run_worker(body: Callable[[], int]) -> int:
+    """:func:`~gluon_ssdcl.cli_tools.run` for a worker of a distributed job: after a failure
+    (one ``error:`` line, or a traceback for a bug) the process ends at once with its code,
+    because a normal exit would wait at ps-lite's final barrier for workers that wait for this
+    one. The launcher then stops the job."""
+    try:
+        code = run(body)
+    except BaseException:  # pylint: disable=broad-except
+        traceback.print_exc()
+        code = 1
+    if code:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)  # pylint: disable=protected-access
+    return code

@@ -15,8 +15,8 @@ from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
-from .data.datasets import get_train_transform, get_val_loader
-from .knn import sample_gallery
+from ..data.datasets import get_train_transform, get_val_loader
+from ..embeddings.knn import sample_gallery
 
 __all__ = ['NMS_THRESH', 'NMS_TOPK', 'POST_NMS', 'IOU_THRESH', 'net_anchors', 'positive_loader',
            'collect_positives', 'build_gallery', 'ImageDetections', 'collect_detections',

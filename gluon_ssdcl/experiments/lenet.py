@@ -48,11 +48,11 @@ import numpy as np
 from mxnet import autograd, gluon
 from mxnet.gluon import nn
 
-from .center_loss import CenterLoss, class_histogram, sum_over_devices
-from .data.digits import mnist_sample
-from .knn import knn_predict, nearest_center_predict
-from .loss import Mode
-from .train import check_finite, make_lr_scheduler, make_trainers, set_seed, step_trainers
+from ..data.digitset import mnist_sample
+from ..embeddings.knn import knn_predict, nearest_center_predict
+from ..engine.train import check_finite, make_lr_scheduler, make_trainers, set_seed, step_trainers
+from ..losses.center import CenterLoss, class_histogram, sum_over_devices
+from ..losses.multibox import Mode
 
 __all__ = ['LeNetPlusPlus', 'load_mnist', 'train_classifier', 'collect_features',
            'feature_accuracies', 'evaluate_classifier', 'three_modes', 'MNIST_MEAN',

@@ -7,12 +7,10 @@ from typing import Dict, Optional, Sequence, Tuple
 
 import numpy as np
 
-from .knn import as_numpy
+from ..utils.arrays import as_numpy
 
-__all__ = ['CONFUSABLE_DIGITS', 'compactness', 'confusion_rates', 'auroc', 'rejected_at_recall']
+__all__ = ['compactness', 'confusion_rates', 'auroc', 'rejected_at_recall']
 
-# the digits that look alike: (4, 9), (3, 5, 8), (1, 7)
-CONFUSABLE_DIGITS = (('4', '9'), ('3', '5', '8'), ('1', '7'))
 
 
 def compactness(embeddings, labels, centers, class_names: Sequence[str]) -> Dict[str, dict]:
@@ -60,7 +58,7 @@ def compactness(embeddings, labels, centers, class_names: Sequence[str]) -> Dict
 
 
 def confusion_rates(labels, predictions, class_names: Sequence[str],
-                    groups: Sequence[Sequence[str]] = CONFUSABLE_DIGITS
+                    groups: Sequence[Sequence[str]]
                     ) -> Dict[str, Optional[float]]:
     """How often one class of a confusable group is labelled as another of the same group.
 
@@ -70,7 +68,7 @@ def confusion_rates(labels, predictions, class_names: Sequence[str],
         True and predicted class ids (indices into ``class_names``).
     class_names : sequence of str
     groups : sequence of sequences of str
-        Classes that look alike; groups with a name not in ``class_names`` are left out.
+        Classes that look alike (for the digits data set, its ``CONFUSABLE_DIGITS``); groups with a name not in ``class_names`` are left out.
 
     Returns
     -------

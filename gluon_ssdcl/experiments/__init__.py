@@ -1,0 +1,1 @@
+"""Experiments beside the detector: the center loss on plain classification (LeNet++ on MNIST)."""

@@ -1,0 +1,101 @@
+"""Model registry: ``get_model(name, **kwargs)`` and ``list_models()``.
+
+Our names are GluonCV's SSD names with ``_center`` before the data set
+(``ssd_300_vgg16_atrous_center_voc``); any other name is passed to GluonCV's own zoo.
+"""
+from functools import partial
+
+import gluoncv
+from gluoncv.data import COCODetection, VOCDetection
+from gluoncv.model_zoo.ssd.vgg_atrous import vgg16_atrous_300, vgg16_atrous_512
+
+from .ssd import TinyFeatures, get_ssd_center
+
+__all__ = ['get_model', 'list_models', 'DIGIT_CLASSES']
+
+DIGIT_CLASSES = tuple(str(d) for d in range(10))
+
+_RATIOS_6 = [[1, 2, 0.5]] + [[1, 2, 0.5, 3, 1.0 / 3]] * 3 + [[1, 2, 0.5]] * 2
+_RATIOS_7 = [[1, 2, 0.5]] + [[1, 2, 0.5, 3, 1.0 / 3]] * 4 + [[1, 2, 0.5]] * 2
+_SIZES_300_VOC = [30, 60, 111, 162, 213, 264, 315]
+_SIZES_300 = [21, 45, 99, 153, 207, 261, 315]
+_SIZES_512_VGG = [51.2, 76.8, 153.6, 230.4, 307.2, 384.0, 460.8, 537.6]
+_SIZES_512 = [51.2, 102.4, 189.4, 276.4, 363.52, 450.6, 492]
+_SIZES_512_RESNET_CUSTOM = [51.2, 133.12, 215.04, 296.96, 378.88, 460.8, 542.72]
+_MOBILENET_OUTPUTS = ['relu22_fwd', 'relu26_fwd']
+# digits at 256 px are 14-95 px (5th-95th percentile of sqrt(area)): a stride-8 first map
+# and sizes from 20 px give 4 anchors of IoU >= 0.5 per digit (the 300 px presets: 1.2)
+_SIZES_256_MOBILENET = [20, 36, 64, 96, 128, 176, 256]
+_SIZES_256_SMALL = [20, 36, 64, 100, 150, 256]
+
+# architecture name -> (base network, base size, features, filters, ratios, {dataset: sizes})
+_ARCHITECTURES = {
+    'ssd_300_vgg16_atrous': ('vgg16_atrous', 300, vgg16_atrous_300, None, _RATIOS_6,
+                             {'voc': _SIZES_300_VOC, 'coco': _SIZES_300, 'custom': _SIZES_300}),
+    'ssd_512_vgg16_atrous': ('vgg16_atrous', 512, vgg16_atrous_512, None, _RATIOS_7,
+                             {'voc': _SIZES_512_VGG, 'custom': _SIZES_512_VGG}),
+    'ssd_512_resnet50_v1': ('resnet50_v1', 512, ['stage3_activation5', 'stage4_activation2'],
+                            [512, 512, 256, 256], _RATIOS_6,
+                            {'voc': _SIZES_512, 'custom': _SIZES_512_RESNET_CUSTOM}),
+    'ssd_512_mobilenet1.0': ('mobilenet1.0', 512, _MOBILENET_OUTPUTS, [512, 512, 256, 256],
+                             _RATIOS_6, {'voc': _SIZES_512, 'custom': _SIZES_512}),
+    'ssd_300_mobilenet0.25': ('mobilenet0.25', 300, _MOBILENET_OUTPUTS, [256, 256, 128, 128],
+                              _RATIOS_6, {'voc': _SIZES_300, 'custom': _SIZES_300}),
+    # small networks for CPU training on the offline digits data set and for tests
+    # (ssd_256_small, plain 3x3 convolutions, reached mAP 0.58 on digits in 3 CPU minutes where
+    # ssd_256_mobilenet0.25 reached 0.15)
+    'ssd_256_mobilenet0.25': ('mobilenet0.25', 256, ['relu10_fwd'] + _MOBILENET_OUTPUTS,
+                              [256, 128, 128], _RATIOS_6,
+                              {'digits': _SIZES_256_MOBILENET, 'custom': _SIZES_256_MOBILENET}),
+    'ssd_256_small': (None, 256, partial(TinyFeatures, channels=(32, 64, 128, 128, 128, 128),
+                                         extra_convs=(1, 1)),
+                      None, [[1, 2, 0.5]] * 5,
+                      {'digits': _SIZES_256_SMALL, 'custom': _SIZES_256_SMALL}),
+    'ssd_64_tiny': (None, 64, TinyFeatures, None, [[1, 2, 0.5]] * 3,
+                    {'digits': [12, 24, 40, 64], 'custom': [12, 24, 40, 64]}),
+}
+
+_DATASET_CLASSES = {'voc': tuple(VOCDetection.CLASSES), 'coco': tuple(COCODetection.CLASSES),
+                    'digits': DIGIT_CLASSES}
+
+
+def _make(architecture, dataset, classes=None, **kwargs):
+    network, base_size, features, filters, ratios, sizes = _ARCHITECTURES[architecture]
+    if dataset == 'custom':
+        if not classes:
+            raise ValueError(f"{architecture}_center_custom needs classes=[...]")
+    elif classes is not None and tuple(classes) != _DATASET_CLASSES[dataset]:
+        raise ValueError(f"{architecture}_center_{dataset} has the {dataset} classes; "
+                         f"use {architecture}_center_custom for classes={list(classes)}")
+    classes = list(classes or _DATASET_CLASSES[dataset])
+    return get_ssd_center(network, base_size, features, filters, sizes[dataset], ratios,
+                          classes, **kwargs)
+
+
+_MODELS = {f"{arch}_center_{dataset}": partial(_make, arch, dataset)
+           for arch, spec in _ARCHITECTURES.items() for dataset in spec[-1]}
+
+
+def list_models():
+    """Names of the registered SSDCenter models, sorted."""
+    return sorted(_MODELS)
+
+
+def get_model(name, **kwargs):
+    """Build a registered model by name; names we do not register go to GluonCV's zoo.
+
+    Parameters
+    ----------
+    name : str
+        For example ``ssd_300_vgg16_atrous_center_voc`` or ``ssd_256_mobilenet0.25_center_digits``.
+    **kwargs
+        ``classes`` (custom models), ``embed_dim`` (default 16), ``pretrained_base``
+        (default False; True needs the base weights in ``root``), ``ctx``, ``root``,
+        ``norm_layer``, ``norm_kwargs`` and GluonCV's other SSD arguments.
+    """
+    key = name.lower()
+    if key in _MODELS:
+        return _MODELS[key](**kwargs)
+    if '_center_' in key:
+        raise ValueError(f"Unknown model '{name}'. Available: {', '.join(list_models())}")
+    return gluoncv.model_zoo.get_model(name, **kwargs)

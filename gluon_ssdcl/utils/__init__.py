@@ -1,0 +1,1 @@
+"""Utilities: atomic files and locks, the available CPUs, array helpers."""
