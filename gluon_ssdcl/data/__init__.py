@@ -1,4 +1,5 @@
-"""Data: the offline digits data set, VOC-layout data sets with SSD transforms and loaders, checks."""
+"""Data: the offline digits data set, VOC-layout data sets with SSD transforms and loaders,
+checks."""
 from .datasets import (BadDatasetError, SSDTrainTransform, VOCLayoutDetection, get_dataloader,
                        get_dataset, get_train_transform, get_val_loader, get_val_transform,
                        read_class_names)

@@ -8,7 +8,8 @@ radius, plus a k-NN gallery of labelled embeddings:
   radius is the ``quantile`` of the distances of the class's training positives to that center.
   A class without training positives (e.g. held out with ``--digits-exclude``) has no center
   (NaN row) and is never assigned until it is registered;
-- registered classes (:func:`~gluon_ssdcl.evaluation.class_banks.register_class`, ``gluon-ssdcl register``): the center
+- registered classes (:func:`~gluon_ssdcl.evaluation.class_banks.register_class`,
+  ``gluon-ssdcl register``): the center
   is the mean embedding of the positive anchors of a few example boxes, the radius the median
   radius of the trained classes (a few examples cannot measure one). A new name is appended to
   the class list (ids after the model's); a model class without a center (held out) takes its

@@ -68,7 +68,8 @@ def confusion_rates(labels, predictions, class_names: Sequence[str],
         True and predicted class ids (indices into ``class_names``).
     class_names : sequence of str
     groups : sequence of sequences of str
-        Classes that look alike (for the digits data set, its ``CONFUSABLE_DIGITS``); groups with a name not in ``class_names`` are left out.
+        Classes that look alike (for the digits data set, its ``CONFUSABLE_DIGITS``); groups
+        with a name not in ``class_names`` are left out.
 
     Returns
     -------

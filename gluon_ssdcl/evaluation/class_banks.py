@@ -1,5 +1,6 @@
 """Class banks of a trained model: fitted from its training data, kept beside its checkpoint, and
-new classes registered from a few example boxes (the bank itself: :mod:`gluon_ssdcl.embeddings.class_bank`).
+new classes registered from a few example boxes (the bank itself:
+:mod:`gluon_ssdcl.embeddings.class_bank`).
 """
 from __future__ import annotations
 
