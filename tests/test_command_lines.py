@@ -190,3 +190,58 @@ def test_the_private_import_check_finds_one(tmp_path):
     path = tmp_path / 'bad.py'
     path.write_text('from .cli import _OneLineErrorParser\nfrom .x import public, _hidden\n')
     assert len(private_imports(str(path))) == 2
+
+
+@pytest.mark.parametrize('meta', [b'{"epoch": 3', b'\xff\xfe not text', b'[1, 2]'])
+def test_convert_names_a_checkpoint_whose_metadata_is_corrupt(tmp_path, capsys, meta):
+    from gluon_ssdcl.commands.checkpoint import main as checkpoint_main
+    path = str(tmp_path / 'old.params')
+    mx.nd.save(path, {'net.weight': mx.nd.zeros((2,)), 'centers': mx.nd.zeros((2, 2)),
+                      'meta': mx.nd.array(list(meta), dtype='uint8')})
+    assert checkpoint_main(['--convert', path]) == 1
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith('error: ') and path in line and 'metadata' in line, line
+    assert os.listdir(tmp_path) == ['old.params']
+
+
+def entry_point_cases(tmp):
+    """(argv, exit code, lines on stderr): ``--help`` of the training script, of the console
+    script and of each earlier ``python -m`` name; of those runpy once warned about, an error
+    each."""
+    script = os.path.join(os.path.dirname(sys.executable), 'gluon-ssdcl')
+    console = [script] if os.path.isfile(script) else [sys.executable, '-m', 'gluon_ssdcl']
+    shims = ('evaluate', 'detect', 'export', 'register', 'launch', 'data.digits', 'data.check')
+    table = [([sys.executable] + TRAIN + ['--help'], 0, 0), (console + ['--help'], 0, 0),
+             (console + ['models', '--help'], 0, 0)]
+    table += [([sys.executable, '-m', f'gluon_ssdcl.{shim}', '--help'], 0, 0) for shim in shims]
+    table += [([sys.executable, '-m', 'gluon_ssdcl.checkpoint', '--convert',
+                os.path.join(tmp, 'missing.params')], 1, 1),
+              ([sys.executable] + MODEL_ZOO + ['--no-such-flag'], 2, 1)]
+    return table
+
+
+def test_every_entry_point_helps_and_the_shims_run_without_warnings(tmp_path):
+    """All at once (each a fresh Python process): exit codes, no traceback, no runpy warning,
+    an error in one line."""
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    table = entry_point_cases(str(tmp_path))
+    procs = [subprocess.Popen(argv, cwd=ROOT, env=env, text=True, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE) for argv, _, _ in table]
+    failures = []
+    for (argv, code, lines), proc in zip(table, procs):
+        out, err = proc.communicate(timeout=600)
+        if (proc.returncode != code or 'Traceback' in err or 'Warning' in err
+                or len(err.strip().splitlines()) != lines or (code == 0 and not out.strip())):
+            failures.append(f"{' '.join(argv[1:])}: exit {proc.returncode} (want {code}), "
+                            f"stderr:\n{err[-800:]}")
+    assert not failures, '\n\n'.join(failures)
+
+
+def test_every_command_of_the_console_script_helps(capsys):
+    from gluon_ssdcl.commands import COMMANDS
+    from gluon_ssdcl.commands import main as console_main
+    for name in COMMANDS:
+        with pytest.raises(SystemExit) as stop:
+            console_main([name, '--help'])
+        assert stop.value.code == 0, name
+        assert capsys.readouterr().out.startswith('usage: '), name

@@ -51,8 +51,9 @@ def write(path, text):
 
 def good_folder(tmp_path, sub='voc'):
     items = {'a': [('cat', (5, 6, 30, 40))],
-             'b': [('dog', (10, 10, 20, 20)), ('cat', (30, 5, 60, 45))]}
-    return write_voc_folder(tmp_path / sub, items, {'train': ['a', 'b'], 'val': ['b']})
+             'b': [('dog', (10, 10, 20, 20)), ('cat', (30, 5, 60, 45))],
+             'c': [('dog', (2, 3, 40, 30))]}
+    return write_voc_folder(tmp_path / sub, items, {'train': ['a', 'b'], 'val': ['c']})
 
 
 def run_check(cwd, *args):
@@ -164,11 +165,58 @@ def test_image_without_objects_is_a_warning(tmp_path, capsys):
 
 def test_every_problem_is_listed_once(tmp_path):
     root = good_folder(tmp_path)
+    write(split_path(root, 'val'), 'b\nc\n')
     corrupt_jpeg(root)
     write(os.path.join(root, 'Annotations', 'b.xml'), '<annotation>')
     problems = check_voc_folder(root, ['train', 'val'])  # b is in both splits
-    assert [os.path.basename(p.path) for p in problems] == ['a.jpg', 'b.xml']
-    assert [p.image_id for p in problems] == ['a', 'b']
+    assert [(os.path.basename(p.path), p.severity) for p in problems] == [
+        ('a.jpg', ERROR), ('b.xml', ERROR), ('val.txt', WARNING)]
+    assert [p.image_id for p in problems] == ['a', 'b', 'b']
+
+
+def test_repeated_and_shared_ids_are_warnings(tmp_path):
+    root = good_folder(tmp_path)
+    write(split_path(root, 'train'), 'a\nb\na\n\na\n')
+    write(split_path(root, 'val'), 'b\nc\nc\n')
+    problems = check_voc_folder(root, ['train', 'val'], ['cat', 'dog'])
+    assert [(os.path.basename(p.path), p.severity, p.image_id) for p in problems] == [
+        ('train.txt', WARNING, 'a'), ('val.txt', WARNING, 'b'), ('val.txt', WARNING, 'c')]
+    assert [p.message for p in problems] == [
+        "'a' is listed 3 times", "'b' is also listed in train.txt: the splits overlap",
+        "'c' is listed 2 times"]
+    assert main(['--root', root]) == 0  # warnings alone
+
+
+def tiny_image(root, side=(1, 1)):
+    """Make image 'a' of the folder ``side`` pixels, without objects."""
+    cv2.imwrite(os.path.join(root, 'JPEGImages', 'a.jpg'), np.full(side[::-1] + (3,), 90, np.uint8))
+    write(os.path.join(root, 'Annotations', 'a.xml'), voc_xml(*side, []))
+
+
+@pytest.mark.parametrize('side, error', [((1, 1), True), ((4, 60), True), ((60, 4), True),
+                                         ((5, 5), False)])
+def test_an_image_too_small_for_the_augmentation_is_an_error(tmp_path, side, error):
+    root = good_folder(tmp_path)
+    tiny_image(root, side)
+    problems = check_voc_folder(root, ['train'], ['cat', 'dog'])
+    image = os.path.join(root, 'JPEGImages', 'a.jpg')
+    errors = [p for p in problems if p.severity == ERROR]
+    assert [p.path for p in errors] == ([image] if error else [])
+    if error:
+        assert errors[0].message == (f'the image is {side[0]}x{side[1]}: the SSD augmentation '
+                                     'needs at least 5x5 pixels')
+
+
+def test_training_names_an_image_too_small_in_one_line(tmp_path, capsys):
+    from gluon_ssdcl.commands.train import main as train_main
+    root = good_folder(tmp_path)
+    tiny_image(root)
+    code = train_main(['--dataset', 'custom', '--dataset-root', root, '--augment', '--network',
+                       'tiny', '--data-shape', '64', '--batch-size', '2', '-j', '0', '--epochs',
+                       '1', '--save-prefix', str(tmp_path / 'run')])
+    assert code == 1
+    (line,) = [line for line in capsys.readouterr().err.splitlines() if 'error' in line]
+    assert line.startswith('error: ') and os.path.join(root, 'JPEGImages', 'a.jpg') in line
 
 
 def test_command_line_module(tmp_path):

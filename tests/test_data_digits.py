@@ -224,15 +224,24 @@ def dead_pid():
 
 def test_ensure_digits_ignores_half_written_and_foreign_folders(tmp_path):
     root = str(tmp_path / 'digits')
-    leftovers = [f'digits.tmp-{dead_pid()}-0a1b', f'digits.tmp-{os.getpid()}-2c3d',
-                 'digits.tmp-crashed', f'other.tmp-{dead_pid()}-4e5f']
+    dead = dead_pid()
+    leftovers = [f'digits.tmp-{dead}-0a1b', f'digits.tmp-{os.getpid()}-2c3d',
+                 'digits.tmp-crashed', f'other.tmp-{dead}-4e5f', f'digits.tmp-{dead}-6a7b',
+                 f'digits.tmp-{dead}-8c9d']
     for name in leftovers:
         (tmp_path / name / 'VOC2007' / 'JPEGImages').mkdir(parents=True)
+    for name, pid in ((leftovers[0], dead), (leftovers[1], os.getpid()), (leftovers[3], dead),
+                      (leftovers[5], dead + 1)):  # the last one names another process
+        (tmp_path / name / digits.TMP_MARKER).write_text(
+            json.dumps({'generator': digits.GENERATOR, 'pid': pid}))
+    (tmp_path / leftovers[4] / 'thesis.tex').write_text("a user's file, no marker of ours")
     os.makedirs(root)  # empty: fine to build into
     ensure_digits(root, **TINY)
     assert os.path.isfile(os.path.join(root, 'manifest.json'))
-    # only the leftover of this root whose generating process is dead is removed
+    assert digits.TMP_MARKER not in os.listdir(root)
+    # only the leftover of this root that a dead process of ours marked as its own is removed
     assert sorted(os.listdir(tmp_path)) == sorted(['digits', 'digits.lock'] + leftovers[1:])
+    assert (tmp_path / leftovers[4] / 'thesis.tex').read_text().startswith("a user's")
     os.remove(os.path.join(root, 'manifest.json'))  # unfinished or not ours: left alone
     with pytest.raises(ValueError, match='manifest.json'):
         ensure_digits(root, **TINY)

@@ -2,7 +2,9 @@
 workers on this machine (``python -m gluon_ssdcl.launch``, free ports), the tiny network."""
 import os
 import re
+import shlex
 import signal
+import stat
 import subprocess
 import sys
 import threading
@@ -12,7 +14,7 @@ import mxnet as mx
 import numpy as np
 import pytest
 
-from gluon_ssdcl.commands.launch import Host
+from gluon_ssdcl.commands.launch import GUARD, Host, free_port
 from gluon_ssdcl.commands.launch import main as launch_main
 from gluon_ssdcl.commands.launch import plan, read_hostfile, ssh_command
 from gluon_ssdcl.data.sampler import ShardSampler
@@ -66,11 +68,13 @@ def test_hostfile_entries_and_the_ssh_command(tmp_path):
     hosts = read_hostfile(str(hostfile))
     assert hosts == [Host('node1'), Host('alice@node2', 2222), Host('10.0.0.7')]
     command = ssh_command(hosts[1], {'DMLC_ROLE': 'worker', 'X': 'a b'},
-                          ['python', 'train.py', '--save-prefix', "it's"], '/shared/my run')
-    assert command[:6] == ['ssh', '-tt', '-o', 'BatchMode=yes', '-p', '2222']
-    assert command[6] == 'alice@node2'
-    assert command[7] == ("cd '/shared/my run' && exec env DMLC_ROLE=worker X='a b' "
-                          "python train.py --save-prefix 'it'\"'\"'s'")
+                          ['python', 'train.py', '--save-prefix', "it's"], '/shared/my run',
+                          python='/opt/py')
+    assert command[:5] == ['ssh', '-o', 'BatchMode=yes', '-p', '2222']
+    assert command[5] == 'alice@node2' and len(command) == 7
+    assert shlex.split(command[6]) == [
+        'cd', '/shared/my run', '&&', 'exec', 'env', 'DMLC_ROLE=worker', 'X=a b', '/opt/py', '-c',
+        GUARD, 'python', 'train.py', '--save-prefix', "it's"]
     bad = tmp_path / 'bad'
     bad.write_text('node1\nnode2:ssh\n')
     with pytest.raises(ValueError, match='line 2'):
@@ -189,7 +193,7 @@ def test_a_two_epoch_run_through_launch_then_resumed(tmp_path, digits_root):
     trained = equal_workers(tmp_path)
     written = sorted(os.listdir(prefix.parent))
     assert written == sorted(
-        ['dist.lock', 'dist_train.log', 'dist_eval.json'] +
+        ['dist_history.png', 'dist_train.log', 'dist_eval.json'] +
         [f'dist_{stem}.{ext}' for stem in ('last', 'best') for ext in ('params', 'state')] +
         [f'dist_features_{split}{end}' for split in ('train', 'val')
          for end in ('_epoch0.png', '_epoch1.png', '.gif')])
@@ -247,7 +251,8 @@ def gone(pid):
 
 
 def started_job(tmp_path):
-    """A job of two summing workers, once both are summing; its launcher and processes."""
+    """A job of two summing workers, once both are summing; its launcher and processes (not
+    the launcher's watchdog)."""
     job = launch(WORKER, 'wait')
     lines = []
     reader = threading.Thread(target=lambda: lines.extend(job.stdout), daemon=True)
@@ -256,9 +261,80 @@ def started_job(tmp_path):
     while sum('summing' in line for line in lines) < 2 and time.monotonic() < deadline:
         assert job.poll() is None, job.stderr.read()
         time.sleep(0.2)
-    processes = children(job.pid)
+    processes = [p for p in children(job.pid) if b'DMLC_ROLE' in environment(p)]
     assert len(processes) == 4
     return job, processes
+
+
+def running(port):
+    """The processes (not zombies) of the job whose scheduler listens on ``port``: those with
+    its ``DMLC_PS_ROOT_PORT``, data-loader and other children included."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir('/proc')):
+        try:
+            with open(f'/proc/{entry}/stat') as f:
+                state = f.read().rsplit(')', 1)[1].split()[0]
+            env = environment(int(entry))
+        except OSError:
+            continue
+        if state != 'Z' and env.get(b'DMLC_PS_ROOT_PORT') == str(port).encode():
+            found.append(int(entry))
+    return found
+
+
+def wait_for(condition, timeout):
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return condition()
+
+
+# ssh's stand-in: runs the remote command here, its stdin a pipe that closes when this process
+# ends, as sshd closes it when the connection drops
+FAKE_SSH = """#!{python}
+import shutil, subprocess, sys
+remote = subprocess.Popen(['sh', '-c', sys.argv[-1]], stdin=subprocess.PIPE)
+shutil.copyfileobj(sys.stdin.buffer, remote.stdin)
+remote.stdin.close()
+sys.exit(remote.wait())
+"""
+# a worker with a child of its own (as data-loader processes), which says so once both run
+SPAWNING = ("import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', "
+            "'import time; time.sleep(600)']); print('spawned', flush=True); time.sleep(600)")
+
+
+@pytest.mark.parametrize('where', ['here', 'over ssh'])
+def test_kill_9_of_the_launcher_ends_every_process_of_the_job(tmp_path, where):
+    """A job of a scheduler, a server and two workers that each start a child; on this
+    machine, or (the servers and workers) on a host through ssh's stand-in."""
+    hosts = []
+    env = ENV
+    if where == 'over ssh':
+        (tmp_path / 'ssh').write_text(FAKE_SSH.format(python=sys.executable))
+        (tmp_path / 'ssh').chmod(stat.S_IRWXU)
+        (tmp_path / 'hosts').write_text('127.0.0.1\n')
+        hosts = ['-H', str(tmp_path / 'hosts')]
+        env = dict(ENV, PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    port = free_port()
+    job = subprocess.Popen(
+        [sys.executable, '-m', 'gluon_ssdcl.launch', '-n', '2', '-s', '1', *hosts, '--port',
+         str(port), '--', sys.executable, '-c', SPAWNING],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env)
+    try:
+        lines = []
+        threading.Thread(target=lambda: lines.extend(job.stdout), daemon=True).start()
+        assert wait_for(lambda: sum('spawned' in line for line in lines) == 2, 120), lines
+        # the scheduler, the server, two workers and their children (over ssh: each under a
+        # guard but the scheduler, which runs here)
+        assert len(running(port)) == (6 if where == 'here' else 9)
+        launched = children(job.pid)  # and the watchdog (and the ssh clients)
+        os.kill(job.pid, signal.SIGKILL)
+        job.wait(timeout=60)
+        assert wait_for(lambda: not running(port) and all(map(gone, launched)), 10), \
+            running(port)
+    finally:
+        for pid in running(port):
+            os.kill(pid, signal.SIGKILL)
 
 
 def test_kill_9_of_a_worker_stops_the_job_naming_it(tmp_path):

@@ -15,11 +15,26 @@ import logging
 from typing import Optional, Sequence
 
 from ..data.voc_check import ERROR, SUBFOLDER, check_voc_folder, resolve_voc_root
-from .common import OneLineErrorParser, program, run
+from .common import OneLineErrorParser, class_names, program, run
 
-__all__ = ['main']
+__all__ = ['build_parser', 'main']
 
 logger = logging.getLogger(__name__)
+
+
+def build_parser() -> OneLineErrorParser:
+    """The flags of :func:`main`."""
+    parser = OneLineErrorParser(prog='gluon-ssdcl check-data',
+                                description=__doc__.splitlines()[0])
+    parser.add_argument('--root', required=True,
+                        help='folder holding JPEGImages/, Annotations/ and ImageSets/Main/, '
+                             f'or its parent holding {SUBFOLDER}/ (required)')
+    parser.add_argument('--split', nargs='+', default=['train', 'val'],
+                        help='ImageSets/Main/<split>.txt files to check (default: train val)')
+    parser.add_argument('--classes', type=class_names, default=None,
+                        help='comma-separated distinct class names; objects of other classes '
+                             'are errors (default: any class)')
+    return parser
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -31,21 +46,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         0 without errors; 1 on errors, or when ``--root`` is not a VOC-layout folder nor its
         parent (one ``error:`` line). Bad flags exit with 2 (one line).
     """
-    parser = OneLineErrorParser(prog='gluon-ssdcl check-data',
-                                description=__doc__.splitlines()[0])
-    parser.add_argument('--root', required=True,
-                        help='folder holding JPEGImages/, Annotations/ and ImageSets/Main/, '
-                             f'or its parent holding {SUBFOLDER}/')
-    parser.add_argument('--split', nargs='+', default=['train', 'val'],
-                        help='ImageSets/Main/<split>.txt files to check (default: train val)')
-    parser.add_argument('--classes', default=None,
-                        help='comma-separated class names; objects of other classes are errors')
-    args = parser.parse_args(argv)
-    classes = None if args.classes is None else [c for c in args.classes.split(',') if c.strip()]
+    args = build_parser().parse_args(argv)
 
     def check() -> int:
         root = resolve_voc_root(args.root)
-        problems = check_voc_folder(root, args.split, classes)
+        problems = check_voc_folder(root, args.split, args.classes)
         for problem in problems:
             print(problem)
         errors = sum(p.severity == ERROR for p in problems)

@@ -15,18 +15,19 @@ import logging
 import math
 import os
 import sys
-from typing import Callable, Iterator, List, Sequence
+from typing import Any, Callable, Iterator, List, Optional, Sequence
 
 import mxnet as mx
 
 from ..data.digitset import parse_classes
 from ..utils.errors import one_line
+from . import exit_on_interrupt
 
-__all__ = ['CommandError', 'UsageError', 'OneLineErrorParser', 'positive_int', 'positive_float',
-           'nonnegative_int', 'output_folder', 'gpu_ids', 'contexts', 'add_checkpoint_flag',
-           'add_gpus_flag',
-           'add_loader_flags', 'add_knn_flag', 'one_line', 'run', 'program', 'log_to_file',
-           'RUNTIME_ERRORS']
+__all__ = ['CommandError', 'UsageError', 'OneLineErrorParser', 'integer', 'number',
+           'positive_int', 'positive_float', 'nonnegative_int', 'comma_separated', 'class_names',
+           'as_given', 'classes_flag', 'output_folder', 'gpu_ids', 'contexts',
+           'add_checkpoint_flag', 'add_gpus_flag', 'add_loader_flags', 'add_knn_flag', 'one_line',
+           'run', 'program', 'log_to_file', 'RUNTIME_ERRORS']
 
 PACKAGE_LOGGER = 'gluon_ssdcl'
 LOG_FORMAT = '%(asctime)s %(message)s'
@@ -51,28 +52,82 @@ class OneLineErrorParser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
 
 
-def positive_int(text: str) -> int:
-    """argparse type: an integer >= 1."""
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
+def _range_text(low, high, low_open: bool = False, high_open: bool = False) -> str:
+    """``'>= 0 and < 1'``: the range of a flag's values, in words (a bound may be None)."""
+    bounds = [f"{sign} {bound}" for bound, sign in ((low, '>' if low_open else '>='),
+                                                    (high, '<' if high_open else '<='))
+              if bound is not None]
+    return ' and '.join(bounds)
 
 
-def nonnegative_int(text: str) -> int:
-    """argparse type: an integer >= 0."""
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text}")
-    return value
+def _bounded(convert: Callable[[str], Any], wanted: str,
+             within: Callable[[Any], bool]) -> Callable[[str], Any]:
+    """argparse type: ``convert(text)`` when ``within`` it, else one line saying ``wanted``."""
+    def parse(text: str):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{wanted}, got {text!r}") from None
+        if not within(value):
+            raise argparse.ArgumentTypeError(f"{wanted}, got {text}")
+        return value
+    return parse
 
 
-def positive_float(text: str) -> float:
-    """argparse type: a finite number > 0 (not NaN, not infinite)."""
-    value = float(text)
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
-    return value
+def integer(low: Optional[int] = None, high: Optional[int] = None) -> Callable[[str], int]:
+    """argparse type: an integer in ``[low, high]`` (a bound may be None)."""
+    kind = 'a positive integer' if low == 1 else 'an integer'
+    wanted = f"must be {kind} {_range_text(None if low == 1 else low, high)}".rstrip()
+    return _bounded(int, wanted, lambda value: (low is None or value >= low)
+                    and (high is None or value <= high))
+
+
+def number(low: Optional[float] = None, high: Optional[float] = None, low_open: bool = False,
+           high_open: bool = False) -> Callable[[str], float]:
+    """argparse type: a finite number (not NaN, not infinite) between ``low`` and ``high``,
+    either bound excluded when ``low_open`` / ``high_open`` (a bound may be None)."""
+    wanted = f"must be a finite number {_range_text(low, high, low_open, high_open)}".rstrip()
+    return _bounded(float, wanted, lambda value: (
+        math.isfinite(value)
+        and (low is None or value > low or (value == low and not low_open))
+        and (high is None or value < high or (value == high and not high_open))))
+
+
+positive_int = integer(1)
+nonnegative_int = integer(0)
+positive_float = number(0, low_open=True)
+
+
+def comma_separated(item: Callable[[str], Any], distinct: bool = False) -> Callable[[str], list]:
+    """argparse type: comma-separated values, each read by the argparse type ``item``; ``''``
+    gives []. An empty value (``'a,,b'``) is refused, and so is a repeated one with
+    ``distinct``."""
+    def parse(text: str) -> list:
+        if not text.strip():
+            return []
+        parts = [part.strip() for part in text.split(',')]
+        if not all(parts):
+            raise argparse.ArgumentTypeError(f"an empty value in {text!r}")
+        values = [item(part) for part in parts]
+        repeated = sorted({part for part, value in zip(parts, values) if values.count(value) > 1})
+        if distinct and repeated:
+            raise argparse.ArgumentTypeError(
+                f"{', '.join(map(repr, repeated))} is repeated in {text!r}")
+        return values
+    return parse
+
+
+# ``--classes``: distinct, non-empty class names
+class_names = comma_separated(str, distinct=True)
+
+
+def as_given(parse: Callable[[str], Any]) -> Callable[[str], str]:
+    """argparse type: the flag's text unchanged, once ``parse`` (an argparse type) accepts it,
+    for a flag whose text the command reads itself."""
+    def check(text: str) -> str:
+        parse(text)
+        return text
+    return check
 
 
 def output_folder(text: str) -> str:
@@ -162,9 +217,11 @@ def run(body: Callable[[], int]) -> int:
 
 def program(main: Callable[[], int]) -> None:
     """Run a command's ``main()`` as a program: log INFO to stderr (stdout keeps the command's
-    results), exit with its code."""
-    logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
-    sys.exit(main())
+    results), exit with its code; Ctrl-C or SIGTERM exits 130 after one line
+    (:func:`~gluon_ssdcl.commands.exit_on_interrupt`)."""
+    with exit_on_interrupt():
+        logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
+        sys.exit(main())
 
 
 @contextlib.contextmanager

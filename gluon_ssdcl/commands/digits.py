@@ -24,8 +24,9 @@ create: a root that holds a set of other parameters, or anything else, is refuse
 (``ValueError``). Beside the root, ``<root>.lock`` (left in place) lets one process at a time
 generate: the others wait for it, then reuse its set. The set is written into a temporary
 sibling, ``<root>.tmp-<pid>-<random>``, and renamed into place; the next run removes the
-leftover of a killed one (its pid no longer runs), whose pool workers have exited with it.
-Folders and files get the permissions of the user's umask.
+leftover of a killed one, once it can tell it is one (its process no longer runs and the marker
+it wrote first names that process). Folders and files get the permissions of the user's umask.
+Ctrl-C stops the generation and removes its temporary folder (exit code 130).
 """
 from __future__ import annotations
 
@@ -34,10 +35,14 @@ import os
 import time
 from typing import Optional, Sequence
 
-from ..data.digitset import check_parameters, default_root, ensure_digits
-from .common import OneLineErrorParser, classes_flag, nonnegative_int, positive_int, program, run
+from ..data.digitset import MIN_IMAGE_SIZE, check_parameters, default_root, ensure_digits
+from .common import (OneLineErrorParser, classes_flag, integer, nonnegative_int, positive_int,
+                     program, run)
 
-__all__ = ['main']
+__all__ = ['build_parser', 'main']
+
+MAX_IMAGE_SIZE = 4096  # pixels a side
+MAX_DIGITS = 100  # per image
 
 logger = logging.getLogger(__name__)
 
@@ -48,7 +53,7 @@ def _disk_usage(folder: str) -> int:
                for directory, _, names in os.walk(folder) for name in names)
 
 
-def _parser() -> OneLineErrorParser:
+def build_parser() -> OneLineErrorParser:
     """The flags of :func:`main`."""
     parser = OneLineErrorParser(prog='gluon-ssdcl digits',
                                 description=__doc__.splitlines()[0])
@@ -58,10 +63,12 @@ def _parser() -> OneLineErrorParser:
     add('--num-train', type=positive_int, default=4000, help='training images (default: 4000)')
     add('--num-val', type=positive_int, default=500, help='validation images (default: 500)')
     add('--seed', type=nonnegative_int, default=0, help='random seed (default: 0)')
-    add('--image-size', type=positive_int, default=300,
-        help='image side in pixels, at least 32 (default: 300)')
-    add('--min-digits', type=positive_int, default=1, help='fewest digits per image (default: 1)')
-    add('--max-digits', type=positive_int, default=6, help='most digits per image (default: 6)')
+    add('--image-size', type=integer(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), default=300,
+        help=f'image side in pixels, {MIN_IMAGE_SIZE} to {MAX_IMAGE_SIZE} (default: 300)')
+    add('--min-digits', type=integer(1, MAX_DIGITS), default=1,
+        help='fewest digits per image (default: 1)')
+    add('--max-digits', type=integer(1, MAX_DIGITS), default=6,
+        help=f'most digits per image, at most {MAX_DIGITS} (default: 6)')
     add('--exclude-classes', type=classes_flag, default=[],
         help='digit classes left out of the training images, e.g. 8,9 (default: none)')
     add('--workers', type=positive_int, default=None,
@@ -78,7 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         0 on success; 1 when ``--root`` holds something else or cannot be written (one
         ``error:`` line). Bad flags exit with 2 (one line).
     """
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     try:
         check_parameters(args.num_train, args.num_val, args.image_size, args.min_digits,

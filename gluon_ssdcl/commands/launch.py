@@ -15,7 +15,14 @@ before the workers) the launcher stops the others and exits 1 with one line nami
 Ctrl-C (or SIGTERM) it stops them all and exits 130. Each process runs in its own process
 group, and the whole group is stopped (SIGTERM, then SIGKILL after 5 s), so nothing of the job
 is left behind, data-loader processes included. Bad usage exits 2 with one line.
+
+The job also ends with the launcher when it is killed (kill -9 included): its processes get
+SIGTERM when it dies (Linux's parent-death signal), and a watchdog process stops their groups
+when its pipe from the launcher closes. On a host, each process runs under the same guard
+(:data:`GUARD`), which stops its group when its stdin, carried by ssh, ends: when the launcher
+ends or the connection drops.
 """
+import ctypes
 import os
 import shlex
 import signal
@@ -24,17 +31,69 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Dict, List, NamedTuple, Optional, Sequence, TextIO
+from typing import Callable, Dict, List, NamedTuple, Optional, Sequence, TextIO
 
-from .common import OneLineErrorParser, UsageError, positive_int, program, run
+from .common import OneLineErrorParser, UsageError, integer, positive_int, program, run
 
-__all__ = ['Host', 'Node', 'read_hostfile', 'free_port', 'plan', 'ssh_command', 'Job', 'main']
+__all__ = ['Host', 'Node', 'GUARD', 'read_hostfile', 'free_port', 'plan', 'ssh_command', 'Job',
+           'build_parser', 'main']
 
 SERVE = 'import mxnet'  # with DMLC_ROLE=server or scheduler, importing MXNet runs its loop
 STOP_GRACE_S = 5.0
 POLL_S = 0.1
 # defaults for every process of the job: lines as they come, no progress bars
 QUIET = {'PYTHONUNBUFFERED': '1', 'TQDM_DISABLE': '1'}
+PR_SET_PDEATHSIG = 1  # prctl(2): the signal a process gets when its parent ends
+
+# ``python -c GUARD [COMMAND...]`` stops process groups (SIGTERM, then SIGKILL after
+# STOP_GRACE_S) when its stdin ends, as it does when the process holding the pipe's other end
+# ends, however it ends, or when the ssh connection carrying it drops; and when it gets SIGTERM,
+# SIGHUP or SIGINT. The groups: COMMAND's, started in a group of its own (a process of the job
+# on a host), whose exit code it exits with (128 + N after signal N); and each group id
+# written to stdin, one a line (the launcher's watchdog). A line 'done' ends it, stopping none.
+GUARD = f'''
+import os, signal, subprocess, sys, threading, time
+groups = []
+def alive(group):
+    try:
+        while os.waitpid(-1, os.WNOHANG)[0]:
+            pass
+    except ChildProcessError:
+        pass
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+def stop(*_):
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        for group in [g for g in groups if alive(g)]:
+            try:
+                os.killpg(group, sig)
+            except ProcessLookupError:
+                pass
+        deadline = time.monotonic() + {STOP_GRACE_S}
+        while any(map(alive, groups)) and time.monotonic() < deadline:
+            time.sleep({POLL_S})
+    os._exit(1)
+def watch():
+    for line in sys.stdin:
+        if line.strip() == 'done':
+            os._exit(0)
+        groups.append(int(line))
+    stop()
+for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGINT):
+    signal.signal(sig, stop)
+if len(sys.argv) > 1:
+    command = subprocess.Popen(sys.argv[1:], stdin=subprocess.DEVNULL, start_new_session=True)
+    groups.append(command.pid)
+    threading.Thread(target=watch, daemon=True).start()
+    code = command.wait()
+    sys.exit(128 - code if code < 0 else code)
+watch()
+'''
 
 
 class Host(NamedTuple):
@@ -96,16 +155,20 @@ def _address_towards(host: Host) -> str:
         return probe.getsockname()[0]
 
 
-def ssh_command(host: Host, env: Dict[str, str], argv: Sequence[str], cwd: str) -> List[str]:
+def ssh_command(host: Host, env: Dict[str, str], argv: Sequence[str], cwd: str,
+                python: str = sys.executable) -> List[str]:
     """The local command that runs ``argv`` on ``host`` in folder ``cwd`` with ``env``.
 
-    ``-tt`` gives the remote command a terminal, so it is hung up (and ends) when its ssh
-    client is stopped; ``BatchMode`` fails at once instead of asking for a password.
+    ``argv`` runs under ``python -c`` :data:`GUARD`, which stops its process group when its
+    stdin ends: give the ssh client a pipe that stays open while the job runs, so that the
+    remote processes end when the launcher ends or the connection drops. ``BatchMode`` fails
+    at once instead of asking for a password.
     """
     settings = ' '.join(f'{key}={shlex.quote(value)}' for key, value in sorted(env.items()))
-    remote = f"cd {shlex.quote(cwd)} && exec env {settings} {shlex.join(argv)}"
+    guarded = [python, '-c', GUARD, *argv]
+    remote = f"cd {shlex.quote(cwd)} && exec env {settings} {shlex.join(guarded)}"
     port = ['-p', str(host.port)] if host.port else []
-    return ['ssh', '-tt', '-o', 'BatchMode=yes', *port, host.name, remote]
+    return ['ssh', '-o', 'BatchMode=yes', *port, host.name, remote]
 
 
 def plan(command: Sequence[str], workers: int, servers: int, port: int,
@@ -126,7 +189,8 @@ def plan(command: Sequence[str], workers: int, servers: int, port: int,
             env = {**common, 'DMLC_ROLE': role, 'DMLC_TASK_ID': str(index)}
             if host is None:  # every process of a local job on the loopback interface
                 env['DMLC_NODE_HOST'] = '127.0.0.1'
-            node_argv = argv if host is None else ssh_command(host, {**QUIET, **env}, argv, cwd)
+            node_argv = (argv if host is None else
+                         ssh_command(host, {**QUIET, **env}, argv, cwd, python))
             nodes.append(Node(role, index, host, node_argv, env))
     return nodes
 
@@ -145,28 +209,64 @@ class Interrupted(Exception):
     """Ctrl-C, SIGTERM or SIGHUP reached the launcher."""
 
 
+def _parent_death_signal() -> Optional[Callable[[], None]]:
+    """A ``preexec_fn`` that has the child get SIGTERM when this process's thread that starts
+    it ends, however it ends (Linux's ``prctl(PR_SET_PDEATHSIG)``; None elsewhere)."""
+    if not sys.platform.startswith('linux'):
+        return None
+    libc = ctypes.CDLL(None, use_errno=True)  # the C library, loaded before the fork
+    parent = os.getpid()
+
+    def set_signal() -> None:
+        libc.prctl(PR_SET_PDEATHSIG, ctypes.c_ulong(signal.SIGTERM))
+        if os.getppid() != parent:  # the launcher ended before prctl
+            os.kill(os.getpid(), signal.SIGTERM)
+    return set_signal
+
+
 class Job:
-    """The running processes of a :func:`plan`, their prefixed output and their end."""
+    """The running processes of a :func:`plan`, their prefixed output and their end.
+
+    Call :meth:`start` in the thread that will wait for the job: its processes are sent SIGTERM
+    when that thread ends (on Linux).
+    """
 
     def __init__(self, nodes: Sequence[Node], out: TextIO = sys.stdout, err: TextIO = sys.stderr):
         self.nodes, self.out, self.err = list(nodes), out, err
         self.procs: List[subprocess.Popen] = []
         self.readers: List[threading.Thread] = []
         self.lock = threading.Lock()
+        self.watchdog: Optional[subprocess.Popen] = None
 
     def start(self) -> None:
-        """Start every node in a process group of its own; then copy its output, prefixed."""
+        """Start the watchdog (:data:`GUARD`) and every node in a process group of its own,
+        each group given to the watchdog; then copy each node's output, prefixed."""
+        preexec = _parent_death_signal()
+        self.watchdog = subprocess.Popen([sys.executable, '-c', GUARD], stdin=subprocess.PIPE,
+                                         stdout=subprocess.DEVNULL, start_new_session=True,
+                                         text=True)
         for node in self.nodes:
             env = {**QUIET, **os.environ, **node.env} if node.host is None else None
+            # over ssh, a pipe that closes with the launcher (GUARD stops the remote group)
+            stdin = subprocess.DEVNULL if node.host is None else subprocess.PIPE
             self.procs.append(subprocess.Popen(
-                node.argv, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE, start_new_session=True))
+                node.argv, env=env, stdin=stdin, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, start_new_session=True, preexec_fn=preexec))
+            self._tell_watchdog(f'{self.procs[-1].pid}\n')
         for node, proc in zip(self.nodes, self.procs):
             for stream, sink in ((proc.stdout, self.out), (proc.stderr, self.err)):
                 reader = threading.Thread(target=self._copy, args=(node.label, stream, sink),
                                           daemon=True)
                 reader.start()
                 self.readers.append(reader)
+
+    def _tell_watchdog(self, line: str) -> None:
+        """Write ``line`` to the watchdog's stdin (see :data:`GUARD`)."""
+        try:
+            self.watchdog.stdin.write(line)
+            self.watchdog.stdin.flush()
+        except OSError:  # it ended (killed): the parent-death signal still ends the job
+            pass
 
     def _copy(self, label: str, stream, sink: TextIO) -> None:
         for raw in iter(stream.readline, b''):
@@ -213,8 +313,14 @@ class Job:
                 time.sleep(POLL_S)
         for proc in self.procs:
             proc.wait()
+            if proc.stdin:
+                proc.stdin.close()
         for reader in self.readers:
             reader.join(timeout=grace)
+        if self.watchdog is not None and self.watchdog.poll() is None:
+            self._tell_watchdog('done\n')
+            self.watchdog.stdin.close()
+            self.watchdog.wait()
         return running
 
 
@@ -266,14 +372,14 @@ def build_parser() -> OneLineErrorParser:
         description="Start MXNet's scheduler, servers and COMMAND as workers (DMLC_* "
                     "environment), here or over ssh; stop them all when one fails.")
     p.add_argument('-n', '--num-workers', type=positive_int, required=True,
-                   help='workers: copies of COMMAND')
+                   help='workers: copies of COMMAND (required)')
     p.add_argument('-s', '--num-servers', type=positive_int, default=None,
                    help='servers (default: as many as workers, as MXNet\'s launcher)')
     p.add_argument('-H', '--hostfile', default=None,
                    help='hosts to run the servers and workers on over ssh, one '
                         '[user@]host[:ssh_port] a line (default: all on this machine)')
-    p.add_argument('--port', type=positive_int, default=None,
-                   help="the scheduler's port (default: a free one)")
+    p.add_argument('--port', type=integer(1, 65535), default=None,
+                   help="the scheduler's TCP port (default: a free one)")
     return p
 
 

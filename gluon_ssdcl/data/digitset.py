@@ -24,8 +24,9 @@ create: a root that holds a set of other parameters, or anything else, is refuse
 (``ValueError``). Beside the root, ``<root>.lock`` (left in place) lets one process at a time
 generate: the others wait for it, then reuse its set. The set is written into a temporary
 sibling, ``<root>.tmp-<pid>-<random>``, and renamed into place; the next run removes the
-leftover of a killed one (its pid no longer runs), whose pool workers have exited with it.
-Folders and files get the permissions of the user's umask.
+leftover of a killed one, whose pool workers have exited with it, once it can tell it is one:
+its process no longer runs and it holds the marker (:data:`TMP_MARKER`) naming that process,
+written first. Folders and files get the permissions of the user's umask.
 """
 from __future__ import annotations
 
@@ -38,6 +39,7 @@ import os
 import re
 import secrets
 import shutil
+import signal
 import threading
 import time
 from typing import Any, Dict, Iterator, List, NamedTuple, Optional, Sequence, Tuple
@@ -52,9 +54,9 @@ from ..utils.cpus import available_cpus
 from ..utils.files import exclusive_lock, pid_alive
 from .voc_check import SUBFOLDER, annotation_path, image_path, split_path
 
-__all__ = ['CLASSES', 'FORMAT_VERSION', 'Rendered', 'mnist_sample', 'split_sources',
-           'render_image', 'parse_classes', 'check_parameters', 'default_root', 'ensure_digits',
-           'CONFUSABLE_DIGITS']
+__all__ = ['CLASSES', 'FORMAT_VERSION', 'GENERATOR', 'TMP_MARKER', 'MIN_IMAGE_SIZE', 'Rendered',
+           'mnist_sample', 'split_sources', 'render_image', 'parse_classes', 'check_parameters',
+           'default_root', 'ensure_digits', 'CONFUSABLE_DIGITS']
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +66,10 @@ CONFUSABLE_DIGITS = (('4', '9'), ('3', '5', '8'), ('1', '7'))
 FORMAT_VERSION = 1  # bump when the generator's output changes: the cache folders get new names
 GENERATOR = 'gluon_ssdcl.data.digits'  # marks our manifests (not __name__: it is __main__ with -m)
 MANIFEST = 'manifest.json'
+# written first into a temporary folder: {"generator": GENERATOR, "pid": the generating process}
+TMP_MARKER = '.generating.json'
 SPLITS = ('train', 'val')
+MIN_IMAGE_SIZE = 32  # pixels a side
 
 
 class Rendered(NamedTuple):
@@ -285,7 +290,8 @@ def _write_item(voc: str, params: Dict[str, Any], pools: Dict[str, np.ndarray],
 
 def _exit_with_parent(parent: int) -> None:
     """Pool initializer: end this worker within 0.2 s of the death of `parent`, the generating
-    process, so that a killed run leaves no process writing into its folder.
+    process, so that a killed run leaves no process writing into its folder; and leave Ctrl-C
+    to `parent`, which stops the pool (a terminal sends SIGINT to the workers too).
 
     Parameters
     ----------
@@ -294,6 +300,7 @@ def _exit_with_parent(parent: int) -> None:
         changes when its parent dies; that parent is `parent` itself (fork, spawn) or a fork server
         that ends with `parent` (forkserver).
     """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     watched = os.getppid()
     if watched != parent and not pid_alive(parent):  # `parent` died before this worker started
         os._exit(1)
@@ -402,8 +409,9 @@ def check_parameters(num_train: int, num_val: int, image_size: int, min_digits: 
     if num_train < 1 or num_val < 1:
         raise ValueError(f'num_train and num_val (--num-train, --num-val) must be >= 1, '
                          f'got {num_train} and {num_val}')
-    if image_size < 32:
-        raise ValueError(f'image_size (--image-size) must be >= 32, got {image_size}')
+    if image_size < MIN_IMAGE_SIZE:
+        raise ValueError(f'image_size (--image-size) must be >= {MIN_IMAGE_SIZE}, '
+                         f'got {image_size}')
     if not 1 <= min_digits <= max_digits:
         raise ValueError(f'need 1 <= min_digits <= max_digits (--min-digits, --max-digits), '
                          f'got {min_digits} and {max_digits}')
@@ -447,28 +455,49 @@ def _locked(root: str) -> Iterator[None]:
         yield
 
 
+def _marker(pid: int) -> Dict[str, Any]:
+    """The content of :data:`TMP_MARKER` in the temporary folder of process `pid`."""
+    return {'generator': GENERATOR, 'pid': pid}
+
+
+def _is_marked(folder: str, pid: int) -> bool:
+    """Whether `folder` holds the :data:`TMP_MARKER` of process `pid`."""
+    try:
+        with open(os.path.join(folder, TMP_MARKER)) as f:
+            return json.load(f) == _marker(pid)
+    except (OSError, ValueError):
+        return False
+
+
 def _remove_leftovers(root: str) -> None:
-    """Remove the temporary folders ``<root>.tmp-<pid>-<hex>`` whose process no longer runs: they
-    were left by a killed run (call it under the lock of `root`). Other names are left alone."""
+    """Remove the temporary folders ``<root>.tmp-<pid>-<hex>`` left by a killed run: those whose
+    process no longer runs and that hold its marker (call it under the lock of `root`).
+    Anything else is left alone, whatever its name."""
     parent, base = os.path.split(root)
     pattern = re.compile(re.escape(base) + r'\.tmp-([0-9]+)-[0-9a-f]+')
     for name in os.listdir(parent):
         match = pattern.fullmatch(name)
-        if match and not pid_alive(int(match.group(1))):
-            logger.info('removing %s, left by an interrupted run', os.path.join(parent, name))
-            shutil.rmtree(os.path.join(parent, name), ignore_errors=True)
+        folder = os.path.join(parent, name)
+        pid = int(match.group(1)) if match else None
+        if pid is not None and not pid_alive(pid) and _is_marked(folder, pid):
+            logger.info('removing %s, left by an interrupted run', folder)
+            shutil.rmtree(folder, ignore_errors=True)
 
 
 def _build(root: str, params: Dict[str, Any], progress: bool, workers: int) -> None:
-    """Generate the data set of `params` in a new temporary sibling of `root`, write its manifest
-    last and rename it to `root` (replacing an empty folder); nothing is left on failure.
-    The folder is made by ``mkdir`` with mode 0777 (not ``mkdtemp``'s 0700), so the umask rules."""
+    """Generate the data set of `params` in a new temporary sibling of `root`, its marker
+    (:data:`TMP_MARKER`) first and its manifest last, and rename it to `root` (replacing an
+    empty folder) without the marker; nothing is left on failure. The folder is made by
+    ``mkdir`` with mode 0777 (not ``mkdtemp``'s 0700), so the umask rules."""
     tmp = f'{root}.tmp-{os.getpid()}-{secrets.token_hex(4)}'
     os.mkdir(tmp, 0o777)
     try:
+        with open(os.path.join(tmp, TMP_MARKER), 'w') as f:
+            json.dump(_marker(os.getpid()), f)
         _write_digits(tmp, params, progress, workers)
         with open(os.path.join(tmp, MANIFEST), 'w') as f:
             json.dump(params, f, indent=1, sort_keys=True)
+        os.remove(os.path.join(tmp, TMP_MARKER))
         if os.path.isdir(root):
             os.rmdir(root)  # empty (see _is_built): removes nothing
         os.rename(tmp, root)

@@ -12,8 +12,10 @@ A VOC-layout folder holds ``JPEGImages/<id>.jpg``, ``Annotations/<id>.xml`` and
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import xml.etree.ElementTree as ET
+from collections import Counter
 from typing import Iterator, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -21,11 +23,16 @@ from PIL import Image, ImageFile
 
 __all__ = ['ERROR', 'WARNING', 'SUBFOLDER', 'Problem', 'check_voc_folder', 'check_image',
            'resolve_voc_root', 'box_problem', 'clip_boxes', 'normalize_name', 'split_path',
-           'image_path', 'annotation_path', 'read_split']
+           'image_path', 'annotation_path', 'read_split', 'MIN_AUGMENT_SIDE']
 
 ERROR = 'error'
 WARNING = 'warning'
 SUBFOLDER = 'VOC2007'  # the VOC-layout folder under the digits generator's (and Pascal VOC's) root
+# The smallest image side the SSD augmentation can crop: GluonCV's random crop (as
+# gluon_ssdcl.data.augment draws it) keeps a side of at least scale / sqrt(aspect ratio) of the
+# image, scale >= 0.3 and aspect ratio <= 2, which must be a pixel or more.
+MIN_CROP_SCALE, MAX_CROP_ASPECT_RATIO = 0.3, 2
+MIN_AUGMENT_SIDE = math.ceil(math.sqrt(MAX_CROP_ASPECT_RATIO) / MIN_CROP_SCALE)  # 5 pixels
 
 
 class Problem(NamedTuple):
@@ -242,6 +249,9 @@ def _check_entry(root: str, image_id: str, classes: Optional[Sequence[str]]) -> 
         return missing
     image_size, image_error = check_image(img_file)
     xml_size, problems = _check_annotation(xml_file, image_id, classes)
+    if image_size is not None and min(image_size) < MIN_AUGMENT_SIDE:
+        image_error = (f'the image is {image_size[0]}x{image_size[1]}: the SSD augmentation '
+                       f'needs at least {MIN_AUGMENT_SIDE}x{MIN_AUGMENT_SIDE} pixels')
     if image_error:
         problems.insert(0, Problem(img_file, image_error, ERROR, image_id))
     elif xml_size is not None and tuple(xml_size) != tuple(image_size):
@@ -269,14 +279,17 @@ def check_voc_folder(root: str, splits: Sequence[str] = ('train', 'val'),
     list of Problem
         In split and file order; an image listed in several splits is checked once.
         Errors: a missing split file or one that lists no images, a listed image or annotation
-        that is missing, an image that does not decode (corrupt or truncated), an annotation
-        that does not parse, lacks ``<size>``, ``<name>``, ``<difficult>`` or box coordinates,
-        disagrees with the image size, has an empty box, a box more than a pixel outside the
-        image or an unknown class. Warning: an image without objects.
+        that is missing, an image that does not decode (corrupt or truncated) or is smaller
+        than :data:`MIN_AUGMENT_SIDE` pixels a side, an annotation that does not parse, lacks
+        ``<size>``, ``<name>``, ``<difficult>`` or box coordinates, disagrees with the image
+        size, has an empty box, a box more than a pixel outside the image or an unknown class.
+        Warnings: an image without objects, an id listed more than once in a split (trained on
+        or scored more than once an epoch) or in more than one split (validated on images
+        trained on), given with the split file.
     """
     known = None if classes is None else {normalize_name(c) for c in classes}
     problems: List[Problem] = []
-    seen = set()
+    listed_in = {}  # image id -> the first split that lists it
     for split in splits:
         try:
             ids = read_split(root, split)
@@ -286,8 +299,18 @@ def check_voc_folder(root: str, splits: Sequence[str] = ('train', 'val'),
             continue
         if not ids:
             problems.append(Problem(split_path(root, split), 'split file lists no images'))
-        for image_id in ids:
-            if image_id not in seen:
-                seen.add(image_id)
+        counts = Counter(ids)
+        for image_id in counts:  # in file order
+            if counts[image_id] > 1:
+                problems.append(Problem(split_path(root, split),
+                                        f'{image_id!r} is listed {counts[image_id]} times',
+                                        WARNING, image_id))
+            if image_id in listed_in:
+                message = (f'{image_id!r} is also listed in '
+                           f'{os.path.basename(split_path(root, listed_in[image_id]))}: the '
+                           'splits overlap')
+                problems.append(Problem(split_path(root, split), message, WARNING, image_id))
+            else:
+                listed_in[image_id] = split
                 problems += _check_entry(root, image_id, known)
     return problems
