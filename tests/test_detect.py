@@ -7,13 +7,16 @@ import cv2
 import mxnet as mx
 import numpy as np
 import pytest
+from gluoncv.data.transforms import bbox as tbbox
 from gluoncv.data.transforms import image as timage
+from gluoncv.data.transforms.presets.ssd import SSDDefaultValTransform
 from PIL import Image
 from test_data_check import REPO, write_voc_folder
 
 from gluon_ssdcl import CenterLoss, get_model, initialize_params
 from gluon_ssdcl.commands import detect
 from gluon_ssdcl.data.datasets import get_dataset
+from gluon_ssdcl.data.voc_check import clip_boxes
 from gluon_ssdcl.embeddings.knn import knn_predict
 from gluon_ssdcl.engine.checkpoint import load_model, save_checkpoint
 from gluon_ssdcl.evaluation.inference import collect_positives, positive_loader
@@ -82,6 +85,24 @@ def test_detect_image_scales_boxes_back_to_the_image(setup):
     np.testing.assert_allclose(found.bboxes, expected, atol=0.5)
     net.set_embeddings(infer=True)
     assert detect.detect_image(net, img, CTX).embeddings.shape == (len(found.ids), 2)
+
+
+@pytest.mark.filterwarnings('ignore:Parameter .* is not used')
+def test_detect_image_gives_what_the_validation_transform_gives(setup):
+    """detect_image's input (deploy.preprocess) is SSDDefaultValTransform's to the bit, and its
+    boxes are GluonCV's resize of the network's, clipped."""
+    net, _, _ = load_model(setup['center'], CTX)
+    net.hybridize()
+    img = mx.image.imread(setup['images'][1])  # 90 x 50
+    found = detect.detect_image(net, img, CTX)
+    x, _ = SSDDefaultValTransform(64, 64)(img, np.zeros((0, 4)))
+    ids, scores, bboxes = (o[0].asnumpy() for o in net(x.expand_dims(0)))
+    kept = ids[:, 0] >= 0
+    assert kept.any()
+    np.testing.assert_array_equal(found.ids, ids[kept, 0])
+    np.testing.assert_array_equal(found.scores, scores[kept, 0])
+    np.testing.assert_array_equal(found.bboxes, clip_boxes(
+        tbbox.resize(bboxes[kept], in_size=(64, 64), out_size=(50, 90)), 50, 90))
 
 
 def test_main_writes_one_png_per_image(setup, tmp_path, capsys):

@@ -1,4 +1,7 @@
-"""Tests of gluon_ssdcl.inference (positives, mAP) and gluon_ssdcl.evaluate (the table, the CLI)."""
+"""Tests of gluon_ssdcl.evaluation.inference (positives, mAP) and gluon-ssdcl evaluate (the
+table, the CLI); the --help of evaluate, detect, export and register."""
+import argparse
+import importlib
 import json
 import os
 
@@ -254,3 +257,25 @@ def test_main_evaluates_a_checkpoint(tmp_path, capsys):
 
     assert main(['--params', str(params), '--classes', 'cat,dog,bird']) == 1
     assert capsys.readouterr().err.startswith('error: --classes')
+
+
+@pytest.mark.parametrize('name', ['evaluate', 'detect', 'export', 'register'])
+def test_help_shows_every_default(name, capsys):
+    """Every optional flag's help says its default, and a value default is the parser's."""
+    command = importlib.import_module(f'gluon_ssdcl.commands.{name}')
+    parser = command.build_parser()
+    # pylint: disable-next=protected-access
+    optional = [a for a in parser._actions if a.option_strings and not a.required
+                and a.default != argparse.SUPPRESS]
+    missing = [a.option_strings[-1] for a in optional if 'default' not in (a.help or '')]
+    assert not missing, f'{name}: no default in the help of {missing}'
+    with pytest.raises(SystemExit) as stop:
+        command.main(['--help'])
+    assert stop.value.code == 0
+    shown = ' '.join(capsys.readouterr().out.split())
+    for action in optional:
+        default = action.default
+        if isinstance(default, list) and default:
+            default = ','.join(map(str, default))
+        if isinstance(default, (int, float, str)) and not isinstance(default, bool):
+            assert f'default: {default})' in shown, (action.option_strings, default)

@@ -1,15 +1,20 @@
-"""Tests of gluon_ssdcl.deploy.export and gluon-ssdcl export: the exported graph computes what the Gluon net computes."""
+"""Tests of gluon_ssdcl.deploy.export and gluon-ssdcl export: the exported graph computes what
+the Gluon net computes, and an export is all or nothing."""
+import errno
 import glob
 import json
 import os
+import subprocess
+import sys
 
 import mxnet as mx
 import numpy as np
 import pytest
+from gluoncv.data.transforms.presets.ssd import SSDDefaultValTransform
 
 from gluon_ssdcl import CenterLoss, get_model, initialize_params
 from gluon_ssdcl.commands import export as export_command
-from gluon_ssdcl.deploy import export
+from gluon_ssdcl.deploy import export, preprocess
 from gluon_ssdcl.engine.checkpoint import load_model, save_checkpoint
 
 NAME = 'ssd_64_tiny_center_custom'
@@ -89,6 +94,26 @@ def test_export_with_preprocess_takes_hwc_pixels(params, tmp_path):
     normalised = ((image.astype(np.float32) / 255 - IMAGE_MEAN) / IMAGE_STD).transpose(0, 3, 1, 2)
     actual = imported_outputs(paths, image.astype(np.float32))
     assert_same(actual, gluon_outputs(params, normalised, embeddings=True))
+
+
+@pytest.mark.parametrize('graph_preprocess', [False, True])
+def test_preprocess_of_an_image_feeds_the_exported_graph(params, tmp_path, graph_preprocess):
+    """deploy.preprocess with the export's meta.json: the imported graph gives the Gluon net's
+    outputs on the validation transform of the same (not square) image."""
+    paths = export.export_model(params, str(tmp_path), embeddings=True,
+                                preprocess=graph_preprocess)
+    with open(paths['meta']) as f:
+        meta = json.load(f)
+    assert meta['input']['helper'] == 'gluon_ssdcl.deploy.preprocess'
+    assert 'pixels of the S x S input' in meta['input']['boxes']
+    image = np.random.default_rng(3).integers(0, 256, (50, 90, 3), dtype=np.uint8)
+    x, scale = preprocess(image, meta)
+    assert x.shape == tuple(meta['input']['shape'])
+    np.testing.assert_array_equal(scale, [90 / SIZE, 50 / SIZE] * 2)
+    reference, _ = SSDDefaultValTransform(SIZE, SIZE)(mx.nd.array(image, dtype='uint8'),
+                                                      np.zeros((0, 4)))
+    assert_same(imported_outputs(paths, x),
+                gluon_outputs(params, reference.expand_dims(0).asnumpy(), embeddings=True))
 
 
 def test_centers_and_meta_files(params, tmp_path):
@@ -212,7 +237,7 @@ def test_onnx_detections_match_mxnets_on_a_trained_model(tmp_path):
     to 1e-4, and the same embedding."""
     ort = pytest.importorskip('onnxruntime', reason='the onnx extra is not installed')
     from gluon_ssdcl.commands.train import main
-    from gluon_ssdcl.data.datasets import get_dataset, get_val_transform
+    from gluon_ssdcl.data.datasets import get_dataset
     from gluon_ssdcl.data.digitset import ensure_digits
     root = ensure_digits(str(tmp_path / 'digits'), num_train=48, num_val=8, progress=False)
     prefix = str(tmp_path / 'run')
@@ -225,12 +250,13 @@ def test_onnx_detections_match_mxnets_on_a_trained_model(tmp_path):
     net.set_embeddings(infer=True)
     session = ort.InferenceSession(paths['onnx'], providers=['CPUExecutionProvider'])
     _, val = get_dataset('digits', root)
-    transform, matched = get_val_transform(64, 64), 0
+    with open(paths['meta']) as f:
+        meta = json.load(f)
+    matched = 0
     for index in range(4):
-        x = transform(*val[index])[0].expand_dims(0)
-        ids, scores, boxes, embeddings = [o[0].asnumpy() for o in net(x)]
-        x = x.asnumpy()
-        found = export.nms(*session.run(None, {session.get_inputs()[0].name: x}))
+        x, _ = preprocess(val[index][0], meta)
+        ids, scores, boxes, embeddings = [o[0].asnumpy() for o in net(mx.nd.array(x))]
+        found = export.nms(*session.run(None, {'data': x}))
         for k in np.flatnonzero(scores[:, 0] >= 0.05):
             same = np.flatnonzero((found[0] == ids[k, 0])
                                   & (np.abs(found[1] - scores[k, 0]) <= 1e-4)
@@ -240,3 +266,82 @@ def test_onnx_detections_match_mxnets_on_a_trained_model(tmp_path):
             matched += 1
     assert matched >= 30
     assert os.path.getsize(paths['onnx']) > 10000
+
+
+def test_onnx_file_loads_without_warnings_and_the_log_names_it(params, tmp_path, caplog):
+    """The weights are initializers, not graph inputs: onnxruntime (its default logging, in a
+    fresh process) loads the file without a warning; the log names the final file."""
+    pytest.importorskip('onnxruntime', reason='the onnx extra is not installed')
+    out = tmp_path / 'out'
+    with caplog.at_level('INFO'):
+        paths = export.export_model(params, str(out), onnx=True)
+    messages = [record.getMessage() for record in caplog.records]
+    assert any(paths['onnx'] in message for message in messages), messages
+    assert not [m for m in messages if '.tmp' in m or f'{NAME}-export-' in m], messages
+    code = ("import onnxruntime as ort, sys\n"
+            "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider'])\n"
+            "print(','.join(i.name for i in s.get_inputs()))\n")
+    proc = subprocess.run([sys.executable, '-c', code, paths['onnx']], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == 'data', proc.stderr
+    assert proc.stderr == '', proc.stderr[:500]
+
+
+def folder_bytes(folder):
+    return {name: (folder / name).read_bytes() for name in sorted(os.listdir(folder))}
+
+
+def test_export_refuses_to_replace_an_earlier_export_without_overwrite(params, tmp_path,
+                                                                       capsys):
+    out = tmp_path / 'out'
+    assert export_command.main(['--params', params, '-o', str(out), '--onnx']) == 0
+    capsys.readouterr()
+    before = folder_bytes(out)
+    assert export_command.main(['--params', params, '-o', str(out), '--embeddings']) == 1
+    one_line_error(capsys, 'error:', str(out / NAME), '--overwrite')
+    assert folder_bytes(out) == before
+    assert export_command.main(['--params', params, '-o', str(out), '--embeddings',
+                                '--overwrite']) == 0
+    printed = capsys.readouterr().out.split()
+    # one export in the folder: the earlier one's .onnx, which this one has not, is gone
+    assert sorted(os.listdir(out)) == sorted(os.path.basename(p) for p in printed)
+    assert f'{NAME}.onnx' not in os.listdir(out)
+    with open(out / f'{NAME}-meta.json') as f:
+        assert json.load(f)['embeddings'] is True
+
+
+def test_a_failure_mid_export_leaves_the_earlier_export_whole(params, tmp_path, capsys,
+                                                              monkeypatch):
+    """A disk that fills after the new graph is written: the earlier files are as they were,
+    and nothing of the new export is left."""
+    out = tmp_path / 'out'
+    export.export_model(params, str(out), embeddings=True)
+    before = folder_bytes(out)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, 'No space left on device')  # as a failed write: no file
+    monkeypatch.setattr(np, 'save', full_disk)
+    assert export_command.main(['--params', params, '-o', str(out), '--overwrite']) == 1
+    # the line names the file that could not be written, not its temporary name
+    one_line_error(capsys, f"error: cannot write {out / NAME}-centers.npy: [Errno 28] No space")
+    assert folder_bytes(out) == before
+    imported_outputs(export.export_paths(str(out), NAME), random_input())  # still imports
+
+
+def test_a_failure_while_moving_the_files_into_place_restores_the_earlier_export(
+        params, tmp_path, monkeypatch):
+    out = tmp_path / 'out'
+    export.export_model(params, str(out), onnx=True)
+    before = folder_bytes(out)
+    replace = os.replace
+    final = export.export_paths(str(out), NAME)
+
+    def failing_replace(source, target):
+        # the new centers, after the new graph files are in place (not the earlier ones back)
+        if target == final['centers'] and 'earlier' not in os.path.basename(source):
+            raise OSError(errno.EIO, 'Input/output error', target)
+        replace(source, target)
+    monkeypatch.setattr(os, 'replace', failing_replace)
+    with pytest.raises(OSError, match='Input/output error'):
+        export.export_model(params, str(out), embeddings=True, overwrite=True)
+    assert folder_bytes(out) == before

@@ -22,7 +22,7 @@ from gluon_ssdcl.embeddings.knn import center_distances, knn_distances
 from gluon_ssdcl.embeddings.metrics import auroc, rejected_at_recall
 from gluon_ssdcl.engine.checkpoint import load_model, save_checkpoint
 from gluon_ssdcl.evaluation.class_banks import embed_boxes, register_class
-from gluon_ssdcl.evaluation.few_shot import example_pool
+from gluon_ssdcl.evaluation.few_shot import example_pool, format_few_shot
 from gluon_ssdcl.evaluation.inference import ImageDetections, collect_positives, positive_loader
 from gluon_ssdcl.evaluation.open_set import match_detections
 from gluon_ssdcl.utils.files import file_sha256
@@ -111,9 +111,13 @@ def test_with_class_center_is_the_mean_and_radius_the_median_of_trained_radii():
     new = with_class(held, 'new', [[20.0, 20.0]], 1)  # a new name: appended
     assert new.classes == ['a', 'b', 'held', 'new'] and new.radii[3] == pytest.approx(2.25)
     assert assign(new, [[20.5, 20.0], [6.0, 6.5]]).tolist() == [3, 2]
-    again = with_class(new, 'held', [[0.0, 9.0]], 1)  # registered again: replaced
+    with pytest.raises(ValueError, match="'held' is already registered.*--replace"):
+        with_class(new, 'held', [[0.0, 9.0]], 1)
+    again = with_class(new, 'held', [[0.0, 9.0]], 1, replace=True)  # registered again
     np.testing.assert_allclose(again.centers[2], [0.0, 9.0])
     assert (again.gallery_labels == 2).sum() == 1
+    with pytest.raises(ValueError, match='non-finite'):
+        with_class(bank, 'x', [[np.nan, 1.0]], 1)
     with pytest.raises(ValueError, match="'a' was trained"):
         with_class(bank, 'a', examples, 1)
     with pytest.raises(ValueError, match='no positive anchor'):
@@ -135,6 +139,57 @@ def test_bank_round_trip_and_other_weights_refused(tmp_path):
     (tmp_path / 'bad.npz').write_text('no')
     with pytest.raises(ValueError, match='not a readable class bank'):
         load_bank(str(tmp_path / 'bad.npz'))
+    data = open(path, 'rb').read()
+    for cut in (len(data) // 2, len(data) - 30):  # truncated: no zip directory, or part of it
+        (tmp_path / 'truncated.npz').write_bytes(data[:cut])
+        with pytest.raises(ValueError, match=f"{tmp_path / 'truncated.npz'} is not a readable"):
+            load_bank(str(tmp_path / 'truncated.npz'))
+
+
+def damaged_banks():
+    """{what: a bank of :func:`two_class_bank` damaged so}: each cannot label embeddings."""
+    bank, _, _ = two_class_bank()
+    centers, radii, gallery = bank.centers.copy(), bank.radii.copy(), bank.gallery.copy()
+    centers[1, 0] = np.nan
+    nan_radius, inf_radius, negative = radii.copy(), radii.copy(), radii.copy()
+    nan_radius[0], inf_radius[0], negative[1] = np.nan, np.inf, -1.0
+    gallery[3, 1] = np.nan
+    no_center = radii.copy()
+    no_center[2] = 1.0  # the held-out class: a radius, but no center
+    return {'NaN center': bank._replace(centers=centers),
+            'NaN radius': bank._replace(radii=nan_radius),
+            'infinite radius': bank._replace(radii=inf_radius),
+            'negative radius': bank._replace(radii=negative),
+            'radius without center': bank._replace(radii=no_center),
+            'no class': bank._replace(radii=np.full(3, np.nan)),
+            'NaN gallery': bank._replace(gallery=gallery),
+            'gallery label': bank._replace(gallery_labels=bank.gallery_labels + 5),
+            'shapes': bank._replace(radii=radii[:2])}
+
+
+@pytest.mark.parametrize('damage', sorted(damaged_banks()))
+def test_a_damaged_bank_is_refused_naming_its_file(tmp_path, damage):
+    path = str(tmp_path / 'run_best.openset.npz')
+    save_bank(damaged_banks()[damage], path)
+    with pytest.raises(ValueError, match=f'{path} is not a usable class bank'):
+        load_bank(path)
+
+
+def test_save_bank_is_all_or_nothing(tmp_path, monkeypatch):
+    """A disk that fills while the bank is written leaves the earlier bank whole."""
+    bank, _, _ = two_class_bank()
+    path = str(tmp_path / 'run_best.openset.npz')
+    save_bank(bank, path)
+    before = open(path, 'rb').read()
+
+    def full_disk(file, **arrays):
+        file.write(b'PK\x03\x04 half a zip')
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr(np, 'savez', full_disk)
+    with pytest.raises(OSError, match='No space left'):
+        save_bank(with_class(bank, 'new', [[1.0, 1.0]], 1), path)
+    assert os.listdir(tmp_path) == ['run_best.openset.npz']
+    assert open(path, 'rb').read() == before
 
 
 def test_match_detections_takes_the_best_overlapping_detection():
@@ -288,6 +343,16 @@ def test_register_command_saves_the_class_in_the_bank(tmp_path, capsys):
     assert "registered 'star' (class id 2)" in capsys.readouterr().out
     bank = load_bank(bank_path(params))
     assert bank.classes == ['cat', 'dog', 'star'] and bank.registered == {'star': 1}
+    before = open(bank_path(params), 'rb').read()
+    again = ['--params', params, '--name', 'star', f'{image}:4,4,40,44', f'{image}:2,2,30,30']
+    assert register_main(again) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'star' is already registered" in err, err
+    assert '--replace' in err and open(bank_path(params), 'rb').read() == before
+    assert register_main(again + ['--replace']) == 0
+    assert "registered 'star' (class id 2) from 2 boxes" in capsys.readouterr().out
+    bank = load_bank(bank_path(params))
+    assert bank.classes == ['cat', 'dog', 'star'] and bank.registered == {'star': 2}
     assert register_main(['--params', params, '--name', 'cat', f'{image}:4,4,40,44']) == 1
     err = capsys.readouterr().err
     assert err.startswith("error: class 'cat' was trained") and len(err.splitlines()) == 1
@@ -324,6 +389,24 @@ def test_few_shot_evaluation_on_tiny_digits(tmp_path, monkeypatch, capsys):
     assert all(len(boxes) == 2 for boxes in pool.values())
     assert register_main(['--params', params, '--evaluate', '--classes', '7']) == 1
     assert capsys.readouterr().err.startswith('error: --classes 7')
+    # one validation image: classes without a validation box have no AP, written as null
+    assert register_main(['--params', params, '--evaluate', '--classes', '8,9', '--shots', '1',
+                          '--draws', '1', '--output', str(output), '--batch-size', '4',
+                          '--max-images', '1']) == 0, capsys.readouterr().err
+    results = json.loads(output.read_text())
+    per_class = results['by_shots']['1']['center']['ap_per_class']
+    assert None in per_class.values(), per_class
+    assert all(v is None or 0 <= v <= 1 for v in per_class.values())
+    assert 'AP registered' in capsys.readouterr().out
+
+
+def test_format_few_shot_marks_missing_values():
+    results = {'classes': ['8', '9'], 'draws': 1, 'map_known_softmax': None,
+               'map_known_center_base': 0.25,
+               'by_shots': {'1': {'center': {'ap_registered': None, 'map_known': 0.5}}}}
+    lines = format_few_shot(results).splitlines()
+    assert 'class head –' in lines[0] and 'before registering 0.2500' in lines[0]
+    assert lines[2].split() == ['1', 'center', '–', '0.5000']
 
 
 def test_detect_reject_unknown_draws_unknowns_in_grey(tmp_path, capsys, monkeypatch):
@@ -359,3 +442,35 @@ def test_export_carries_the_radii(tmp_path):
     assert description['radii'][0] == pytest.approx(bank.radii[0]) and description['radii'][1] \
         is None  # no dog in the training images
     np.testing.assert_allclose(np.load(paths['openset_centers'])[0], bank.centers[0], rtol=1e-6)
+
+
+def test_commands_refuse_a_damaged_bank_in_one_line_naming_it(tmp_path, capsys):
+    """A truncated bank file, or one with a NaN center of a class that has a radius: detect,
+    register and export stop with one line naming the bank, exit 1."""
+    from gluon_ssdcl.commands import detect
+    from gluon_ssdcl.commands.export import main as export_main
+    params, root = checkpoint(tmp_path)
+    path = bank_path(params)
+    image = os.path.join(root, 'JPEGImages', 'd.jpg')
+    bank = make_bank(['cat', 'dog'], np.arange(8.0).reshape(4, 2), np.zeros(4, np.int64))
+    bank = bank._replace(params_sha256=file_sha256(params))
+    save_bank(bank, path)
+    data = open(path, 'rb').read()
+    nan_center = bank.centers.copy()
+    nan_center[0, 1] = np.nan
+    commands = [
+        (detect.main, [image, '--params', params, '--label-by', 'center', '-o',
+                       str(tmp_path / 'drawn')]),
+        (register_main, ['--params', params, '--name', 'star', f'{image}:4,4,40,44']),
+        (export_main, ['--params', params, '-o', str(tmp_path / 'exported'), '--open-set'])]
+    for damage in ('truncated', 'NaN center'):
+        if damage == 'truncated':
+            open(path, 'wb').write(data[:len(data) // 2])
+        else:
+            save_bank(bank._replace(centers=nan_center), path)
+        for main, argv in commands:
+            assert main(argv) == 1, (damage, argv)
+            err = capsys.readouterr().err.strip()
+            assert len(err.splitlines()) == 1 and err.startswith('error: ') and path in err, err
+            assert 'Traceback' not in err and ('non-finite' in err or 'readable' in err), err
+    assert not os.path.exists(tmp_path / 'drawn') and not os.path.exists(tmp_path / 'exported')

@@ -20,11 +20,12 @@ When the checkpoint has a class bank beside it (``<stem>.openset.npz``, written 
 it, registered classes included: the nearest center, or the k-NN vote over its gallery.
 ``--reject-unknown`` labels a detection beyond its nearest center's radius "unknown" (drawn in
 grey), whatever the labelling (the bank is fitted on ``--gallery-images`` training images when
-there is none; see :mod:`gluon_ssdcl.openset`).
+there is none; see :mod:`gluon_ssdcl.embeddings.class_bank`). A damaged class bank (truncated,
+or with NaN centers or radii) is refused in one line naming it.
 
 The model, its classes and its data set are read from the checkpoint. Exit codes: 0; 1 when
-the checkpoint cannot be used or an image cannot be read (the other images are still drawn);
-2 for bad flags.
+the checkpoint or its class bank cannot be used, or an image cannot be read (the other images
+are still drawn); 2 for bad flags.
 """
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ from ..viz import plot_detections
 from .common import (CommandError, OneLineErrorParser, add_checkpoint_flag, add_gpus_flag,
                      add_knn_flag, contexts, output_folder, positive_int, program, run)
 
-__all__ = ['main']
+__all__ = ['build_parser', 'main']
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def _threshold(text: str) -> float:
     return value
 
 
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog='gluon-ssdcl detect',
         description='Detect objects in images with a gluon_ssdcl checkpoint; writes '
@@ -134,13 +135,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--thresh', type=_threshold, default=0.5,
                         help='draw detections scoring at least this (default: 0.5)')
     parser.add_argument('--label-by', choices=('softmax', 'knn', 'center'), default='softmax',
-                        help='class of a detection: the class head (default), a KNN vote of '
+                        help='class of a detection: the class head (softmax), a KNN vote of '
                              'training embeddings (center-loss checkpoints) or the nearest '
                              'center; knn and center use the class bank beside the checkpoint '
-                             '(registered classes) when there is one')
+                             '(registered classes) when there is one (default: softmax)')
     parser.add_argument('--reject-unknown', action='store_true',
                         help="label detections beyond their nearest center's radius "
-                             "'unknown' (drawn in grey)")
+                             "'unknown', drawn in grey (default: off)")
     add_gpus_flag(parser)
     add_knn_flag(parser)
     parser.add_argument('--gallery-images', type=positive_int, default=200,
@@ -150,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     outputs = [_output_path(args.output_dir, path) for path in args.images]
     clashes = sorted({path for path in outputs if outputs.count(path) > 1})

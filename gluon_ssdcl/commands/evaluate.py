@@ -18,7 +18,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 from ..data.datasets import get_dataset
 from ..embeddings.class_bank import DEFAULT_QUANTILE
@@ -28,18 +28,15 @@ from ..evaluation.compare import compare_classifiers, format_table, save_results
 from ..evaluation.inference import validation_detections
 from ..evaluation.open_set import format_open_set, open_set_evaluation
 from .common import (CommandError, OneLineErrorParser, add_checkpoint_flag, add_gpus_flag,
-                     add_knn_flag, add_loader_flags, contexts, positive_int, program, run)
+                     add_knn_flag, add_loader_flags, class_names, contexts, positive_int, program,
+                     run)
 
-__all__ = ['main']
+__all__ = ['build_parser', 'main']
 
 logger = logging.getLogger(__name__)
 
 
-def _class_list(text: str) -> List[str]:
-    return [name.strip() for name in text.split(',') if name.strip()]
-
-
-def _parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog='gluon-ssdcl evaluate',
         description='Evaluate a gluon_ssdcl checkpoint: mAP and softmax vs k-NN vs '
@@ -48,7 +45,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--dataset', choices=('digits', 'voc', 'custom'),
                         help="data set (default: the checkpoint's)")
     parser.add_argument('--dataset-root', help="data set folder (default: the checkpoint's)")
-    parser.add_argument('--classes', type=_class_list,
+    parser.add_argument('--classes', type=class_names,
                         help="comma-separated class names (default: the checkpoint's)")
     add_loader_flags(parser)
     add_knn_flag(parser)
@@ -58,18 +55,20 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument('--output', help='JSON file (default: <params>_eval.json, with '
                                          '--open-set <params>_openset.json)')
     parser.add_argument('--open-set', action='store_true',
-                        help='evaluate the rejection of --unknown-classes instead (a model '
-                             'trained without them: train_ssd_center.py --digits-exclude)')
-    parser.add_argument('--unknown-classes', type=_class_list,
-                        help='--open-set: comma-separated names of the held-out classes')
+                        help='evaluate the rejection of --unknown-classes instead, on a model '
+                             'trained without them (gluon-ssdcl train --digits-exclude) '
+                             '(default: off)')
+    parser.add_argument('--unknown-classes', type=class_names,
+                        help='--open-set: comma-separated names of the held-out classes '
+                             '(required with --open-set; default: none)')
     parser.add_argument('--quantile', type=_quantile, default=DEFAULT_QUANTILE,
                         help=f'--open-set: quantile of the class radii (default: '
                              f'{DEFAULT_QUANTILE})')
     parser.add_argument('--max-images', type=positive_int, default=None,
-                        help='--open-set: use only the first images of each split (a quick '
-                             'look)')
+                        help='--open-set: use only the first images of each split, a quick '
+                             'look (default: all)')
     parser.add_argument('--skip-bad', action='store_true',
-                        help='leave out images with errors instead of stopping')
+                        help='leave out images with errors instead of stopping (default: off)')
     return parser
 
 
@@ -138,7 +137,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Returns 0, or 1 after one ``error: ...`` line on stderr (missing, unreadable or mismatched
     checkpoint, bad data set, no GPU); bad flags exit with 2.
     """
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.open_set and not args.unknown_classes:
         parser.error("--open-set needs --unknown-classes (the classes held out of training)")

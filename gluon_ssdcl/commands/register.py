@@ -2,16 +2,20 @@
 
 Registering a class embeds its example boxes with a trained model (the positive anchors matched
 to each box, as in training), adds their mean as the class's center and the embeddings to the
-k-NN gallery (:func:`gluon_ssdcl.openset.register_class`), and saves the class bank beside the
-checkpoint (``<stem>.openset.npz``). From then on nearest-center and k-NN labelling
-(``detect --reject-unknown``, ``export``) know the class::
+k-NN gallery (:func:`gluon_ssdcl.evaluation.class_banks.register_class`), and saves the class
+bank beside the checkpoint (``<stem>.openset.npz``, written all or nothing). From then on
+nearest-center and k-NN labelling (``detect --reject-unknown``, ``export``) know the class::
 
     gluon-ssdcl register --params runs/<run> --name seven IMG.jpg:12,30,40,80 ...
 
 Each example is ``IMAGE:xmin,ymin,xmax,ymax`` in the image's pixels (several boxes of one
-image: repeat the image). ``--evaluate --classes 8,9 --shots 1,5,20`` measures instead, on a
-digits model trained without those classes (``gluon-ssdcl train --digits-exclude 8,9``), how
-well classes registered from K examples are detected (:func:`few_shot_evaluation`).
+image: repeat the image). A name registered already is refused unless ``--replace`` (then its
+center and gallery embeddings are replaced).
+
+``--evaluate --classes 8,9 --shots 1,5,20`` measures instead, on a digits model trained without
+those classes (``gluon-ssdcl train --digits-exclude 8,9``), how well classes registered from K
+examples are detected (:func:`~gluon_ssdcl.evaluation.few_shot.few_shot_evaluation`); an AP
+that does not exist (few images) is written as null.
 """
 from __future__ import annotations
 
@@ -27,7 +31,7 @@ import numpy as np
 from ..data.datasets import get_dataset
 from ..data.digitset import ensure_digits
 from ..data.voc_check import check_image
-from ..embeddings.class_bank import bank_path, registration_index, save_bank
+from ..embeddings.class_bank import bank_path, save_bank
 from ..engine.checkpoint import load_model
 from ..evaluation.class_banks import checkpoint_bank, register_class
 from ..evaluation.compare import save_results
@@ -37,7 +41,7 @@ from .common import (CommandError, OneLineErrorParser, add_checkpoint_flag, add_
                      add_knn_flag, add_loader_flags, classes_flag, contexts, positive_int, program,
                      run)
 
-__all__ = ['main']
+__all__ = ['build_parser', 'main']
 
 logger = logging.getLogger(__name__)
 
@@ -82,18 +86,25 @@ def _read_examples(examples: Sequence[str]) -> Tuple[List[mx.nd.NDArray], List[n
     return images, [np.stack(b) for b in boxes.values()]
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = OneLineErrorParser(prog='gluon-ssdcl register',
-                                description=__doc__.splitlines()[0])
+def build_parser() -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog='gluon-ssdcl register',
+        description='Register a new class from a few example boxes, without retraining (or '
+                    'measure few-shot registration with --evaluate).')
     add_checkpoint_flag(parser)
     parser.add_argument('examples', nargs='*', metavar='IMAGE:xmin,ymin,xmax,ymax',
                         help='example boxes of the new class')
-    parser.add_argument('--name', help='name of the new class')
+    parser.add_argument('--name', help='name of the new class (required to register; default: '
+                                       'none)')
+    parser.add_argument('--replace', action='store_true',
+                        help='replace the class --name when it is registered already (default: '
+                             'off, refused)')
     parser.add_argument('--evaluate', action='store_true',
                         help='measure few-shot registration of --classes on a digits model '
-                             'trained without them')
+                             'trained without them (default: off, register --name)')
     parser.add_argument('--classes', type=classes_flag,
-                        help='--evaluate: the held-out digit classes to register, e.g. 8,9')
+                        help='--evaluate: the held-out digit classes to register, e.g. 8,9 '
+                             '(required with --evaluate; default: none)')
     parser.add_argument('--shots', type=_shots, default=[1, 5, 20],
                         help='--evaluate: examples per class (default: 1,5,20)')
     parser.add_argument('--draws', type=positive_int, default=3,
@@ -103,8 +114,10 @@ def _parser() -> argparse.ArgumentParser:
                              "model's set without exclusion, generated there on first use "
                              "(default: its cache folder)")
     parser.add_argument('--max-images', type=positive_int, default=None,
-                        help='--evaluate: use only the first images of each split')
-    parser.add_argument('--output', help='--evaluate: JSON file (default: <params>_fewshot.json)')
+                        help='--evaluate: use only the first images of each split (default: '
+                             'all)')
+    parser.add_argument('--output',
+                        help='--evaluate: JSON file (default: <params>_fewshot.json)')
     add_loader_flags(parser)
     add_knn_flag(parser)
     add_gpus_flag(parser)
@@ -126,8 +139,8 @@ def _register(args) -> int:
     model = load_model(args.params, ctx)
     images, boxes = _read_examples(args.examples)
     bank = checkpoint_bank(model, ctx, args.batch_size, num_workers=args.num_workers)
-    registration_index(bank, args.name)
-    bank = register_class(model, bank, args.name, images, boxes, ctx, args.batch_size)
+    bank = register_class(model, bank, args.name, images, boxes, ctx, args.batch_size,
+                          args.replace)
     path = bank_path(model.checkpoint.path)
     save_bank(bank, path)
     index = bank.classes.index(args.name)
@@ -186,13 +199,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     Returns 0, or 1 after one ``error: ...`` line (unusable checkpoint or image, a box without
     positive anchors, a trained class's name); bad flags exit with 2.
     """
-    parser = _parser()
+    parser = build_parser()
     args = parser.parse_args(argv)
     if args.evaluate:
         if not args.classes:
             parser.error("--evaluate needs --classes (the held-out digits, e.g. 8,9)")
-        if args.examples or args.name:
-            parser.error("--evaluate draws its own examples: give no examples or --name")
+        if args.examples or args.name or args.replace:
+            parser.error("--evaluate draws its own examples: give no examples, --name or "
+                         "--replace")
         return run(lambda: _evaluate(args))
     if not args.name or not args.examples:
         parser.error("give --name and at least one IMAGE:xmin,ymin,xmax,ymax example "

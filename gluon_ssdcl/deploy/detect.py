@@ -1,30 +1,7 @@
-"""Detect objects in images with a gluon_ssdcl checkpoint and draw them.
-
-Usage::
-
-    python -m gluon_ssdcl.detect --params runs/<run>_best.params IMAGE... [-o detections]
-        [--thresh 0.5] [--label-by softmax|knn|center] [--reject-unknown] [--gpus '']
-        [--knn-k 5] [--gallery-images 200]
-
-writes ``<OUT_DIR>/<image stem>_detections.png`` for each image and prints its path. Each image
-is resized to the network's ``base_size`` square and normalised as in validation (GluonCV's
-``SSDDefaultValTransform``); boxes are scaled back to the image.
-
-``--label-by knn`` gives each detection the class voted by its k nearest embeddings among the
-positive anchors of the first ``--gallery-images`` training images of the checkpoint's data set
-(the score stays the class head's). Only checkpoints trained with the center loss have
-trained embeddings.
-
-When the checkpoint has a class bank beside it (``<stem>.openset.npz``, written by
-``python -m gluon_ssdcl.register`` or ``evaluate --open-set``), ``--label-by center|knn`` use
-it, registered classes included: the nearest center, or the k-NN vote over its gallery.
-``--reject-unknown`` labels a detection beyond its nearest center's radius "unknown" (drawn in
-grey), whatever the labelling (the bank is fitted on ``--gallery-images`` training images when
-there is none; see :mod:`gluon_ssdcl.openset`).
-
-The model, its classes and its data set are read from the checkpoint. Exit codes: 0; 1 when
-the checkpoint cannot be used or an image cannot be read (the other images are still drawn);
-2 for bad flags.
+"""Detections on images with a trained network: :func:`read_image`, :func:`detect_image` (the
+image resized and normalised as in validation, :func:`~.inputs.preprocess`; boxes scaled back
+to the image's pixels) and the k-NN gallery of a checkpoint's training images
+(:func:`training_gallery`). The command that draws them is ``gluon-ssdcl detect``.
 """
 from __future__ import annotations
 
@@ -34,12 +11,12 @@ from typing import NamedTuple, Optional, Sequence, Tuple
 
 import mxnet as mx
 import numpy as np
-from gluoncv.data.transforms import bbox as tbbox
 
-from ..data.datasets import get_dataset, get_val_transform
+from ..data.datasets import get_dataset
 from ..data.voc_check import check_image, clip_boxes
 from ..evaluation.inference import build_gallery
 from ..utils.errors import one_line
+from .inputs import preprocess
 
 __all__ = ['Detections', 'read_image', 'detect_image', 'training_gallery']
 
@@ -78,7 +55,8 @@ def read_image(path: str) -> mx.nd.NDArray:
 
 
 def detect_image(net, img: mx.nd.NDArray, ctx: Sequence[mx.Context]) -> Detections:
-    """Run ``net`` on one image resized to ``net.base_size``; boxes scaled back and clipped.
+    """Run ``net`` on one image resized to ``net.base_size`` (:func:`~.inputs.preprocess`);
+    boxes scaled back and clipped.
 
     Parameters
     ----------
@@ -95,13 +73,11 @@ def detect_image(net, img: mx.nd.NDArray, ctx: Sequence[mx.Context]) -> Detectio
         Rows with class id >= 0, in the net's order (by score).
     """
     height, width = img.shape[:2]
-    size = net.base_size
-    x, _ = get_val_transform(size, size)(img, np.zeros((0, 4)))
-    outputs = [o[0].asnumpy() for o in net(x.expand_dims(0).as_in_context(ctx[0]))]
+    x, scale = preprocess(img, net.base_size)
+    outputs = [o[0].asnumpy() for o in net(mx.nd.array(x, ctx=ctx[0]))]
     kept = outputs[0][:, 0] >= 0
-    bboxes = tbbox.resize(outputs[2][kept], in_size=(size, size), out_size=(width, height))
     return Detections(outputs[0][kept, 0].astype(np.int64), outputs[1][kept, 0],
-                      clip_boxes(bboxes, width, height),
+                      clip_boxes(outputs[2][kept] * scale, width, height),
                       outputs[3][kept] if len(outputs) > 3 else None)
 
 

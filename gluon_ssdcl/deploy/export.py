@@ -1,49 +1,45 @@
 """Export a checkpoint for deployment: the network as an MXNet symbol graph, its centers and a
-description, readable without gluon_ssdcl.
+description, readable without gluon_ssdcl (``gluon-ssdcl export``: :func:`export_model`).
 
-Usage::
-
-    python -m gluon_ssdcl.export --params runs/<run>_best.params [-o DIR] [--embeddings]
-        [--preprocess] [--onnx]
-
-``--params`` names a checkpoint by either of its files (``<stem>.params``, ``<stem>.state``) or
-by its run's save prefix (then its best checkpoint, or its last). The command writes, in ``DIR``
-(default: the checkpoint's folder), with ``<name>`` the checkpoint's model name (e.g.
-``ssd_256_small_center_digits``):
+The export of a checkpoint whose model name is ``<name>`` (e.g. ``ssd_256_small_center_digits``)
+is, in its folder:
 
 - ``<name>-symbol.json`` and ``<name>-0000.params``: GluonCV's ``export_block`` layout, for
   ``mx.gluon.SymbolBlock.imports(symbol, ['data'], params)``, ``mx.mod.Module`` or the C++
-  API. The graph is the inference net: ``ids (1,K,1), scores (1,K,1), bboxes (1,K,4)`` with
-  ``--embeddings`` followed by ``embeddings (1,K,D)`` of the kept detections (-1 rows for
-  padding). Its input is a ``(1, 3, S, S)`` normalised tensor, or with ``--preprocess``
+  API. The graph is the inference net: ``ids (1,K,1), scores (1,K,1), bboxes (1,K,4)``, with
+  ``embeddings`` followed by ``embeddings (1,K,D)`` of the kept detections (-1 rows for
+  padding). Its input is a ``(1, 3, S, S)`` normalised tensor, or with ``preprocess``
   (as GluonCV's ``export_block(preprocess=True)``) a ``(1, S, S, 3)`` RGB image of floats in
   0..255, which the graph divides by 255, normalises with GluonCV's mean and std and
-  transposes; ``S`` is the network's ``base_size``.
+  transposes; ``S`` is the network's ``base_size``. :func:`~.inputs.preprocess` makes either
+  input from an image; boxes are in the pixels of the ``S x S`` input.
 - ``<name>-centers.npy``: the learned centers, float32 ``(C, D)``: a deployed model can label
   a detection by its nearest center.
-- with a class bank beside the checkpoint (``<stem>.openset.npz``: ``register`` and
-  ``evaluate --open-set`` write it; ``--open-set`` fits one when missing),
-  ``<name>-openset-centers.npy``: float32 ``(K, D)`` centers of the bank's K classes (the
-  trained ones, then registered ones; NaN rows for classes without a center), whose radii,
-  class names and unknown rule are in the description's ``open_set`` record (a detection whose
-  distance to its nearest center exceeds that center's radius is unknown, id -2).
+- with a class bank (``<stem>.openset.npz`` beside the checkpoint, or fitted with
+  ``open_set``), ``<name>-openset-centers.npy``: float32 ``(K, D)`` centers of the bank's K
+  classes (the trained ones, then registered ones; NaN rows for classes without a center),
+  whose radii, class names and unknown rule are in the description's ``open_set`` record (a
+  detection whose distance to its nearest center exceeds that center's radius is unknown,
+  id -2).
 - ``<name>-meta.json``: the classes, embed_dim, training mode (``centers_trained`` is false for
   a softmax checkpoint, whose centers never moved), base_size, the input (name, shape, layout,
-  normalisation), the outputs and the NMS settings.
-- with ``--onnx``, ``<name>.onnx``: the same network for onnxruntime, stopping before NMS
+  normalisation, the helper that makes it), the outputs and the NMS settings.
+- with ``onnx``, ``<name>.onnx``: the same network for onnxruntime, stopping before NMS
   (``mxnet.onnx``'s NMS converter ignores classes), so it returns every (anchor, class)
   candidate; :func:`nms` applies the MXNet graph's per-class NMS to them in NumPy.
 
-Each file is written atomically, the description last; the written paths are printed, one a
-line. Exit codes: 0; 1 when the checkpoint cannot be read or used (one ``error:`` line naming
-it); 2 for bad flags (``-o`` naming a file included).
+An export is all or nothing: its files are written in a temporary folder beside them, then
+moved into place together; a failure leaves the folder as it was. An earlier export of the
+same model in the folder is replaced only when asked (``overwrite``), and then as a whole: its
+files the new export does not write are removed.
 """
+import contextlib
 import importlib.util
 import json
+import logging
 import os
-import shutil
 import tempfile
-from typing import Dict, Optional, Tuple
+from typing import Dict, Iterator, Optional, Tuple
 
 import mxnet as mx
 import numpy as np
@@ -55,16 +51,19 @@ from ..evaluation.class_banks import checkpoint_bank
 from ..evaluation.inference import NMS_THRESH, NMS_TOPK, POST_NMS
 from ..losses.multibox import Mode
 from ..model.ssd import SSDCenter
-from ..utils.files import atomic_path
+from ..utils.files import TMP_SUFFIX, naming_failures
+from .inputs import IMAGE_MEAN, IMAGE_STD
 
-__all__ = ['IMAGE_MEAN', 'IMAGE_STD', 'Preprocess', 'deployable_block', 'input_shape',
-           'describe_bank',
-           'write_graph', 'write_onnx', 'nms', 'describe', 'check_exportable', 'export_model']
+__all__ = ['Preprocess', 'deployable_block', 'input_shape', 'describe_bank', 'write_graph',
+           'write_onnx', 'nms', 'describe', 'check_exportable', 'export_paths', 'export_model']
 
-# GluonCV's SSDDefaultValTransform: on RGB pixels scaled to [0, 1]
-IMAGE_MEAN = (0.485, 0.456, 0.406)
-IMAGE_STD = (0.229, 0.224, 0.225)
+logger = logging.getLogger(__name__)
+
 EPOCH = 0  # the number in <name>-0000.params
+# the files of an export by key, in the order they are moved into place (the description last)
+EXPORT_FILES = {'symbol': '-symbol.json', 'params': f'-{EPOCH:04d}.params', 'onnx': '.onnx',
+                'centers': '-centers.npy', 'openset_centers': '-openset-centers.npy',
+                'meta': '-meta.json'}
 
 
 class Preprocess(nn.HybridBlock):
@@ -135,27 +134,56 @@ def input_shape(base_size: int, preprocess: bool) -> Tuple[int, int, int, int]:
 
 def write_graph(block: nn.HybridBlock, prefix: str) -> Tuple[str, str]:
     """Export a hybridized block that has run once to ``<prefix>-symbol.json`` and
-    ``<prefix>-0000.params`` (``HybridBlock.export``), each file written atomically.
+    ``<prefix>-0000.params`` (``HybridBlock.export``; in place: :func:`export_model` writes
+    in a temporary folder).
 
     Returns
     -------
     (symbol path, params path)
     """
-    paths = (f'{prefix}-symbol.json', f'{prefix}-{EPOCH:04d}.params')
-    with tempfile.TemporaryDirectory() as scratch:
-        scratch_prefix = os.path.join(scratch, 'graph')
-        block.export(scratch_prefix, EPOCH)
-        for source, path in zip((f'{scratch_prefix}-symbol.json',
-                                 f'{scratch_prefix}-{EPOCH:04d}.params'), paths):
-            with atomic_path(path) as tmp:
-                shutil.copyfile(source, tmp)
-    return paths
+    block.export(prefix, EPOCH)
+    return f'{prefix}{EXPORT_FILES["symbol"]}', f'{prefix}{EXPORT_FILES["params"]}'
+
+
+@contextlib.contextmanager
+def _without_onnx_file_log() -> Iterator[None]:
+    """Leave out ``mxnet.onnx``'s log line naming the file it saved (a temporary one here): a
+    filter on the root logger, which that line is logged on, while the block runs."""
+    def keep(record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith('Exported ONNX file')
+    root = logging.getLogger()
+    root.addFilter(keep)
+    try:
+        yield
+    finally:
+        root.removeFilter(keep)
+
+
+def _weights_as_constants(source: str, path: str) -> None:
+    """Save the ONNX model at ``source`` to ``path`` with its weights initializers only:
+    ``mxnet.onnx`` also lists them as graph inputs, and keeps unused ones, which onnxruntime
+    warns about, one line per weight."""
+    import onnx  # pylint: disable=import-outside-toplevel
+    model = onnx.load(source)
+    graph = model.graph
+    weights = {tensor.name for tensor in graph.initializer}
+    inputs = [value for value in graph.input if value.name not in weights]
+    used = {name for node in graph.node for name in node.input}
+    used.update(value.name for value in graph.output)
+    initializers = [tensor for tensor in graph.initializer if tensor.name in used]
+    del graph.input[:]
+    graph.input.extend(inputs)
+    del graph.initializer[:]
+    graph.initializer.extend(initializers)
+    onnx.save(model, path)
 
 
 def write_onnx(net: SSDCenter, embeddings: bool, preprocess: bool, path: str,
                ctx: Optional[mx.Context] = None) -> str:
-    """Write the ONNX model of ``net`` before NMS to ``path``: onnxruntime runs it, and
-    :func:`nms` on its outputs gives the detections of the MXNet graph.
+    """Write the ONNX model of ``net`` before NMS to ``path`` (in place: :func:`export_model`
+    writes in a temporary folder): onnxruntime runs it, and :func:`nms` on its outputs gives
+    the detections of the MXNet graph. Its only graph input is ``data``; the weights are
+    initializers.
 
     ``mxnet.onnx``'s ``box_nms`` converter suppresses boxes across classes, unlike the MXNet
     graph, so the ONNX graph stops before NMS: its outputs are every (anchor, class) candidate,
@@ -176,9 +204,11 @@ def write_onnx(net: SSDCenter, embeddings: bool, preprocess: bool, path: str,
         block = deployable_block(net, embeddings, preprocess, ctx)
         with tempfile.TemporaryDirectory() as scratch:
             symbol, params = write_graph(block, os.path.join(scratch, 'graph'))
-            with atomic_path(path) as tmp:
+            converted = os.path.join(scratch, 'graph.onnx')
+            with _without_onnx_file_log():
                 mx_onnx.export_model(symbol, params, [input_shape(net.base_size, preprocess)],
-                                     [np.float32], tmp)
+                                     [np.float32], converted)
+            _weights_as_constants(converted, path)
     finally:
         net.set_nms(*nms_settings)
     return path
@@ -227,8 +257,9 @@ def nms(ids, scores, bboxes, embeddings=None, nms_thresh: float = NMS_THRESH,
 
 
 def describe_bank(bank) -> dict:
-    """The ``open_set`` record of ``<name>-meta.json``: a :class:`~gluon_ssdcl.openset.ClassBank`'s
-    classes, radii (None for classes without a center) and unknown rule."""
+    """The ``open_set`` record of ``<name>-meta.json``: a
+    :class:`~gluon_ssdcl.embeddings.class_bank.ClassBank`'s classes, radii (None for classes
+    without a center) and unknown rule."""
     return {'classes': list(bank.classes),
             'radii': [None if np.isnan(r) else float(r) for r in bank.radii],
             'registered': dict(bank.registered), 'quantile': bank.quantile,
@@ -258,11 +289,16 @@ def describe(meta: dict, base_size: int, embeddings: bool, preprocess: bool) -> 
                   'layout': 'NHWC' if preprocess else 'NCHW',
                   'values': ('RGB pixels in 0..255' if preprocess else
                              'RGB pixels in [0, 1] minus mean, divided by std'),
-                  'mean': list(IMAGE_MEAN), 'std': list(IMAGE_STD)},
+                  'mean': list(IMAGE_MEAN), 'std': list(IMAGE_STD),
+                  'resize': "to S x S as GluonCV's SSDDefaultValTransform (imresize, interp=9)",
+                  'helper': 'gluon_ssdcl.deploy.preprocess',
+                  'boxes': 'bboxes are [xmin, ymin, xmax, ymax] in pixels of the S x S input: '
+                           'times the scale gluon_ssdcl.deploy.preprocess returns, (W/S, H/S, '
+                           "W/S, H/S), they are in the W x H image's"},
         'outputs': ['ids', 'scores', 'bboxes'] + (['embeddings'] if embeddings else []),
         'nms': {'nms_thresh': NMS_THRESH, 'nms_topk': NMS_TOPK, 'post_nms': POST_NMS,
                 'valid_thresh': 0.01,
-                'onnx': 'the .onnx graph stops before NMS: run gluon_ssdcl.export.nms (per '
+                'onnx': 'the .onnx graph stops before NMS: run gluon_ssdcl.deploy.nms (per '
                         'class) on its outputs'},
     }
 
@@ -281,16 +317,85 @@ def check_exportable(net, meta: dict, params: str) -> None:
         raise ValueError(f"{params}: unknown training mode {meta['mode']!r} in its metadata")
 
 
+def export_paths(out_dir: str, name: str) -> Dict[str, str]:
+    """Every file an export of the model ``name`` may have in ``out_dir``, by key (those of
+    :func:`export_model`'s result)."""
+    return {key: os.path.join(out_dir, name + suffix) for key, suffix in EXPORT_FILES.items()}
+
+
+def _move_into_place(moves: Dict[str, Optional[str]], scratch: str) -> None:
+    """``{path: new file or None}``: each path gets its new file, or is removed; all or
+    nothing.
+
+    The files at the paths are first moved aside into ``scratch`` (a folder on the same file
+    system, removed by the caller), then the new ones in; on a failure the new ones are taken
+    out and the earlier ones put back.
+    """
+    aside, placed = [], []
+    try:
+        for index, path in enumerate(moves):
+            if os.path.lexists(path):
+                earlier = os.path.join(scratch, f'earlier-{index}')
+                os.replace(path, earlier)
+                aside.append((path, earlier))
+        for path, source in moves.items():
+            if source is not None:
+                os.replace(source, path)
+                placed.append(path)
+    except BaseException:
+        for path in placed:
+            os.remove(path)
+        for path, earlier in aside:
+            os.replace(earlier, path)
+        raise
+
+
+def _write_files(model, bank, out_dir: str, staging: str, embeddings: bool, preprocess: bool,
+                 onnx: bool, ctx: mx.Context) -> Dict[str, str]:
+    """Write the files of an export to ``out_dir`` in the folder ``staging`` (see
+    :func:`export_model`); returns them by key. A failure that names no file (a full disk) is
+    raised naming the file's path in ``out_dir``."""
+    net, center_loss, checkpoint = model
+    name = checkpoint.meta['network']
+    final, paths = export_paths(out_dir, name), export_paths(staging, name)
+    keys = (['symbol', 'params'] + (['onnx'] if onnx else []) + ['centers']
+            + (['openset_centers'] if bank is not None else []) + ['meta'])
+
+    def writing(key: str):
+        return naming_failures(final[key], (mx.base.MXNetError,))
+    net.set_nms(nms_thresh=NMS_THRESH, nms_topk=NMS_TOPK, post_nms=POST_NMS)
+    block = deployable_block(net, embeddings, preprocess, ctx)
+    with writing('params'):
+        write_graph(block, os.path.join(staging, name))
+    if onnx:
+        with writing('onnx'):
+            write_onnx(net, embeddings, preprocess, paths['onnx'], ctx)
+    with writing('centers'):
+        np.save(paths['centers'],
+                center_loss.centers.weight.data(ctx).asnumpy().astype(np.float32))
+    description = describe(checkpoint.meta, net.base_size, embeddings, preprocess)
+    if bank is not None:
+        with writing('openset_centers'):
+            np.save(paths['openset_centers'], bank.centers.astype(np.float32))
+        description['open_set'] = describe_bank(bank)
+        description['open_set']['centers'] = os.path.basename(paths['openset_centers'])
+    with writing('meta'), open(paths['meta'], 'w') as f:
+        json.dump(description, f, indent=1, allow_nan=False)
+    return {key: paths[key] for key in keys}
+
+
 def export_model(params: str, out_dir: Optional[str] = None, embeddings: bool = False,
                  preprocess: bool = False, onnx: bool = False,
-                 ctx: Optional[mx.Context] = None, open_set: bool = False) -> Dict[str, str]:
-    """Export a checkpoint's network, centers and description (see the module docstring).
+                 ctx: Optional[mx.Context] = None, open_set: bool = False,
+                 overwrite: bool = False) -> Dict[str, str]:
+    """Export a checkpoint's network, centers and description, all or nothing (see the module
+    docstring).
 
     Parameters
     ----------
     params : str
         Either file of a checkpoint, or its run's save prefix (see
-        :func:`~gluon_ssdcl.checkpoint.load_model`).
+        :func:`~gluon_ssdcl.engine.checkpoint.load_model`).
     out_dir : str, optional
         Folder of the exported files, created if needed (default: the checkpoint's folder).
     embeddings : bool
@@ -305,6 +410,9 @@ def export_model(params: str, out_dir: Optional[str] = None, embeddings: bool = 
     open_set : bool
         Fit and save the checkpoint's class bank when it has none (a bank beside the
         checkpoint is always exported).
+    overwrite : bool
+        Replace an earlier export of the same model in ``out_dir`` (as a whole: its files this
+        export does not write are removed).
 
     Returns
     -------
@@ -315,36 +423,36 @@ def export_model(params: str, out_dir: Optional[str] = None, embeddings: bool = 
     Raises
     ------
     FileNotFoundError, ValueError
-        Naming ``params``: a missing, unreadable or mismatched checkpoint.
+        Naming ``params``: a missing, unreadable or mismatched checkpoint; naming the class
+        bank: a damaged one.
+    FileExistsError
+        Naming a file of an earlier export, without ``overwrite``.
     NotADirectoryError
         When ``out_dir`` is a file.
+    OSError
+        When a file cannot be written (the folder is left as it was).
     """
     ctx = ctx or mx.cpu()
     if out_dir and os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise NotADirectoryError(f"{out_dir} is a file, not a folder")
     model = load_model(params, [ctx])
-    net, center_loss, checkpoint = model
-    check_exportable(net, checkpoint.meta, checkpoint.path)
+    checkpoint = model.checkpoint
+    check_exportable(model.net, checkpoint.meta, checkpoint.path)
+    out_dir = out_dir or os.path.dirname(os.path.abspath(checkpoint.path))
+    name = checkpoint.meta['network']
+    final = export_paths(out_dir, name)
+    earlier = [path for path in final.values() if os.path.lexists(path)]
+    if earlier and not overwrite:
+        raise FileExistsError(f"{earlier[0]} exists, from an earlier export: replace that "
+                              "export with --overwrite, or export to another folder")
     bank = (checkpoint_bank(model, [ctx]) if open_set or os.path.isfile(bank_path(
         checkpoint.path)) else None)
-    out_dir = out_dir or os.path.dirname(os.path.abspath(checkpoint.path))
-    prefix = os.path.join(out_dir, checkpoint.meta['network'])
-    net.set_nms(nms_thresh=NMS_THRESH, nms_topk=NMS_TOPK, post_nms=POST_NMS)
-    block = deployable_block(net, embeddings, preprocess, ctx)
-    paths = dict(zip(('symbol', 'params'), write_graph(block, prefix)))
-    if onnx:
-        paths['onnx'] = write_onnx(net, embeddings, preprocess, f'{prefix}.onnx', ctx)
-    paths['centers'] = f'{prefix}-centers.npy'
-    with atomic_path(paths['centers']) as tmp, open(tmp, 'wb') as f:
-        np.save(f, center_loss.centers.weight.data(ctx).asnumpy().astype(np.float32))
-    description = describe(checkpoint.meta, net.base_size, embeddings, preprocess)
-    if bank is not None:
-        paths['openset_centers'] = f'{prefix}-openset-centers.npy'
-        with atomic_path(paths['openset_centers']) as tmp, open(tmp, 'wb') as f:
-            np.save(f, bank.centers.astype(np.float32))
-        description['open_set'] = describe_bank(bank)
-        description['open_set']['centers'] = os.path.basename(paths['openset_centers'])
-    paths['meta'] = f'{prefix}-meta.json'
-    with atomic_path(paths['meta']) as tmp, open(tmp, 'w') as f:
-        json.dump(description, f, indent=1)
+    os.makedirs(out_dir, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f'{name}-export-', suffix=TMP_SUFFIX,
+                                     dir=out_dir) as staging:
+        written = _write_files(model, bank, out_dir, staging, embeddings, preprocess, onnx,
+                               ctx)
+        _move_into_place({path: written.get(key) for key, path in final.items()}, staging)
+    paths = {key: final[key] for key in written}
+    logger.info("exported %s: %s", checkpoint.path, ', '.join(paths.values()))
     return paths

@@ -9,11 +9,11 @@ radius, plus a k-NN gallery of labelled embeddings:
   A class without training positives (e.g. held out with ``--digits-exclude``) has no center
   (NaN row) and is never assigned until it is registered;
 - registered classes (:func:`~gluon_ssdcl.evaluation.class_banks.register_class`,
-  ``gluon-ssdcl register``): the center
-  is the mean embedding of the positive anchors of a few example boxes, the radius the median
-  radius of the trained classes (a few examples cannot measure one). A new name is appended to
-  the class list (ids after the model's); a model class without a center (held out) takes its
-  own id.
+  ``gluon-ssdcl register``): the center is the mean embedding of the positive anchors of a few
+  example boxes, the radius the median radius of the trained classes (a few examples cannot
+  measure one). A new name is appended to the class list (ids after the model's); a model
+  class without a center (held out) takes its own id; a registered name is replaced only when
+  asked (``replace``).
 
 The unknown score of an embedding is its distance to the nearest center over that center's
 radius; beyond 1 (outside the radius) the detection is labelled unknown (:data:`UNKNOWN_ID`
@@ -21,14 +21,16 @@ radius; beyond 1 (outside the radius) the detection is labelled unknown (:data:`
 gallery embeddings.
 
 The bank of a checkpoint ``<stem>.params`` is saved beside it as ``<stem>.openset.npz``
-(:func:`bank_path`), with the SHA-256 of the weights it was computed with (a bank of other
-weights is refused). Pure NumPy: fitting a bank with a model is
+(:func:`bank_path`), all or nothing, with the SHA-256 of the weights it was computed with (a
+bank of other weights is refused, and so is a damaged one: truncated, or NaN where a class has
+a center, :func:`check_bank`). Pure NumPy: fitting a bank with a model is
 :mod:`gluon_ssdcl.evaluation.class_banks`'s.
 """
 from __future__ import annotations
 
 import json
 import os
+import zipfile
 from typing import Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 import numpy as np
@@ -39,8 +41,8 @@ from .knn import center_distances, knn_distances, knn_predict
 
 __all__ = ['UNKNOWN_ID', 'UNKNOWN_NAME', 'DEFAULT_QUANTILE', 'ClassBank', 'class_means',
            'class_radii', 'unknown_scores', 'knn_scores', 'assign', 'make_bank',
-           'registration_index', 'with_class',
-           'bank_path', 'save_bank', 'load_bank']
+           'registration_index', 'with_class', 'check_bank', 'bank_path', 'save_bank',
+           'load_bank']
 
 UNKNOWN_ID = -2
 UNKNOWN_NAME = 'unknown'
@@ -243,31 +245,37 @@ def make_bank(classes: Sequence[str], embeddings, labels, centers=None,
                      'means' if centers is None else 'learned', params_sha256)
 
 
-def registration_index(bank: ClassBank, name: str) -> int:
+def registration_index(bank: ClassBank, name: str, replace: bool = False) -> int:
     """The id class ``name`` gets when registered: its own for a model class without a center
-    or a registered class, the next one for a new name.
+    or (with ``replace``) a registered class, the next one for a new name.
 
     Raises
     ------
     ValueError
-        For a class trained with positives (it has a center of its own).
+        For a class trained with positives (it has a center of its own), or one registered
+        already without ``replace``.
     """
     if name not in bank.classes:
         return len(bank.classes)
     index = bank.classes.index(name)
-    if bank.active[index] and name not in bank.registered:
+    if name in bank.registered:
+        if not replace:
+            raise ValueError(f"class {name!r} is already registered (from "
+                             f"{bank.registered[name]} boxes): --replace replaces it")
+    elif bank.active[index]:
         raise ValueError(f"class {name!r} was trained: registration adds classes the model has "
                          "no center for")
     return index
 
 
-def with_class(bank: ClassBank, name: str, embeddings, num_examples: int) -> ClassBank:
+def with_class(bank: ClassBank, name: str, embeddings, num_examples: int,
+               replace: bool = False) -> ClassBank:
     """The bank with class ``name`` registered from its examples' embeddings.
 
     The center is the mean of ``embeddings``, the radius the median radius of the classes
     that had training positives, and the embeddings join the k-NN gallery. A model class
-    without a center (held out of training) or a registered class is (re)placed at its id; a
-    new name is appended.
+    without a center (held out of training) is placed at its id, a registered class replaced
+    there when ``replace``; a new name is appended.
 
     Parameters
     ----------
@@ -277,17 +285,23 @@ def with_class(bank: ClassBank, name: str, embeddings, num_examples: int) -> Cla
         At least one row: the positive anchors of the example boxes.
     num_examples : int
         How many boxes they come from (recorded).
+    replace : bool
+        Whether a registered class ``name`` may be replaced.
 
     Raises
     ------
     ValueError
-        For a class trained with positives (it has a center of its own), or no embeddings.
+        For a class trained with positives (it has a center of its own), a registered one
+        without ``replace``, no embeddings or non-finite ones.
     """
-    index = registration_index(bank, name)
+    index = registration_index(bank, name, replace)
     embeddings = as_numpy(embeddings).astype(np.float32).reshape(-1, bank.centers.shape[1])
     if not len(embeddings):
         raise ValueError(f"no positive anchor matched the example boxes of {name!r}: boxes too "
                          "small or too large for the network's anchors?")
+    if not np.isfinite(embeddings).all():
+        raise ValueError(f"the example boxes of {name!r} have non-finite embeddings: the "
+                         "model's weights are NaN or infinite?")
     classes = list(bank.classes) + ([name] if index == len(bank.classes) else [])
     trained = bank.active.copy()
     trained[[bank.classes.index(n) for n in bank.registered]] = False
@@ -303,6 +317,42 @@ def with_class(bank: ClassBank, name: str, embeddings, num_examples: int) -> Cla
         gallery=np.concatenate([bank.gallery[keep], embeddings]),
         gallery_labels=np.concatenate([bank.gallery_labels[keep],
                                        np.full(len(embeddings), index, np.int64)]))
+
+
+def check_bank(bank: ClassBank) -> None:
+    """Refuse a bank that cannot label embeddings.
+
+    Every class has either a finite center and a finite radius >= 0, or no center (a NaN row)
+    and a NaN radius; at least one class has a center; the gallery's embeddings are finite and
+    its labels ids of the classes.
+
+    Raises
+    ------
+    ValueError
+        Saying what is wrong, with the class's name.
+    """
+    centers, radii = np.asarray(bank.centers), np.asarray(bank.radii)
+    gallery, labels = np.asarray(bank.gallery), np.asarray(bank.gallery_labels)
+    num_classes = len(bank.classes)
+    if (centers.ndim != 2 or centers.shape[0] != num_classes or radii.shape != (num_classes,)
+            or gallery.ndim != 2 or gallery.shape[1:] != centers.shape[1:]
+            or labels.shape != gallery.shape[:1]):
+        raise ValueError(f"shapes disagree: {num_classes} classes, centers {centers.shape}, "
+                         f"radii {radii.shape}, gallery {gallery.shape}, labels {labels.shape}")
+    for name, center, radius in zip(bank.classes, centers, radii):
+        if np.isnan(radius):
+            if not np.isnan(center).all():
+                raise ValueError(f"class {name!r} has a center but a NaN radius")
+        elif not (np.isfinite(radius) and radius >= 0):
+            raise ValueError(f"class {name!r} has radius {radius}")
+        elif not np.isfinite(center).all():
+            raise ValueError(f"class {name!r} has a radius but a non-finite center")
+    if np.isnan(radii).all():
+        raise ValueError("no class has a center")
+    if not np.isfinite(gallery).all():
+        raise ValueError("the gallery has non-finite embeddings")
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"gallery labels outside the {num_classes} classes")
 
 
 def bank_path(params: str) -> str:
@@ -334,7 +384,8 @@ def load_bank(path: str, params_sha256: Optional[str] = None) -> ClassBank:
     Raises
     ------
     FileNotFoundError, ValueError
-        Naming the file: missing, unreadable, or computed with other weights.
+        Naming the file: missing, unreadable (truncated), damaged (:func:`check_bank`), or
+        computed with other weights.
     """
     if not os.path.isfile(path):
         raise FileNotFoundError(f"class bank {path} does not exist")
@@ -345,9 +396,13 @@ def load_bank(path: str, params_sha256: Optional[str] = None) -> ClassBank:
         bank = ClassBank(list(info['classes']), arrays['centers'], arrays['radii'],
                          dict(info['registered']), arrays['gallery'], arrays['gallery_labels'],
                          float(info['quantile']), info['center_source'], info['params_sha256'])
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, TypeError, EOFError, zipfile.BadZipFile) as err:
         raise ValueError(f"{path} is not a readable class bank: {err}") from err
     if params_sha256 is not None and bank.params_sha256 != params_sha256:
         raise ValueError(f"{path} was computed with other weights than the checkpoint's (it "
                          "was retrained?): remove it to compute it again")
+    try:
+        check_bank(bank)
+    except ValueError as err:
+        raise ValueError(f"{path} is not a usable class bank: {err}") from err
     return bank

@@ -9,11 +9,13 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from ..embeddings.class_bank import (DEFAULT_QUANTILE, ClassBank, bank_path, class_radii, load_bank,
-                                     make_bank, registration_index, save_bank, with_class)
+from ..embeddings.class_bank import (DEFAULT_QUANTILE, ClassBank, bank_path, check_bank,
+                                     class_radii, load_bank, make_bank, registration_index,
+                                     save_bank, with_class)
 from ..utils.files import file_sha256
 
 __all__ = ['fit_bank', 'checkpoint_bank', 'embed_boxes', 'register_class']
+
 
 def fit_bank(model, train_dataset, ctx, batch_size: int = 16, gallery_size: int = 20000,
              quantile: float = DEFAULT_QUANTILE, seed: int = 0, num_workers: int = 0,
@@ -22,7 +24,7 @@ def fit_bank(model, train_dataset, ctx, batch_size: int = 16, gallery_size: int 
 
     Parameters
     ----------
-    model : gluon_ssdcl.checkpoint.LoadedModel
+    model : gluon_ssdcl.engine.checkpoint.LoadedModel
         Its learned centers are used unless it was trained in softmax mode (class means then).
     train_dataset : Dataset
         Items ``(image (H, W, 3) uint8, label (M, 6))``.
@@ -30,23 +32,37 @@ def fit_bank(model, train_dataset, ctx, batch_size: int = 16, gallery_size: int 
     batch_size, num_workers : int
         Loader settings.
     gallery_size : int
-        Cap on the training positives read (:func:`~gluon_ssdcl.inference.build_gallery`);
-        they give the class means, the radii and the k-NN gallery.
+        Cap on the training positives read
+        (:func:`~gluon_ssdcl.evaluation.inference.build_gallery`); they give the class means,
+        the radii and the k-NN gallery.
     quantile : float
         Of the radii.
     seed : int
         Order in which the training images are read.
     max_batches : int, optional
         Read only this many batches.
+
+    Raises
+    ------
+    ValueError
+        Naming the checkpoint, when its embeddings give no usable bank (:func:`check_bank`:
+        NaN weights, no training positives).
     """
     from ..losses.multibox import Mode  # pylint: disable=import-outside-toplevel
     from .inference import build_gallery  # pylint: disable=import-outside-toplevel
     embeddings, labels = build_gallery(model.net, train_dataset, ctx, batch_size, gallery_size,
                                        seed, num_workers, max_batches=max_batches)
     learned = Mode(model.checkpoint.meta['mode']).uses_center
-    return make_bank(model.classes, embeddings, labels,
-                     model.centers.asnumpy() if learned else None, quantile,
-                     file_sha256(model.checkpoint.path))
+    path = model.checkpoint.path
+    try:
+        bank = make_bank(model.classes, embeddings, labels,
+                         model.centers.asnumpy() if learned else None, quantile,
+                         file_sha256(path))
+        check_bank(bank)
+    except ValueError as err:
+        raise ValueError(f"{path}: its training images give no usable class bank: {err}") \
+            from err
+    return bank
 
 
 def checkpoint_bank(model, ctx, batch_size: int = 16, gallery_size: int = 20000,
@@ -58,7 +74,7 @@ def checkpoint_bank(model, ctx, batch_size: int = 16, gallery_size: int = 20000,
 
     Parameters
     ----------
-    model : gluon_ssdcl.checkpoint.LoadedModel
+    model : gluon_ssdcl.engine.checkpoint.LoadedModel
     ctx : list of mx.Context
     batch_size, gallery_size, quantile, num_workers
         As in :func:`fit_bank`, when it is fitted.
@@ -113,7 +129,7 @@ def _requantiled(bank: ClassBank, quantile: float) -> np.ndarray:
 def embed_boxes(net, images: Sequence, boxes: Sequence, ctx, batch_size: int = 16
                 ) -> np.ndarray:
     """Embeddings of the positive anchors matched to given boxes, as in training
-    (:func:`~gluon_ssdcl.inference.positive_loader`, no augmentation).
+    (:func:`~gluon_ssdcl.evaluation.inference.positive_loader`, no augmentation).
 
     Parameters
     ----------
@@ -149,7 +165,7 @@ def embed_boxes(net, images: Sequence, boxes: Sequence, ctx, batch_size: int = 1
 
 
 def register_class(model, bank: ClassBank, name: str, images: Sequence, boxes: Sequence,
-                   ctx, batch_size: int = 16) -> ClassBank:
+                   ctx, batch_size: int = 16, replace: bool = False) -> ClassBank:
     """Register class ``name`` from a few example boxes, without retraining.
 
     Embeds the boxes (:func:`embed_boxes`) and adds their mean as the class's center and the
@@ -157,7 +173,7 @@ def register_class(model, bank: ClassBank, name: str, images: Sequence, boxes: S
 
     Parameters
     ----------
-    model : gluon_ssdcl.checkpoint.LoadedModel
+    model : gluon_ssdcl.engine.checkpoint.LoadedModel
     bank : ClassBank
         Of that model (:func:`fit_bank` or :func:`load_bank`).
     name : str
@@ -167,12 +183,20 @@ def register_class(model, bank: ClassBank, name: str, images: Sequence, boxes: S
         ``(M, 4)`` boxes per image, in its pixels.
     ctx : list of mx.Context
     batch_size : int
+    replace : bool
+        Whether a registered class ``name`` may be replaced.
 
     Returns
     -------
     ClassBank
         The new bank (save it with :func:`save_bank`).
+
+    Raises
+    ------
+    ValueError
+        As :func:`with_class`.
     """
-    registration_index(bank, name)  # refuse a trained class before embedding
+    registration_index(bank, name, replace)  # refuse before embedding
     embeddings = embed_boxes(model.net, images, boxes, ctx, batch_size)
-    return with_class(bank, name, embeddings, sum(len(np.reshape(b, (-1, 4))) for b in boxes))
+    return with_class(bank, name, embeddings, sum(len(np.reshape(b, (-1, 4))) for b in boxes),
+                      replace)

@@ -8,7 +8,9 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import numpy as np
 
 from ..embeddings.class_bank import assign, unknown_scores
+from ..utils.arrays import finite_or_none, mean_or_none
 from .class_banks import register_class
+from .compare import format_cell
 from .inference import detections_map
 
 __all__ = ['LABELLINGS', 'example_pool', 'few_shot_evaluation', 'format_few_shot']
@@ -64,8 +66,8 @@ def _map(images, classes, relabel=None):
 
 
 def _mean_of(per_class: Dict[str, float], names: Sequence[str]) -> Optional[float]:
-    values = [per_class[n] for n in names if n in per_class and not np.isnan(per_class[n])]
-    return float(np.mean(values)) if values else None
+    """The mean AP of the classes ``names`` that have one (not NaN); None for none."""
+    return mean_or_none(finite_or_none(per_class[n]) for n in names if n in per_class)
 
 
 def few_shot_evaluation(model, bank, example_dataset, images, class_ids: Sequence[int],
@@ -81,8 +83,8 @@ def few_shot_evaluation(model, bank, example_dataset, images, class_ids: Sequenc
 
     Parameters
     ----------
-    model : gluon_ssdcl.checkpoint.LoadedModel
-    bank : gluon_ssdcl.openset.ClassBank
+    model : gluon_ssdcl.engine.checkpoint.LoadedModel
+    bank : gluon_ssdcl.embeddings.class_bank.ClassBank
         Of the trained classes (without the ones to register).
     example_dataset : Dataset
         Images holding the classes to register (not the validation images).
@@ -105,6 +107,7 @@ def few_shot_evaluation(model, bank, example_dataset, images, class_ids: Sequenc
         ``map_known_center_base`` (nearest center before registering), and per K and
         labelling the registered classes' AP (``ap_registered``, mean over draws, with
         ``ap_per_class``) and the known classes' mAP (``map_known``); ``summary``: flat numbers.
+        An AP that does not exist (a class without validation boxes) is None.
     """
     classes = list(model.classes)
     registered_names = [classes[c] for c in class_ids]
@@ -139,10 +142,12 @@ def few_shot_evaluation(model, bank, example_dataset, images, class_ids: Sequenc
                 runs[labelling].append(per_class)
         entry = {}
         for labelling, per_draw in runs.items():
-            ap = {name: float(np.mean([p[name] for p in per_draw])) for name in registered_names}
+            ap = {name: mean_or_none(finite_or_none(p[name]) for p in per_draw)
+                  for name in registered_names}
             entry[labelling] = {
-                'ap_per_class': ap, 'ap_registered': _mean_of(ap, registered_names),
-                'map_known': float(np.mean([_mean_of(p, known) for p in per_draw]))}
+                'ap_per_class': ap,
+                'ap_registered': mean_or_none(ap[name] for name in registered_names),
+                'map_known': mean_or_none(_mean_of(p, known) for p in per_draw)}
             summary[f'ap_registered_{labelling}_k{k}'] = entry[labelling]['ap_registered']
             summary[f'map_known_{labelling}_k{k}'] = entry[labelling]['map_known']
         results['by_shots'][str(k)] = entry
@@ -151,13 +156,15 @@ def few_shot_evaluation(model, bank, example_dataset, images, class_ids: Sequenc
 
 
 def format_few_shot(results: dict) -> str:
-    """The few-shot results as a text table."""
+    """The few-shot results as a text table; a value that does not exist (None) shows as
+    "–"."""
     lines = [f"registered {','.join(results['classes'])} ({results['draws']} draws per K); "
-             f"known classes' mAP: class head {results['map_known_softmax']:.4f}, nearest "
-             f"center before registering {results['map_known_center_base']:.4f}",
+             f"known classes' mAP: class head {format_cell(results['map_known_softmax'])}, "
+             f"nearest center before registering "
+             f"{format_cell(results['map_known_center_base'])}",
              f"{'K':>3} {'labelling':<8} {'AP registered':>14} {'mAP known':>10}"]
     for k, entry in results['by_shots'].items():
         for labelling, values in entry.items():
-            lines.append(f"{k:>3} {labelling:<8} {values['ap_registered']:>14.4f} "
-                         f"{values['map_known']:>10.4f}")
+            lines.append(f"{k:>3} {labelling:<8} {format_cell(values['ap_registered']):>14} "
+                         f"{format_cell(values['map_known']):>10}")
     return '\n'.join(lines)
