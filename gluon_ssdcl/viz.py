@@ -22,8 +22,8 @@ from .evaluation.inference import collect_positives
 from .utils.arrays import as_numpy
 from .utils.files import atomic_path
 
-__all__ = ['plot_embeddings', 'plot_detections', 'plot_history', 'save_animation',
-           'plot_feature_epoch', 'pca_2d', 'FeatureMapRecorder']
+__all__ = ['plot_embeddings', 'plot_detections', 'plot_history', 'save_history_plot',
+           'save_animation', 'plot_feature_epoch', 'pca_2d', 'FeatureMapRecorder']
 
 LOSS_KEYS = ('loss', 'cls', 'box', 'center')  # per-epoch loss terms of train.fit's history
 
@@ -191,8 +191,9 @@ def _read_history(history: Union[Sequence[dict], str, os.PathLike]) -> List[dict
 
 
 def plot_history(history: Union[Sequence[dict], str, os.PathLike],
-                 ax: Optional[Axes] = None) -> Figure:
-    """Training curves: the loss terms per epoch, and the validation mAP on a second y-axis.
+                 ax: Optional[Axes] = None, lr_ax: Optional[Axes] = None) -> Figure:
+    """Training curves: the loss terms per epoch, the validation mAP on a second y-axis and,
+    on ``lr_ax``, the learning rate.
 
     Parameters
     ----------
@@ -202,6 +203,9 @@ def plot_history(history: Union[Sequence[dict], str, os.PathLike],
         the epochs whose dict holds its key.
     ax : matplotlib.axes.Axes, optional
         Axes of the losses; the mAP goes on ``ax.twinx()``.
+    lr_ax : matplotlib.axes.Axes, optional
+        Axes of the learning rate (each dict's ``'lr'``, at the end of its epoch); without
+        them it is not drawn.
 
     Returns
     -------
@@ -227,7 +231,25 @@ def plot_history(history: Union[Sequence[dict], str, os.PathLike],
         map_ax.set_ylim(bottom=0)
     if handles:
         ax.legend(handles, names, loc='best', fontsize='small')
+    if lr_ax is not None:
+        rates = [(r['epoch'], r['lr']) for r in records if 'lr' in r]
+        if rates:
+            lr_ax.plot(*zip(*rates), marker='o', markersize=3, color='tab:purple')
+        lr_ax.set_xlabel('epoch')
+        lr_ax.set_ylabel('learning rate')
     return ax.figure
+
+
+def save_history_plot(history: Union[Sequence[dict], str, os.PathLike], path: str) -> str:
+    """Save :func:`plot_history`'s curves, the learning rate below them, as a PNG at ``path``
+    (written to a temporary file and renamed); returns ``path``."""
+    fig = Figure(figsize=(8, 7))
+    loss_ax, lr_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={'height_ratios': (3, 1)})
+    plot_history(history, ax=loss_ax, lr_ax=lr_ax)
+    loss_ax.set_xlabel('')
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format='png', dpi=80)
+    return path
 
 
 def _padded_frames(png_paths: Sequence[str]) -> List[Image.Image]:

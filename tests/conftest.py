@@ -17,3 +17,13 @@ def tiny_net():
     net = get_model('ssd_64_tiny_center_custom', classes=['a', 'b', 'c'], embed_dim=2)
     initialize_params(net, [mx.cpu()])
     return net
+
+
+def tiny_digits(tmp_path_factory, num_train: int, num_val: int = 8) -> list:
+    """Training flags naming a digits data set of ``num_train`` + ``num_val`` images made for
+    the test module."""
+    from gluon_ssdcl.data.digitset import ensure_digits  # pylint: disable=C0415
+    root = ensure_digits(str(tmp_path_factory.mktemp('digits')), num_train=num_train,
+                         num_val=num_val, progress=False)
+    return ['--dataset-root', root, '--digits-train', str(num_train), '--digits-val',
+            str(num_val)]

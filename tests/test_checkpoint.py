@@ -1,5 +1,6 @@
 """Checkpoints: weights a GluonCV user loads, the training state beside them, old files."""
 import json
+import os
 import subprocess
 import sys
 
@@ -99,3 +100,84 @@ def test_the_converter_command_line_follows_the_rule(tmp_path):
                           timeout=120)
     lines = [line for line in proc.stderr.splitlines() if 'error:' in line]
     assert proc.returncode == 1 and len(lines) == 1 and 'junk.params' in lines[0]
+
+
+class Killed(BaseException):
+    """The process killed (not an exception any code handles)."""
+
+
+def killed_at(monkeypatch, rename):
+    """From now on, the ``rename``-th ``os.replace`` raises :class:`Killed` instead of
+    renaming; returns the list of the destinations asked for."""
+    real, calls = os.replace, []
+
+    def replace(src, dst):
+        calls.append(dst)
+        if len(calls) == rename:
+            raise Killed
+        return real(src, dst)
+    monkeypatch.setattr(os, 'replace', replace)
+    return calls
+
+
+def test_saves_killed_at_any_rename_leave_the_last_complete_checkpoint(tmp_path, monkeypatch):
+    """Two saves in a row, each killed at one of its renames (or not at all): the checkpoint
+    always loads, as the last complete save; a complete save then cleans up."""
+    nets = [tiny(seed) for seed in range(4)]
+    kills = 0
+    for first in (1, 2, 3, 4):
+        for second in (1, 2, 3, 4):
+            folder = tmp_path / f'{first}-{second}'
+            folder.mkdir()
+            path = str(folder / 'run_last.params')
+            save_checkpoint(path, *nets[0], {**META, 'epoch': 0})
+            done = 0
+            for epoch, rename in ((1, first), (2, second)):
+                killed_at(monkeypatch, rename)
+                try:
+                    save_checkpoint(path, *nets[epoch], {**META, 'epoch': epoch})
+                    done = epoch
+                except Killed:
+                    kills += 1
+                monkeypatch.undo()
+                checkpoint = load_checkpoint(path)
+                assert checkpoint.meta['epoch'] == done, (first, second, epoch)
+                for name, value in weights(nets[done][0]).items():
+                    np.testing.assert_array_equal(checkpoint.net_params[name].asnumpy(), value)
+            save_checkpoint(path, *nets[3], {**META, 'epoch': 3})
+            assert load_checkpoint(path).meta['epoch'] == 3
+            assert sorted(os.listdir(folder)) == ['run_last.params', 'run_last.state']
+    assert kills >= 20
+
+
+def test_an_unwritable_checkpoint_names_its_file(tmp_path, monkeypatch):
+    net, center_loss = tiny()
+    path = str(tmp_path / 'run_last.params')
+
+    def full_disk(*args):
+        raise mx.base.MXNetError('Check failed: FileStream.Write incomplete')
+    monkeypatch.setattr(mx.nd, 'save', full_disk)
+    with pytest.raises(OSError, match=r'^cannot write .*run_last.params: Check failed: '
+                                      r'FileStream.Write incomplete$'):
+        save_checkpoint(path, net, center_loss, META)
+    monkeypatch.undo()
+
+    def no_space(*args):
+        raise OSError(28, 'No space left on device')
+    monkeypatch.setattr('gluon_ssdcl.engine.checkpoint._trainer_bytes', no_space)
+    from gluon_ssdcl.engine.train import make_trainers
+    trainers = make_trainers(net, center_loss, 'softmax-center', lr=0.1)
+    with pytest.raises(OSError, match=r'cannot write .*run_last.state: .*No space left'):
+        save_checkpoint(path, net, center_loss, META, *trainers)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_directory_or_a_symlink_loop_is_no_checkpoint(tmp_path):
+    (tmp_path / 'runs').mkdir()
+    (tmp_path / 'loop.params').symlink_to('loop.params')
+    (tmp_path / 'gone.params').symlink_to('nowhere.params')
+    for path, reason in (('runs', 'is a directory'), ('loop.params', 'is a symlink loop'),
+                         ('gone.params', 'is a broken symlink to nowhere.params'),
+                         ('missing.params', 'does not exist')):
+        with pytest.raises(OSError, match=f'{path} {reason}'):
+            load_checkpoint(str(tmp_path / path))

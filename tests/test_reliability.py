@@ -7,6 +7,7 @@ import time
 
 import numpy as np
 import pytest
+from conftest import tiny_digits
 
 from gluon_ssdcl.commands.train import main
 from gluon_ssdcl.engine.checkpoint import load_checkpoint
@@ -19,10 +20,7 @@ TINY = ['--network', 'tiny', '--data-shape', '64', '--batch-size', '8', '-j', '0
 @pytest.fixture(scope='module')
 def digits(tmp_path_factory):
     """A digits data set of 100 training images: not a multiple of the batch size 8."""
-    from gluon_ssdcl.data.digitset import ensure_digits
-    root = ensure_digits(str(tmp_path_factory.mktemp('digits')), num_train=100, num_val=8,
-                         progress=False)
-    return ['--dataset-root', root, '--digits-train', '100', '--digits-val', '8']
+    return tiny_digits(tmp_path_factory, 100)
 
 
 def train_process(prefix, digits, *flags):
@@ -51,7 +49,7 @@ def assert_same_weights(path, reference):
 
 def test_a_diverging_run_exits_1_and_leaves_only_finite_files(tmp_path, digits, capsys):
     prefix = str(tmp_path / 'diverge')
-    assert main(TINY + digits + ['--save-prefix', prefix, '--lr', '1e3', '--epochs', '3']) == 1
+    assert main(TINY + digits + ['--save-prefix', prefix, '--lr', '10', '--epochs', '3']) == 1
     err = error_lines(capsys)
     assert len(err) == 1 and 'non-finite' in err[0] and '--lr' in err[0], err
     for suffix in ('_last.params', '_best.params'):

@@ -300,3 +300,48 @@ def test_a_checkpoint_with_nan_weights_is_refused(tmp_path):
     save_checkpoint(path, net, loss_fn.center_loss, {'epoch': 0})
     with pytest.raises(ValueError, match='nan.params holds NaN or infinite values in 1 arrays'):
         load_checkpoint(path)
+
+
+def test_a_run_killed_at_any_rename_of_a_save_resumes_with_the_right_best(tmp_path,
+                                                                          monkeypatch):
+    """Epoch 1 beats epoch 0: killed at each rename of its saves (_best then _last, three
+    renames each), the run resumes to a _best of epoch 1 with its mAP, the weights of _last."""
+    import shutil
+
+    from test_checkpoint import Killed, killed_at
+
+    from gluon_ssdcl.data.datasets import get_dataloader
+    from gluon_ssdcl.engine.checkpoint import load_checkpoint
+    from gluon_ssdcl.engine.train import fit
+    from gluon_ssdcl.utils.files import file_sha256
+    maps = {0: 0.25, 1: 0.5}
+    net, loss_fn, _ = build_run('softmax-center')  # a resumed run restores all they hold
+    loader, _ = get_dataloader(toy_dataset(4, seed=1), toy_dataset(1, seed=2), 64, 64,
+                               net.anchor_outputs(nd.zeros((1, 3, 64, 64)))[2], batch_size=4,
+                               num_workers=0, augment=False)
+
+    def train(name, kill=None, resume=False):
+        config = config_for(tmp_path, name)
+        if kill:
+            killed_at(monkeypatch, kill)
+        try:
+            fit(net, loss_fn, loader, [mx.cpu()], config, validate=lambda net, epoch: maps[epoch],
+                resume=f'{config.save_prefix}_last.params' if resume else None)
+        except Killed:
+            return False
+        finally:
+            monkeypatch.undo()
+        return True
+    assert not train('base', kill=5)  # epoch 0 saved _best and _last with two renames each
+    assert load_checkpoint(str(tmp_path / 'base_last.params')).meta['epoch'] == 0
+    for kill in range(1, 7):
+        name = f'killed{kill}'
+        for suffix in ('_best.params', '_best.state', '_last.params', '_last.state'):
+            shutil.copy(tmp_path / f'base{suffix}', tmp_path / f'{name}{suffix}')
+        assert not train(name, kill=kill, resume=True)
+        assert train(name, resume=True)
+        best, last = (load_checkpoint(str(tmp_path / f'{name}_{which}.params'))
+                      for which in ('best', 'last'))
+        assert best.meta['epoch'] == last.meta['epoch'] == 1, kill
+        assert best.meta['best_map'] == last.meta['best_map'] == 0.5, kill
+        assert file_sha256(best.path) == file_sha256(last.path), kill

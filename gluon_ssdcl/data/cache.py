@@ -8,8 +8,8 @@ import logging
 
 import mxnet as mx
 import numpy as np
-from tqdm import tqdm
 
+from ..utils.progress import progress
 from .sampler import ShardSampler
 
 __all__ = ['TargetCache', 'cache_targets', 'cache_nbytes', 'cached_loader']
@@ -78,7 +78,7 @@ def cache_targets(dataset, transform, num_workers: int = 0, batch_size: int = 32
                                       batchify_fn=transform.batchify, last_batch='keep',
                                       num_workers=num_workers)
     parts = [[], [], []]
-    for batch in tqdm(loader, desc='targets', leave=False):
+    for batch in progress(loader, desc='targets', leave=False):
         for part, array in zip(parts, batch):
             part.append(array.asnumpy())
     if not parts[0]:

@@ -10,34 +10,45 @@ A checkpoint ``<stem>`` (e.g. ``runs/<run>_best``) is two files:
   embed_dim, data shape, data set, flags, history, and the SHA-256 of the weights file it goes
   with, checked when loading).
 
-Both are written atomically (the state first); nothing with NaN or infinite values is loaded.
+The two are committed as one unit (:func:`save_checkpoint`): however a save is interrupted,
+the weights file has its state beside it (``<stem>.state``, or ``<stem>.state.prev`` kept while
+the save was committed); nothing with NaN or infinite values is loaded.
 ``python -m gluon_ssdcl.checkpoint --convert OLD.params`` converts a one-file checkpoint of
 gluon_ssdcl 0.1.
 """
+import glob
 import json
 import os
+import pickle
+import re
 import tempfile
-from typing import NamedTuple, Optional
+from typing import List, NamedTuple, Optional
 
 import mxnet as mx
 import numpy as np
 
-from ..utils.files import atomic_path, file_sha256
+from ..utils.files import atomic_path, check_file, file_sha256, naming_failures
 
-__all__ = ['Checkpoint', 'checkpoint_stem', 'save_checkpoint', 'load_checkpoint', 'restore',
-           'LoadedModel', 'load_model', 'convert_checkpoint', 'REQUIRED_META']
+__all__ = ['Checkpoint', 'checkpoint_stem', 'run_prefix', 'run_checkpoints', 'save_checkpoint',
+           'load_checkpoint', 'restore', 'LoadedModel', 'load_model', 'convert_checkpoint',
+           'REQUIRED_META', 'KEPT_STATE']
 
 _NET = 'net.'  # prefix of the weights in a one-file checkpoint of gluon_ssdcl 0.1
+KEPT_STATE = '.state.prev'  # <stem>.state.prev: the state kept while a save is committed
+# <prefix>_last, <prefix>_best, <prefix>_<epoch>: the checkpoints of a run
+_RUN_STEM = r'(?P<prefix>.+)_(last|best|\d{4,})'
 
 
 class Checkpoint(NamedTuple):
-    """What :func:`load_checkpoint` reads back; ``path`` is its weights file."""
+    """What :func:`load_checkpoint` reads back; ``path`` is its weights file, ``state_path``
+    its state file."""
     net_params: dict
     centers: Optional[mx.nd.NDArray]
     net_trainer_states: Optional[bytes]
     center_trainer_states: Optional[bytes]
     meta: dict
     path: str
+    state_path: str = ''
 
 
 def checkpoint_stem(path: str, default: str = 'last') -> str:
@@ -55,12 +66,42 @@ def checkpoint_stem(path: str, default: str = 'last') -> str:
     return f'{path}_{default}'
 
 
+def run_prefix(path: str) -> str:
+    """The save prefix of the run whose checkpoint ``path`` names (as
+    :func:`checkpoint_stem`): ``runs/x_best.params`` and ``runs/x`` give ``runs/x``; a stem not
+    named ``<prefix>_last``, ``_best`` or ``_<epoch>`` is its own prefix."""
+    stem = checkpoint_stem(path)
+    match = re.fullmatch(_RUN_STEM, stem)
+    return match.group('prefix') if match else stem
+
+
+def run_checkpoints(prefix: str) -> List[str]:
+    """The checkpoint files of the run at save ``prefix`` (weights, states and kept states of
+    ``<prefix>_last``, ``_best`` and ``_<epoch>``), sorted."""
+    names = re.compile(re.escape(os.path.basename(prefix)) + r'_(last|best|\d{4,})'
+                       r'\.(params|state|state\.prev)')
+    return sorted(path for path in glob.glob(glob.escape(prefix) + '_*')
+                  if names.fullmatch(os.path.basename(path)))
+
+
 def _to_array(data: bytes):
     return mx.nd.array(np.frombuffer(data, dtype=np.uint8), dtype='uint8')
 
 
 def _to_bytes(array):
     return array.asnumpy().astype(np.uint8).tobytes()
+
+
+def _meta(arrays, path):
+    """The JSON record ``arrays['meta']`` of the file ``path``; ValueError naming it when the
+    record is not a JSON object."""
+    try:
+        meta = json.loads(_to_bytes(arrays['meta']))
+    except ValueError as err:  # not JSON, or not text (UnicodeDecodeError)
+        raise ValueError(f"{path}: its metadata is corrupt ({err})") from err
+    if not isinstance(meta, dict):
+        raise ValueError(f"{path}: its metadata is corrupt (not a JSON object)")
+    return meta
 
 
 def _trainer_bytes(trainer):
@@ -71,18 +112,53 @@ def _trainer_bytes(trainer):
             return f.read()
 
 
+def _save_arrays(tmp, arrays, path):
+    """``mx.nd.save(tmp, arrays)``; a failure (a full disk) raised as an OSError naming
+    ``path``."""
+    with naming_failures(path, (mx.base.MXNetError,)):
+        mx.nd.save(tmp, arrays)
+
+
 def _write(stem, weights, state, meta):
-    """Write ``<stem>.params`` (``weights``: name -> array) and ``<stem>.state`` (``state``
-    plus ``meta`` with the weights' SHA-256) atomically, the state file first."""
-    with atomic_path(stem + '.params') as weights_tmp:
-        mx.nd.save(weights_tmp, weights)
+    """Commit ``<stem>.params`` (``weights``: name -> array) and ``<stem>.state`` (``state``
+    plus ``meta`` with the weights' SHA-256) as one unit.
+
+    Both are written to temporary files. Then the state of the weights on disk is kept as
+    ``<stem>.state.prev``, the new state and after it the new weights are renamed into place,
+    and the kept state is removed: killed at any point, the weights file has its state, in
+    ``<stem>.state`` or in the kept one (which :func:`load_checkpoint` then reads).
+    """
+    with atomic_path(stem + '.params') as weights_tmp, \
+            atomic_path(stem + '.state') as state_tmp:  # renamed in this order: state, weights
+        _save_arrays(weights_tmp, weights, stem + '.params')
         meta = {**meta, 'params_sha256': file_sha256(weights_tmp)}
-        with atomic_path(stem + '.state') as state_tmp:
-            mx.nd.save(state_tmp, {**state, 'meta': _to_array(json.dumps(meta).encode())})
+        _save_arrays(state_tmp, {**state, 'meta': _to_array(json.dumps(meta).encode())},
+                     stem + '.state')
+        _keep_state_of_weights(stem)
+    if os.path.lexists(stem + KEPT_STATE):
+        os.remove(stem + KEPT_STATE)
+
+
+def _keep_state_of_weights(stem):
+    """Before a save is committed: make ``<stem>.state.prev`` the state of the weights on disk,
+    ``<stem>.state`` (unless an interrupted save already kept the state of these weights)."""
+    state, kept = stem + '.state', stem + KEPT_STATE
+    if not os.path.lexists(state):
+        return
+    if os.path.lexists(kept):  # left by an interrupted save: keep whichever has these weights
+        try:
+            newer = (os.path.isfile(stem + '.params') and _read_state(state)[1].get(
+                'params_sha256') == file_sha256(stem + '.params'))
+        except ValueError:  # unreadable: not the state of any weights
+            newer = False
+        if not newer:
+            return
+    os.replace(state, kept)
 
 
 def save_checkpoint(path, net, center_loss, meta, net_trainer=None, center_trainer=None):
-    """Write a checkpoint: ``<stem>.params`` (the weights) and ``<stem>.state``.
+    """Write a checkpoint: ``<stem>.params`` (the weights) and ``<stem>.state``, committed as
+    one unit (an interrupted save leaves the previous checkpoint, or none, loadable).
 
     Parameters
     ----------
@@ -98,16 +174,18 @@ def save_checkpoint(path, net, center_loss, meta, net_trainer=None, center_train
     # pylint: disable=protected-access
     weights = {name: param._reduce() for name, param in net._collect_params_with_prefix().items()}
     state = {'centers': center_loss.centers.weight._reduce()}
+    stem = checkpoint_stem(path)
     for key, trainer in (('net_trainer', net_trainer), ('center_trainer', center_trainer)):
         if trainer is not None:
-            state[key] = _to_array(_trainer_bytes(trainer))
-    _write(checkpoint_stem(path), weights, state, meta)
+            with naming_failures(stem + '.state', (mx.base.MXNetError,)):
+                state[key] = _to_array(_trainer_bytes(trainer))
+    _write(stem, weights, state, meta)
 
 
 def _read(path, what):
-    """The ``nd.save`` dictionary in ``path``; ValueError naming it when it is not one."""
-    if not os.path.isfile(path):
-        raise FileNotFoundError(f"{what} {path} does not exist")
+    """The ``nd.save`` dictionary in ``path``; ValueError naming it when it is not one (and
+    :func:`~gluon_ssdcl.utils.files.check_file`'s errors when it is no file)."""
+    check_file(path, what)
     try:
         arrays = mx.nd.load(path)
     except mx.base.MXNetError as err:
@@ -122,35 +200,78 @@ def _read(path, what):
     return arrays
 
 
-def load_checkpoint(path):
+def _read_state(path):
+    """(arrays, meta) of the training state file ``path``."""
+    state = _read(path, 'training state')
+    if 'meta' not in state:
+        raise ValueError(f"{path} is not a gluon_ssdcl training state (no metadata)")
+    return state, _meta(state, path)
+
+
+def _state_of(stem):
+    """(path, arrays, meta) of the state of the weights ``<stem>.params``: ``<stem>.state``,
+    or the one an interrupted save kept (:func:`save_checkpoint`)."""
+    paths = [p for p in (stem + '.state', stem + KEPT_STATE) if os.path.lexists(p)]
+    if not paths:
+        raise FileNotFoundError(f"{stem}.state, the training state of {stem}.params, does not "
+                                "exist (the weights alone load with net.load_parameters)")
+    sha = file_sha256(stem + '.params')
+    for path in paths:
+        state, meta = _read_state(path)
+        if meta.pop('params_sha256', None) == sha:
+            return path, state, meta
+    raise ValueError(f"{stem}.params and {stem}.state are from different saves: use another "
+                     "checkpoint of the run")
+
+
+def load_checkpoint(path, default='last'):
     """Read a checkpoint written by :func:`save_checkpoint`, named by either file or its run's
-    prefix (then the last one).
+    prefix (then its ``default`` one, as :func:`checkpoint_stem`).
 
     Raises
     ------
-    FileNotFoundError, ValueError
-        Naming the file: missing, unreadable, not a gluon_ssdcl checkpoint, a one-file
-        checkpoint of gluon_ssdcl 0.1 (with the command that converts it), weights that are not
-        the state's, or NaN or infinite weights.
+    FileNotFoundError, IsADirectoryError, OSError, ValueError
+        Naming the file: missing, a directory or a symlink loop, unreadable, not a gluon_ssdcl
+        checkpoint, a one-file checkpoint of gluon_ssdcl 0.1 (with the command that converts
+        it), weights that are not the state's, or NaN or infinite weights.
     """
-    stem = checkpoint_stem(path)
+    stem = checkpoint_stem(path, default)
+    if not os.path.lexists(stem + '.params') and os.path.lexists(path):
+        check_file(path, 'checkpoint')  # a directory, a symlink loop: say what it is
     weights = _read(stem + '.params', 'weights file')
     if 'meta' in weights:
         raise ValueError(f"{stem}.params is a one-file checkpoint of gluon_ssdcl 0.1: convert "
                          f"it with python -m gluon_ssdcl.checkpoint --convert {stem}.params")
-    if not os.path.isfile(stem + '.state'):
-        raise FileNotFoundError(f"{stem}.state, the training state of {stem}.params, does not "
-                                "exist (the weights alone load with net.load_parameters)")
-    state = _read(stem + '.state', 'training state')
-    if 'meta' not in state:
-        raise ValueError(f"{stem}.state is not a gluon_ssdcl training state (no metadata)")
-    meta = json.loads(_to_bytes(state['meta']))
-    if meta.pop('params_sha256', None) != file_sha256(stem + '.params'):
-        raise ValueError(f"{stem}.params and {stem}.state are from different saves (an "
-                         "interrupted save?): use another checkpoint of the run")
+    state_path, state, meta = _state_of(stem)
     trainers = [_to_bytes(state[k]) if k in state else None
                 for k in ('net_trainer', 'center_trainer')]
-    return Checkpoint(weights, state.get('centers'), *trainers, meta, stem + '.params')
+    return Checkpoint(weights, state.get('centers'), *trainers, meta, stem + '.params',
+                      state_path)
+
+
+def _arrays(states):
+    """The NDArrays in a trainer's pickled states (dicts, tuples and lists of them, or None)."""
+    if isinstance(states, mx.nd.NDArray):
+        yield states
+    elif isinstance(states, dict):
+        for value in states.values():
+            yield from _arrays(value)
+    elif isinstance(states, (list, tuple)):
+        for value in states:
+            yield from _arrays(value)
+
+
+def _check_trainer_states(data, path, name):
+    """ValueError naming ``path`` when the trainer states ``data`` (``Trainer.save_states``'
+    bytes: the updater's states, with its optimizer) hold NaN or infinite values."""
+    states = pickle.loads(data)  # as Trainer.load_states does
+    if isinstance(states, tuple) and len(states) == 2:  # (states, optimizer)
+        states = states[0]
+    broken = sum(not np.isfinite(array.asnumpy()).all() for array in _arrays(states))
+    if broken:
+        raise ValueError(f"{path} holds NaN or infinite values in {broken} arrays of the "
+                         f"{name} state: it comes from a diverged run or a damaged file; "
+                         "resume from another checkpoint of the run")
 
 
 def _load_from_file(load, data):
@@ -198,9 +319,11 @@ def restore(checkpoint, net, center_loss=None, net_trainer=None, center_trainer=
                          f"{meta.get('embed_dim')}): {str(err).strip().splitlines()[0]}") from err
     if other_classes:
         net.reset_class(new_classes, reuse_weights=[c for c in new_classes if c in old_classes])
-    for trainer, data in ((net_trainer, checkpoint.net_trainer_states),
-                          (center_trainer, checkpoint.center_trainer_states)):
+    for trainer, data, name in ((net_trainer, checkpoint.net_trainer_states, 'network trainer'),
+                                (center_trainer, checkpoint.center_trainer_states,
+                                 'center trainer')):
         if trainer is not None and data is not None:
+            _check_trainer_states(data, checkpoint.state_path, name)
             _load_from_file(trainer.load_states, data)
 
 
@@ -264,7 +387,7 @@ def load_model(path, ctx=None):
     from ..losses.center import CenterLoss  # pylint: disable=import-outside-toplevel
     from ..model.zoo import get_model  # pylint: disable=import-outside-toplevel
     ctx = ctx or [mx.cpu()]
-    checkpoint = load_checkpoint(checkpoint_stem(path, default='best') + '.params')
+    checkpoint = load_checkpoint(path, default='best')
     meta = checkpoint.meta
     missing = [key for key in REQUIRED_META if key not in meta]
     if missing:
@@ -286,5 +409,5 @@ def convert_checkpoint(path):
     weights = {k[len(_NET):]: v for k, v in arrays.items() if k.startswith(_NET)}
     state = {k: v for k, v in arrays.items() if k in ('centers', 'net_trainer', 'center_trainer')}
     stem = checkpoint_stem(path)
-    _write(stem, weights, state, json.loads(_to_bytes(arrays['meta'])))
+    _write(stem, weights, state, _meta(arrays, path))
     return stem

@@ -9,9 +9,9 @@ import mxnet as mx
 import numpy as np
 from gluoncv.utils.lr_scheduler import LRScheduler, LRSequential
 from mxnet import autograd, gluon
-from tqdm import tqdm
 
 from ..losses.multibox import Mode
+from ..utils.progress import progress
 from .checkpoint import load_checkpoint, restore, save_checkpoint
 from .distributed import Workers
 
@@ -54,7 +54,8 @@ def make_trainers(net, center_loss, mode, lr, momentum=0.9, wd=5e-4, alpha=0.5, 
     The network trainer: SGD with momentum and weight decay over every trainable parameter of
     ``net`` (not the centers; not the class head in center mode), stepped with ``step(1)`` (the
     loss is already divided by N). ``clip_gradient`` clips each element of the network's
-    gradients (None: no clipping). The center trainer: :func:`make_center_trainer`, None when
+    gradients (None: no clipping). With ``lr_scheduler`` the schedule alone sets the learning
+    rate (``lr`` is then unused). The center trainer: :func:`make_center_trainer`, None when
     the centers do not train. ``kvstore``: MXNet's name ('device', 'local'), or the
     :class:`~gluon_ssdcl.distributed.Workers` of a distributed job, whose store sums both
     trainers' gradients over the workers (at keys of their own).
@@ -67,8 +68,10 @@ def make_trainers(net, center_loss, mode, lr, momentum=0.9, wd=5e-4, alpha=0.5, 
     apply_mode(net, center_loss, mode)
     trainable = {name: param for name, param in net.collect_params().items()
                  if param.grad_req != 'null'}
-    optimizer_params = {'learning_rate': lr, 'momentum': momentum, 'wd': wd,
-                        'lr_scheduler': lr_scheduler}
+    # learning_rate beside lr_scheduler makes MXNet print a warning on stdout
+    optimizer_params = ({'learning_rate': lr} if lr_scheduler is None else
+                        {'lr_scheduler': lr_scheduler})
+    optimizer_params.update(momentum=momentum, wd=wd)
     if clip_gradient:
         optimizer_params['clip_gradient'] = clip_gradient
     stores = ((kvstore.trainer_store(), kvstore.trainer_store())
@@ -115,9 +118,15 @@ def step_trainers(net_trainer, center_trainer, num_pos):
 def make_lr_scheduler(lr, epochs, iters_per_epoch, lr_mode='cosine', lr_decay=0.1,
                       lr_decay_epoch=(), warmup_iters=0):
     """GluonCV's schedule: linear warm-up, then cosine to 0 or steps of ``lr_decay`` at
-    ``lr_decay_epoch`` (counted from the start of training, warm-up included)."""
-    warmup_iters = min(warmup_iters, epochs * iters_per_epoch // 2)
-    main = LRScheduler(lr_mode, base_lr=lr, niters=max(epochs * iters_per_epoch - warmup_iters, 2),
+    ``lr_decay_epoch`` (counted from the start of training, warm-up included). A warm-up longer
+    than half the run is shortened to half, with a logged note."""
+    total = epochs * iters_per_epoch
+    if warmup_iters > total // 2:
+        logger.info("warm-up of %d iterations is longer than half of the run's %d: shortened to "
+                    "%d, the learning rate %g reached at iteration %d", warmup_iters, total,
+                    total // 2, lr, total // 2)
+        warmup_iters = total // 2
+    main = LRScheduler(lr_mode, base_lr=lr, niters=max(total - warmup_iters, 2),
                        step_factor=lr_decay,
                        step_iter=[e * iters_per_epoch - warmup_iters for e in lr_decay_epoch])
     warmup = [LRScheduler('linear', base_lr=0, target_lr=lr, niters=warmup_iters)]
@@ -184,6 +193,7 @@ class TrainConfig:
     seed: int = 0
     val_interval: int = 1
     save_interval: int = 0
+    log_interval: int = 0
     save_prefix: str = 'ssd_center'
     kvstore: str = 'device'
     meta: dict = field(default_factory=dict)
@@ -208,18 +218,22 @@ def _check_weights(flag, epoch, batch):
         raise NonFiniteError(epoch, batch, "weights after the update")
 
 
-def train_epoch(net, loss_fn, net_trainer, center_trainer, loader, ctx, epoch):
+def train_epoch(net, loss_fn, net_trainer, center_trainer, loader, ctx, epoch, log_interval=0):
     """One pass over ``loader`` (batches ``img (B,3,H,W), cls_targets (B,N), box_targets
     (B,N,4)``), split over ``ctx``. Returns the mean (total, cls, box, center) per image and
     images/s.
+
+    A progress bar is shown on a terminal (:func:`~gluon_ssdcl.utils.progress.progress`);
+    every ``log_interval`` batches (0: never) a line logs the epoch's mean losses so far, its
+    images/s and the learning rate, as GluonCV's ``train_ssd.py --log-interval`` does.
 
     Raises :class:`NonFiniteError` before an update with a non-finite loss, and, at the next
     batch or the end of the epoch, after an update that left a non-finite weight.
     """
     sums, images, start = np.zeros(4), 0, time.time()
     blocks, weights_flag = (net, loss_fn.center_loss), None
-    progress = tqdm(loader, desc=f'epoch {epoch}', leave=False, dynamic_ncols=True)
-    for batch_index, batch in enumerate(progress):
+    bar = progress(loader, desc=f'epoch {epoch}', leave=False, dynamic_ncols=True)
+    for batch_index, batch in enumerate(bar):
         data, cls_targets, box_targets = [
             gluon.utils.split_and_load(part, ctx, even_split=False) for part in batch]
         with autograd.record():
@@ -234,20 +248,26 @@ def train_epoch(net, loss_fn, net_trainer, center_trainer, loader, ctx, epoch):
         weights_flag = weights_finite_flag(blocks)
         sums += values
         images += batch[0].shape[0]
-        progress.set_postfix(loss=f'{sums[0] / images:.3f}', lr=f'{net_trainer.learning_rate:.4f}')
+        bar.set_postfix(loss=f'{sums[0] / images:.3f}', lr=f'{net_trainer.learning_rate:.4f}')
+        if log_interval and (batch_index + 1) % log_interval == 0:
+            means = sums / images
+            logger.info("[Epoch %d][Batch %d] cls=%.4f box=%.4f center=%.4f %.1f img/s "
+                        "lr=%.5f", epoch, batch_index, means[1], means[2], means[3],
+                        images / (time.time() - start), net_trainer.learning_rate)
     if weights_flag is not None:
         _check_weights(weights_flag.asscalar(), epoch, batch_index)
     return sums / max(images, 1), images / (time.time() - start)
 
 
-def _checkpoint_meta(config, epoch, best_map, history):
+def _checkpoint_meta(config, epoch, state):
+    start = {} if state['start_map'] is None else {'start_map': state['start_map']}
     return {**config.meta, 'mode': Mode(config.mode).value, 'epoch': epoch,
-            'epochs': config.epochs, 'best_map': best_map, 'seed': config.seed,
-            'history': history}
+            'epochs': config.epochs, 'best_map': state['best_map'], 'seed': config.seed,
+            'history': state['history'], **start}
 
 
 def _start(net, loss_fn, train_loader, ctx, config, resume, init_from, workers):
-    """The trainers, the first epoch, the best mAP and the history of a new or resumed run."""
+    """The trainers, the first epoch and the meta of the resumed checkpoint ({} for a new run)."""
     if not len(train_loader):
         raise ValueError("the training loader yields no batch: no epoch can train")
     mode = Mode(config.mode)
@@ -264,7 +284,7 @@ def _start(net, loss_fn, train_loader, ctx, config, resume, init_from, workers):
         config.lmbd, lr_scheduler=scheduler, clip_gradient=config.clip_gradient,
         kvstore=workers or config.kvstore)
     if not resume:
-        return trainers, 0, -1.0, []
+        return trainers, 0, {}
     checkpoint = load_checkpoint(resume)
     restore(checkpoint, net, loss_fn.center_loss, *trainers, ctx=ctx)
     # the restored optimizer carries the schedule it was started with; the schedule depends on
@@ -274,22 +294,35 @@ def _start(net, loss_fn, train_loader, ctx, config, resume, init_from, workers):
     if started_for != config.epochs:
         logger.info("the schedule now runs over %d epochs (the checkpoint was started for %d)",
                     config.epochs, started_for)
-    meta = checkpoint.meta
-    return trainers, meta['epoch'] + 1, meta['best_map'], meta.get('history', [])
+    return trainers, checkpoint.meta['epoch'] + 1, checkpoint.meta
 
 
 def _save(config, epoch, record, state, net, loss_fn, trainers):
-    """Write the checkpoints of an epoch; ``state`` ({'best_map', 'history'}) gets the new best."""
+    """Write the checkpoints of an epoch; ``state`` ({'best_map', 'history'}) gets the new best.
+
+    ``_last``, whose state a resumed run starts from, is written last: a run killed before it
+    is complete resumes at this epoch and writes the others again (``_best`` included).
+    """
     is_best = record.get('map', -1.0) > state['best_map']
     state['best_map'] = max(state['best_map'], record.get('map', -1.0))
-    meta = _checkpoint_meta(config, epoch, state['best_map'], state['history'])
-    paths = [f'{config.save_prefix}_last.params']
-    if is_best:
-        paths.append(f'{config.save_prefix}_best.params')
+    meta = _checkpoint_meta(config, epoch, state)
+    paths = [f'{config.save_prefix}_best.params'] if is_best else []
     if config.save_interval and (epoch + 1) % config.save_interval == 0:
         paths.append(f'{config.save_prefix}_{epoch:04d}.params')
+    paths.append(f'{config.save_prefix}_last.params')
     for path in paths:
         save_checkpoint(path, net, loss_fn.center_loss, meta, *trainers)
+
+
+def _validate_start(config, validate, state, net, loss_fn, trainers):
+    """Validate the network a run starts from (``validate(net, -1)``), log its mAP as epoch
+    "start" and save it as the first ``<save_prefix>_best.params``, which only an epoch that
+    scores higher replaces (``state``: best and starting mAP, history)."""
+    net.hybridize(static_alloc=True, static_shape=True)
+    state['start_map'] = state['best_map'] = float(validate(net, -1))
+    logger.info("[Epoch start] mAP=%.4f", state['start_map'])
+    save_checkpoint(f'{config.save_prefix}_best.params', net, loss_fn.center_loss,
+                    _checkpoint_meta(config, -1, state), *trainers)
 
 
 def _finish_epoch(config, epoch, means, speed, trainers, validate, state, net, loss_fn):
@@ -326,12 +359,16 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
     config : TrainConfig
     validate : callable, optional
         ``validate(net, epoch) -> mAP`` run every ``config.val_interval`` epochs and after the
-        last; the best mAP decides ``<save_prefix>_best.params``.
+        last, and with ``init_from`` before the first step (epoch -1); the best mAP decides
+        ``<save_prefix>_best.params``.
     resume : str, optional
         A checkpoint file to continue from (network, centers, trainers, epoch, best mAP); the
         learning-rate schedule is ``config``'s, continued from the restored update count.
     init_from : str, optional
-        A checkpoint whose network and centers start a new stage (e.g. center mode).
+        A checkpoint whose network and centers start a new stage (e.g. center mode) or a
+        fine-tuning run. With ``validate``, the starting network is validated and saved as the
+        first ``_best.params``: an epoch replaces it only by scoring higher, and a warning says
+        when none did.
     start_epoch : int, optional
         Epoch to start at (default: 0, or the one after the ``resume`` checkpoint).
     workers : Workers, optional
@@ -343,7 +380,8 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
 
     Returns
     -------
-    dict with 'epoch', 'best_map', 'history' and 'checkpoint' (last path). The history, one
+    dict with 'epoch', 'best_map', 'start_map' (the starting network's mAP, None without
+    ``init_from``), 'history' and 'checkpoint' (last path). The history, one
     dict per epoch (``epoch, loss, cls, box, center, speed, lr`` and ``map`` when validated),
     also goes into every checkpoint's meta, and continues across ``resume``.
 
@@ -352,19 +390,26 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
     NonFiniteError
         When a loss or the weights become NaN or infinite; nothing of that epoch is saved.
     """
-    trainers, first_epoch, best_map, history = _start(net, loss_fn, train_loader, ctx, config,
-                                                      resume, init_from, workers)
+    trainers, first_epoch, meta = _start(net, loss_fn, train_loader, ctx, config, resume,
+                                         init_from, workers)
     leader = workers is None or workers.rank == 0
     first_epoch = first_epoch if start_epoch is None else start_epoch
-    state = {'best_map': best_map,
-             'history': [record for record in history if record['epoch'] < first_epoch]}
+    state = {'best_map': meta.get('best_map', -1.0), 'start_map': meta.get('start_map'),
+             'history': [record for record in meta.get('history', [])
+                         if record['epoch'] < first_epoch]}
     if resume and leader:
         logger.info("resumed from %s at epoch %d", resume, first_epoch)
+    if init_from and validate is not None:
+        if leader:
+            _validate_start(config, validate, state, net, loss_fn, trainers)
+        if workers is not None:
+            workers.barrier()
     for epoch in range(first_epoch, config.epochs):
         set_seed(config.seed * 100003 + epoch)
         net.hybridize(static_alloc=True, static_shape=True)
         loss_fn.hybridize()
-        means, speed = train_epoch(net, loss_fn, *trainers, train_loader, ctx, epoch)
+        means, speed = train_epoch(net, loss_fn, *trainers, train_loader, ctx, epoch,
+                                   config.log_interval if leader else 0)
         if workers is not None:  # the job's mean losses and images/s; equal statistics
             workers.average_statistics([net])
             totals = workers.sum_numbers('epoch', [*means, speed])
@@ -373,5 +418,13 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
             _finish_epoch(config, epoch, means, speed, trainers, validate, state, net, loss_fn)
         if workers is not None:
             workers.barrier()  # the others wait while rank 0 validates and saves
+    if leader and state['start_map'] is not None and state['best_map'] <= state['start_map']:
+        logger.warning("no epoch beat the starting model's mAP %.4f (the best epoch scored "
+                       "%.4f): %s_best.params keeps the starting weights, %s_last.params has "
+                       "the trained ones", state['start_map'],
+                       max((record.get('map', -1.0) for record in state['history']),
+                           default=-1.0),
+                       config.save_prefix, config.save_prefix)
     return {'epoch': config.epochs - 1, 'best_map': state['best_map'],
-            'history': state['history'], 'checkpoint': f'{config.save_prefix}_last.params'}
+            'start_map': state['start_map'], 'history': state['history'],
+            'checkpoint': f'{config.save_prefix}_last.params'}

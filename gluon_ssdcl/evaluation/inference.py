@@ -13,10 +13,10 @@ import mxnet as mx
 import numpy as np
 from gluoncv.utils.metrics.voc_detection import VOC07MApMetric
 from mxnet import autograd, gluon
-from tqdm import tqdm
 
 from ..data.datasets import get_train_transform, get_val_loader
 from ..embeddings.knn import sample_gallery
+from ..utils.progress import progress
 
 __all__ = ['NMS_THRESH', 'NMS_TOPK', 'POST_NMS', 'IOU_THRESH', 'net_anchors', 'positive_loader',
            'collect_positives', 'build_gallery', 'ImageDetections', 'collect_detections',
@@ -29,11 +29,12 @@ IOU_THRESH = 0.5
 
 
 def _progress(loader, max_batches: Optional[int], desc: str):
-    """The first ``max_batches`` batches of ``loader`` (all when None) with a tqdm bar."""
+    """The first ``max_batches`` batches of ``loader`` (all when None) with a progress bar
+    (:func:`~gluon_ssdcl.utils.progress.progress`: on a terminal only, unless forced)."""
     total = len(loader) if hasattr(loader, '__len__') else None
     if max_batches is not None:
         total = max_batches if total is None else min(total, max_batches)
-    return tqdm(itertools.islice(loader, max_batches), total=total, desc=desc, leave=False)
+    return progress(itertools.islice(loader, max_batches), total=total, desc=desc, leave=False)
 
 
 def _split(batch: mx.nd.NDArray, ctx: Sequence[mx.Context]) -> List[mx.nd.NDArray]:

@@ -1,21 +1,25 @@
 """Files the package writes: atomic writes, one run per prefix, leftovers of interrupted runs."""
 import contextlib
+import errno
 import glob
 import hashlib
 import logging
 import os
 import secrets
 import socket
+import stat
 import time
-from typing import Iterator, List, Optional, TextIO
+from typing import Iterator, List, Optional, TextIO, Tuple
+
+from .errors import one_line
 
 try:
     import fcntl
 except ImportError:  # Windows: no file locks
     fcntl = None
 
-__all__ = ['atomic_path', 'file_sha256', 'pid_alive', 'exclusive_lock', 'RunLockedError', 'prefix_lock',
-           'remove_leftovers']
+__all__ = ['atomic_path', 'naming_failures', 'check_file', 'file_sha256',
+           'pid_alive', 'exclusive_lock', 'RunLockedError', 'prefix_lock', 'remove_leftovers']
 
 logger = logging.getLogger(__name__)
 
@@ -35,10 +39,62 @@ def _temporary_name(path: str) -> str:
 
 
 @contextlib.contextmanager
+def naming_failures(path: str, errors: Tuple[type, ...] = ()) -> Iterator[None]:
+    """Raise a system error of the block that names no file (a full disk: ``[Errno 28] No
+    space left on device``) as an ``OSError`` that names ``path``: ``cannot write <path>:
+    <reason>``.
+
+    Parameters
+    ----------
+    path : str
+        The file the block writes.
+    errors : tuple of exception types
+        Converted too (e.g. MXNet's error for ``FileStream.Write incomplete``).
+    """
+    try:
+        yield
+    except (OSError, *errors) as err:
+        if isinstance(err, OSError) and (err.errno is None or err.filename is not None):
+            raise  # no system error, or it names its file
+        raise OSError(f"cannot write {path}: {one_line(err)}") from err
+
+
+def check_file(path: str, what: str = 'file') -> None:
+    """Raise unless ``path`` is a regular file (through symlinks), saying what it is instead.
+
+    Raises
+    ------
+    FileNotFoundError
+        ``<what> <path> does not exist`` (or ``is a broken symlink to <target>``).
+    IsADirectoryError
+        ``<what> <path> is a directory, not a file``.
+    OSError
+        ``<what> <path> is a symlink loop``, or another reason it cannot be reached, or it is
+        not a regular file (a device, a pipe).
+    """
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        if os.path.islink(path):
+            raise FileNotFoundError(f"{what} {path} is a broken symlink to "
+                                    f"{os.readlink(path)}") from None
+        raise FileNotFoundError(f"{what} {path} does not exist") from None
+    except OSError as err:
+        reason = ('is a symlink loop' if err.errno == errno.ELOOP else
+                  f'cannot be read: {err.strerror}')
+        raise OSError(f"{what} {path} {reason}") from None
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(f"{what} {path} is a directory, not a file")
+    if not stat.S_ISREG(mode):
+        raise OSError(f"{what} {path} is not a regular file")
+
+
+@contextlib.contextmanager
 def atomic_path(path: str) -> Iterator[str]:
     """A temporary path in ``path``'s folder to write to; renamed to ``path`` when the block
     ends without an exception, removed otherwise. The folder is created if needed, and the file
-    gets the user's umask.
+    gets the user's umask. A failure that names no file (a full disk) is raised naming ``path``
+    (:func:`naming_failures`).
 
     Example::
 
@@ -49,7 +105,8 @@ def atomic_path(path: str) -> Iterator[str]:
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = _temporary_name(path)
     try:
-        yield tmp
+        with naming_failures(path):
+            yield tmp
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -83,15 +140,38 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _names(path: str, handle) -> bool:
+    """Whether ``path`` names the open file ``handle`` (not a removed or another file)."""
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(handle.fileno())
+    return (found.st_dev, found.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _lock(handle, path: str, wait: bool) -> None:
+    """``flock`` the open file ``handle``; on a file system without locks, warn and go on."""
+    try:
+        if fcntl is not None:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        raise
+    except OSError as err:  # e.g. ENOLCK on a file system without locks
+        logger.warning("%s cannot be locked (%s): going on without a lock", path, err)
+
+
 @contextlib.contextmanager
-def exclusive_lock(path: str, wait: bool) -> Iterator[TextIO]:
+def exclusive_lock(path: str, wait: bool, remove: bool = False) -> Iterator[TextIO]:
     """Hold an exclusive ``flock`` on the file ``path`` while the block runs; yields the file,
     open for reading and writing.
 
-    The file is created (with the user's umask) if needed and never removed: removing it would
-    let a waiting process and a new one both take the lock. The system releases the lock when
-    the process dies, however it dies. Without locks (Windows, a file system without them) the
-    block runs unlocked, with a logged warning for the file system.
+    The file is created (with the user's umask) if needed. With ``remove`` it is removed when
+    the block ends, while still locked. A process that opened it before then locks a removed
+    file, so after locking, the path must still name the file locked, or it is opened and
+    locked again: two processes never both hold the lock. The system releases the lock when
+    the process dies, however it dies (the file then stays). Without locks (Windows, a file
+    system without them) the block runs unlocked, with a logged warning for the file system.
 
     Raises
     ------
@@ -99,15 +179,22 @@ def exclusive_lock(path: str, wait: bool) -> Iterator[TextIO]:
         With ``wait=False``, when another process holds the lock.
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), 'r+') as handle:
+    while True:
+        handle = open(os.open(path, os.O_RDWR | os.O_CREAT, 0o666), 'r+')
         try:
-            if fcntl is not None:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
-        except BlockingIOError:
+            _lock(handle, path, wait)
+        except BaseException:
+            handle.close()
             raise
-        except OSError as err:  # e.g. ENOLCK on a file system without locks
-            logger.warning("%s cannot be locked (%s): going on without a lock", path, err)
-        yield handle
+        if _names(path, handle):
+            break
+        handle.close()  # its holder removed it after this process opened it
+    with handle:
+        try:
+            yield handle
+        finally:
+            if remove and _names(path, handle):
+                os.remove(path)
 
 
 def _holder(handle) -> str:
@@ -120,8 +207,9 @@ def prefix_lock(prefix: str) -> Iterator[Optional[str]]:
     """Hold ``<prefix>.lock`` while the block runs: one run per save prefix.
 
     The lock file records its holder (``pid <pid> on <host> since <time>``), which the refusal
-    names. The lock of a killed run is taken over: the block gets that run's record (None
-    when the lock was free).
+    names, and is removed when the block ends (:func:`exclusive_lock`). The lock of a killed
+    run, whose file stays, is taken over: the block gets that run's record (None when the lock
+    was free).
 
     Raises
     ------
@@ -130,25 +218,31 @@ def prefix_lock(prefix: str) -> Iterator[Optional[str]]:
     """
     path = f'{prefix}.lock'
     with contextlib.ExitStack() as stack:
-        try:
-            handle = stack.enter_context(exclusive_lock(path, wait=False))
-        except BlockingIOError:
-            with open(path) as held:
-                holder = held.read().strip()
-            raise RunLockedError(
-                f"{path} is held by another run ({holder or 'unknown holder'}): wait for it to "
-                "finish, or choose another --save-prefix") from None
+        handle = _take_lock(stack, path)
         previous = _holder(handle)
         handle.seek(0)
         handle.truncate()
         handle.write(f"pid {os.getpid()} on {socket.gethostname()} since "
                      f"{time.strftime('%Y-%m-%d %H:%M:%S')}\n")
         handle.flush()
+        yield previous or None
+
+
+def _take_lock(stack: contextlib.ExitStack, path: str) -> TextIO:
+    """Enter :func:`exclusive_lock` of the lock file ``path`` (removed at the end) on ``stack``;
+    :class:`RunLockedError` naming its holder when another process holds it."""
+    while True:
         try:
-            yield previous or None
-        finally:
-            handle.seek(0)
-            handle.truncate()
+            return stack.enter_context(exclusive_lock(path, wait=False, remove=True))
+        except BlockingIOError:
+            try:
+                with open(path) as held:
+                    holder = held.read().strip()
+            except FileNotFoundError:
+                continue  # its holder has just finished and removed it
+            raise RunLockedError(
+                f"{path} is held by another run ({holder or 'unknown holder'}): wait for it to "
+                "finish, or choose another --save-prefix") from None
 
 
 def remove_leftovers(prefix: str) -> List[str]:
