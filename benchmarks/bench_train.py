@@ -1,7 +1,7 @@
 """Training speed, side by side in one run, on the same network, batch, data and context.
 
 (a) GluonCV's SSD with ``SSDMultiBoxLoss``, stepped as GluonCV's ``train_ssd.py`` does it;
-(b) our softmax mode; (c) our softmax-center mode, both through ``gluon_ssdcl.train``'s loop.
+(b) our softmax mode; (c) our softmax-center mode, both through ``gluon_ssdcl.engine.train``'s loop.
 Goals: (b)/(a) >= 1.0 and (c)/(b) >= 0.95.
 
     python benchmarks/bench_train.py [--model M] [--batch-size 16] [--gpus 0]

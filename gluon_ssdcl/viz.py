@@ -303,14 +303,14 @@ def plot_feature_epoch(net, loader, ctx, centers, class_names: Sequence[str],
                        ax: Optional[Axes] = None) -> Figure:
     """The embeddings of the positive anchors of ``loader``, plotted with the centers.
 
-    Runs :func:`gluon_ssdcl.inference.collect_positives` and :func:`plot_embeddings`.
+    Runs :func:`gluon_ssdcl.evaluation.inference.collect_positives` and :func:`plot_embeddings`.
 
     Parameters
     ----------
     net : SSDCenter
     loader : iterable
         Batches ``(img (B, 3, H, W), cls_targets (B, N), box_targets (B, N, 4))``, e.g. from
-        :func:`gluon_ssdcl.inference.positive_loader`.
+        :func:`gluon_ssdcl.evaluation.inference.positive_loader`.
     ctx : list of mx.Context
     centers : numpy.ndarray or NDArray, (C, D), optional
         E.g. ``center_loss.centers.weight.data()``.
@@ -336,7 +336,7 @@ class FeatureMapRecorder:
     ----------
     loaders : dict of str to iterable
         Split name (``'train'``, ``'val'``) to a fixed loader of training targets, e.g.
-        :func:`gluon_ssdcl.inference.positive_loader` over the first images of the split.
+        :func:`gluon_ssdcl.evaluation.inference.positive_loader` over the first images of the split.
     class_names : sequence of str
     prefix : str
         Files are ``<prefix>_features_<split>_epoch<N>.png`` and ``<prefix>_features_<split>.gif``.

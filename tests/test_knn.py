@@ -1,4 +1,5 @@
-"""Tests of gluon_ssdcl.knn: k-NN and nearest-center classification against brute force."""
+"""Tests of gluon_ssdcl.embeddings.knn: k-NN and nearest-center classification against brute
+force."""
 import mxnet as mx
 import numpy as np
 import pytest

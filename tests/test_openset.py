@@ -1,4 +1,5 @@
-"""Tests of gluon_ssdcl.openset (radii, unknown scores, the class bank, registration), the
+"""Tests of gluon_ssdcl.embeddings.class_bank (radii, unknown scores, the class bank,
+registration), the
 held-out digits split, ``evaluate --open-set`` and ``python -m gluon_ssdcl.register``."""
 import json
 import os

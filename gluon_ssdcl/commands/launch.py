@@ -5,7 +5,7 @@
 A launcher, not an engine: it starts ps-lite's scheduler and servers (``python -c 'import
 mxnet'``, which serves when ``DMLC_ROLE`` says so) and WORKERS copies of COMMAND, with MXNet's
 ``DMLC_*`` environment (``DMLC_TASK_ID``: the index of a worker, as MXNet's own launcher sets it,
-which :class:`gluon_ssdcl.distributed.Workers` takes as its rank). Everything runs on this
+which :class:`gluon_ssdcl.engine.distributed.Workers` takes as its rank). Everything runs on this
 machine, or, with a hostfile, the servers and workers go round-robin over its hosts through
 ``ssh`` (the scheduler stays here; the hosts must see the working folder and this Python at the
 same paths). Each output line is prefixed with its process's role and index (``[worker 1]``).

@@ -150,7 +150,7 @@ def _register(args) -> int:
 
 
 def _without_exclusion(root: str) -> dict:
-    """The :func:`~gluon_ssdcl.data.digits.ensure_digits` parameters of the digits set at
+    """The :func:`~gluon_ssdcl.data.digitset.ensure_digits` parameters of the digits set at
     ``root`` (its manifest), without its excluded classes."""
     try:
         with open(os.path.join(root, 'manifest.json')) as f:

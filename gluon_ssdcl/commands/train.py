@@ -391,7 +391,7 @@ def _build_model(args, classes, ctx):
 
 
 def _train_config(args, classes, root):
-    """The :class:`~gluon_ssdcl.train.TrainConfig` of the flags."""
+    """The :class:`~gluon_ssdcl.engine.train.TrainConfig` of the flags."""
     return TrainConfig(
         mode=args.mode, epochs=args.epochs, lr=args.lr, lr_mode=args.lr_mode,
         lr_decay=args.lr_decay, lr_decay_epoch=args.lr_decay_epoch,
@@ -505,7 +505,7 @@ def main(argv=None):
     another run's checkpoints). The log, and the results table printed on stdout at the end,
     also go to ``<save prefix>_train.log``; ``<save prefix>.lock`` is removed at the end. A
     worker of a distributed job (``--kvstore dist_*``) that fails ends its process at once
-    (:func:`~gluon_ssdcl.distributed.run_worker`); of the workers, rank 0 alone holds the
+    (:func:`~gluon_ssdcl.commands.train.run_worker`); of the workers, rank 0 alone holds the
     prefix's lock and writes the log, checkpoints, plots and results."""
     args = parse_args(argv)
     distributed = args.kvstore in DIST_KVSTORES
@@ -537,7 +537,7 @@ def main(argv=None):
 
 
 def run_worker(body: Callable[[], int]) -> int:
-    """:func:`~gluon_ssdcl.cli_tools.run` for a worker of a distributed job: after a failure
+    """:func:`~gluon_ssdcl.commands.common.run` for a worker of a distributed job: after a failure
     (one ``error:`` line, or a traceback for a bug) the process ends at once with its code,
     because a normal exit would wait at ps-lite's final barrier for workers that wait for this
     one. The launcher then stops the job."""

@@ -93,7 +93,7 @@ def cached_loader(cache: TargetCache, batch_size: int, to_tensor, shard=(0, 1)
                   ) -> mx.gluon.data.DataLoader:
     """Shuffled batches of ``cache`` (the last incomplete one left out, in this process); of a
     distributed job's worker ``shard = (rank, workers)``: its part of each global batch
-    (:class:`~gluon_ssdcl.distributed.ShardSampler`).
+    (:class:`~gluon_ssdcl.data.sampler.ShardSampler`).
 
     ``to_tensor`` maps ``(B, H, W, 3)`` uint8 to the network's normalised ``(B, 3, H, W)``
     float32 input (:meth:`~gluon_ssdcl.data.datasets.SSDTrainTransform.to_tensor`). Yields

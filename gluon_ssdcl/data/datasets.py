@@ -164,14 +164,14 @@ def get_dataset(name: str, root: Optional[str] = None, classes: Optional[Sequenc
     ----------
     name : str
         ``'digits'``: the generated digits set at `root` (as returned by
-        :func:`~gluon_ssdcl.data.digits.ensure_digits`, called with its defaults when `root`
+        :func:`~gluon_ssdcl.data.digitset.ensure_digits`, called with its defaults when `root`
         is None, or its ``VOC2007/``), classes ``'0'..'9'``, splits ``train`` / ``val``.
         ``'voc'``: GluonCV's VOCDetection at `root` (default ``~/.mxnet/datasets/voc``,
         holding ``VOC2007/`` and ``VOC2012/``), splits ``[(2007, 'trainval'),
         (2012, 'trainval')]`` / ``[(2007, 'test')]`` as in GluonCV's train_ssd.py; not checked.
         ``'custom'``: the VOC-layout folder `root` (``JPEGImages/``, ``Annotations/``,
         ``ImageSets/Main/``) or its parent holding ``VOC2007/`` (see
-        :func:`~gluon_ssdcl.data.check.resolve_voc_root`), splits ``train`` / ``val`` (or e.g.
+        :func:`~gluon_ssdcl.data.voc_check.resolve_voc_root`), splits ``train`` / ``val`` (or e.g.
         ``trainval`` / ``test``).
     root : str, optional
         See `name`; required for ``'custom'``.
@@ -442,7 +442,7 @@ def get_dataloader(train_dataset, val_dataset, width: int, height: int, anchors,
     shard : (int, int)
         ``(rank, workers)`` of a distributed job's worker: its training loader yields its part
         of each global batch of ``workers * batch_size``
-        (:class:`~gluon_ssdcl.distributed.ShardSampler`); (0, 1) in one process.
+        (:class:`~gluon_ssdcl.data.sampler.ShardSampler`); (0, 1) in one process.
     targets_ctx : mx.Context, optional
         Make the training targets in this process on this device (:class:`DeviceTargets`,
         e.g. the training GPU), the workers only decoding and augmenting, unless they are

@@ -81,8 +81,8 @@ def resolve_voc_root(root: str) -> str:
     ----------
     root : str
         The folder holding ``JPEGImages/``, ``Annotations/`` and ``ImageSets/Main/``, or its
-        parent holding ``VOC2007/`` (as written by :func:`~gluon_ssdcl.data.digits.ensure_digits`);
-        ``~`` is expanded.
+        parent holding ``VOC2007/`` (as written by
+        :func:`~gluon_ssdcl.data.digitset.ensure_digits`); ``~`` is expanded.
 
     Returns
     -------

@@ -84,7 +84,7 @@ def detect_image(net, img: mx.nd.NDArray, ctx: Sequence[mx.Context]) -> Detectio
 def training_gallery(net, meta: dict, ctx: Sequence[mx.Context], num_images: int,
                      max_size: int = GALLERY_SIZE) -> Tuple[np.ndarray, np.ndarray]:
     """The k-NN gallery of the first ``num_images`` training images of a checkpoint's data set
-    (:func:`~gluon_ssdcl.inference.build_gallery`).
+    (:func:`~gluon_ssdcl.evaluation.inference.build_gallery`).
 
     Parameters
     ----------

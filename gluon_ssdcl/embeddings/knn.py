@@ -1,8 +1,8 @@
 """k-nearest-neighbour and nearest-center classification of embeddings, in pure NumPy.
 
-Used to label SSD detections by their embeddings (:mod:`gluon_ssdcl.evaluate`,
-:mod:`gluon_ssdcl.detect`) and LeNet++ features (:mod:`gluon_ssdcl.lenet`). Inputs may be NumPy
-arrays or MXNet NDArrays (copied to the host).
+Used to label SSD detections by their embeddings (:mod:`gluon_ssdcl.evaluation`,
+:mod:`gluon_ssdcl.deploy.detect`) and LeNet++ features (:mod:`gluon_ssdcl.experiments.lenet`).
+Inputs may be NumPy arrays or MXNet NDArrays (copied to the host).
 """
 from __future__ import annotations
 

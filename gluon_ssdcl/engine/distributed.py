@@ -2,7 +2,7 @@
 
 MXNet's distributed key-value store (ps-lite; ``kvstore='dist_sync'`` or ``'dist_device_sync'``)
 does the work: the servers sum what the workers push, and every worker pulls the sum. Started by
-:mod:`gluon_ssdcl.launch` (or any launcher that sets MXNet's ``DMLC_*`` environment), each
+``gluon-ssdcl launch`` (or any launcher that sets MXNet's ``DMLC_*`` environment), each
 worker here
 
 - trains on its own shard of each epoch's order (:class:`~gluon_ssdcl.data.sampler.ShardSampler`);
@@ -11,7 +11,7 @@ worker here
   workers with batch b each is one step of one process with batch W·b split over W devices;
 - has its gradients summed by the servers, then updates its copy of the weights itself (the
   servers hold no optimizer: both trainers work as in one process, with the checkpointable
-  states of :func:`~gluon_ssdcl.train.make_trainers`), so all copies stay equal;
+  states of :func:`~gluon_ssdcl.engine.train.make_trainers`), so all copies stay equal;
 - averages the BatchNorm running statistics over the workers at the end of each epoch, as one
   process averages its devices' copies when it saves (:meth:`Workers.average_statistics`).
 
@@ -98,7 +98,7 @@ class Workers:
     ----------
     rank : int
         0 .. size - 1: the worker's launch index ``DMLC_TASK_ID`` (set by
-        :mod:`gluon_ssdcl.launch`, as by MXNet's own launcher), so the launcher's output labels
+        ``gluon-ssdcl launch``, as by MXNet's own launcher), so the launcher's output labels
         name the same worker; ps-lite's own rank (ordered by address and port) when the
         workers' indices are missing or not 0 .. size - 1. Rank 0 validates and saves.
     size : int

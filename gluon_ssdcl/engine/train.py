@@ -29,7 +29,7 @@ def set_trainable(block, trainable):
 
 def apply_mode(net, center_loss, mode):
     """Freeze (``grad_req='null'``) what ``mode`` does not train; see the table of
-    :class:`~gluon_ssdcl.loss.Mode`.
+    :class:`~gluon_ssdcl.losses.multibox.Mode`.
 
     Parameters
     ----------
@@ -57,7 +57,7 @@ def make_trainers(net, center_loss, mode, lr, momentum=0.9, wd=5e-4, alpha=0.5, 
     gradients (None: no clipping). With ``lr_scheduler`` the schedule alone sets the learning
     rate (``lr`` is then unused). The center trainer: :func:`make_center_trainer`, None when
     the centers do not train. ``kvstore``: MXNet's name ('device', 'local'), or the
-    :class:`~gluon_ssdcl.distributed.Workers` of a distributed job, whose store sums both
+    :class:`~gluon_ssdcl.engine.distributed.Workers` of a distributed job, whose store sums both
     trainers' gradients over the workers (at keys of their own).
 
     Returns
@@ -87,7 +87,8 @@ def make_center_trainer(center_loss, alpha, lmbd, kvstore='device'):
     λ / N / α bookkeeping.
 
     The loss holds the center term as ``λ L_center / N``, ``N`` being what the other terms are
-    divided by: the positive anchors of the mini-batch (SSD, :class:`~gluon_ssdcl.loss.LossTerms`
+    divided by: the positive anchors of the mini-batch (SSD,
+    :class:`~gluon_ssdcl.losses.multibox.LossTerms`
     ``num_pos``) or its samples (LeNet). Like SSD's own terms, and like the reference MXNet
     center loss (its ``trainer.step(batch_size)``), the center term is divided by ``N``: without
     it λ = 1 weighs it about N times more than the softmax, and the softmax stops separating the
@@ -372,7 +373,7 @@ def fit(net, loss_fn, train_loader, ctx, config, validate: Optional[Callable] = 
     start_epoch : int, optional
         Epoch to start at (default: 0, or the one after the ``resume`` checkpoint).
     workers : Workers, optional
-        This worker of a distributed job (:mod:`gluon_ssdcl.distributed`): ``train_loader``
+        This worker of a distributed job (:mod:`gluon_ssdcl.engine.distributed`): ``train_loader``
         yields its shard, ``loss_fn`` sums its counts over the workers, the trainers use its
         store (``config.kvstore`` is then unused). After each epoch the BatchNorm statistics
         are averaged over the workers; rank 0 alone validates, logs and saves, while the others

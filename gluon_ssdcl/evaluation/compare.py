@@ -71,7 +71,7 @@ def compare_classifiers(net, centers, train_dataset, val_dataset, ctx: Sequence[
 
     Accuracies are over the validation set's positive anchors (matched as in training, no
     augmentation). The KNN gallery is the training set's positive embeddings, capped at
-    ``gallery_size`` rows (:func:`~gluon_ssdcl.inference.build_gallery`).
+    ``gallery_size`` rows (:func:`~gluon_ssdcl.evaluation.inference.build_gallery`).
 
     Parameters
     ----------
@@ -103,7 +103,8 @@ def compare_classifiers(net, centers, train_dataset, val_dataset, ctx: Sequence[
     dict
         JSON-ready: ``mode``, ``map``, ``map_per_class`` ({class: AP}), ``softmax_acc``,
         ``knn_acc``, ``center_acc``, ``knn_map``, ``num_val_positives``, ``gallery_size``,
-        ``knn_k``; how the validation embeddings separate the classes (:mod:`gluon_ssdcl.metrics`):
+        ``knn_k``; how the validation embeddings separate the classes
+        (:mod:`gluon_ssdcl.embeddings.metrics`):
         ``compactness`` ({class: {distance, ratio}} around the class means, every mode) and its
         mean ``compactness_ratio``, ``center_compactness`` and ``center_compactness_ratio``
         (around the learned centers), ``confusions`` ({'softmax' / 'knn' / 'center': {'a->b':

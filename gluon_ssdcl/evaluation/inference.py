@@ -335,8 +335,8 @@ def build_gallery(net, dataset, ctx: Sequence[mx.Context], batch_size: int, max_
         Loader settings (:func:`positive_loader`).
     max_size : int
         Cap on the rows: the images are read in a random order until their positives reach
-        it, and the rows are then sampled down to it (:func:`~gluon_ssdcl.knn.sample_gallery`),
-        reproducibly from ``seed``.
+        it, and the rows are then sampled down to it
+        (:func:`~gluon_ssdcl.embeddings.knn.sample_gallery`), reproducibly from ``seed``.
     anchors : mx.nd.NDArray, optional
         ``(1, N, 4)`` anchors of ``net``, when already at hand.
     max_batches : int, optional

@@ -36,7 +36,7 @@ def match_detections(image, unknown: Sequence[int], min_score: float = 0.0
 
     Parameters
     ----------
-    image : gluon_ssdcl.inference.ImageDetections
+    image : gluon_ssdcl.evaluation.inference.ImageDetections
     unknown : sequence of int
         The unknown class ids.
     min_score : float
@@ -116,7 +116,8 @@ def open_set_evaluation(images, bank, classes: Sequence[str], unknown: Sequence[
                         knn_k: int = 5) -> dict:
     """How well the unknown scores tell held-out classes' objects from known ones.
 
-    Over the validation images' detections (:func:`~gluon_ssdcl.inference.collect_detections`
+    Over the validation images' detections
+    (:func:`~gluon_ssdcl.evaluation.inference.collect_detections`
     with embeddings): the objects of the ``unknown`` classes boxed by some detection (IoU >=
     0.5, its best-scoring one) against the known objects' true positives (:func:`match_detections`).
     Scores, higher meaning more likely unknown: ``center`` (distance to the nearest center over
@@ -128,7 +129,7 @@ def open_set_evaluation(images, bank, classes: Sequence[str], unknown: Sequence[
     ----------
     images : list of ImageDetections
         With embeddings.
-    bank : gluon_ssdcl.openset.ClassBank
+    bank : gluon_ssdcl.embeddings.class_bank.ClassBank
         Fitted on the training data, which has none of the unknown classes.
     classes : sequence of str
         The model's class names.

@@ -2,10 +2,10 @@
 
 The MNIST experiment of "A Discriminative Feature Learning Approach for Deep Face Recognition"
 (Wen et al., ECCV 2016), as reproduced by the "Center_Loss_in_MXNet" project: LeNet++ with a
-2-D feature layer, trained in the three modes of :class:`~gluon_ssdcl.loss.Mode`, then judged
-by its softmax head, by a KNN over the training features and by the nearest learned center.
+2-D feature layer, trained in the three modes of :class:`~gluon_ssdcl.losses.multibox.Mode`, then
+judged by its softmax head, by a KNN over the training features and by the nearest learned center.
 
-The modes are :class:`~gluon_ssdcl.loss.Mode`'s, with the same meaning as for SSD: the
+The modes are :class:`~gluon_ssdcl.losses.multibox.Mode`'s, with the same meaning as for SSD: the
 cross-entropy takes the place of the multibox loss and ``N`` is the batch size B:
 
 ================  =======================================  ===================================
@@ -17,10 +17,10 @@ center            λ L_center / B                           the net but its clas
                                                            class head); not the centers
 ================  =======================================  ===================================
 
-``L_center`` is :class:`~gluon_ssdcl.center_loss.CenterLoss` summed over the batch (the sum over
+``L_center`` is :class:`~gluon_ssdcl.losses.center.CenterLoss` summed over the batch (the sum over
 classes of each class's mean ``0.5 * ||x_i - c_j||^2``); trained centers move by
 ``c_j <- c_j - alpha * (c_j - mean of class j's features)`` whatever λ and B
-(:func:`~gluon_ssdcl.train.make_center_trainer`). Dividing by B is what the reference MXNet
+(:func:`~gluon_ssdcl.engine.train.make_center_trainer`). Dividing by B is what the reference MXNet
 project does (its ``trainer.step(batch_size)``): λ here is the batch size times the weight of a
 loss written as mean cross-entropy + λ' L_center (the notebook's λ = 1.6 is λ' = 0.05 at B = 32).
 
@@ -266,8 +266,9 @@ def train_classifier(net: LeNetPlusPlus, center_loss: Optional[CenterLoss], trai
 
     Every epoch visits the training digits in a new order (reproducible from ``seed``) in
     batches of ``batch_size``, the last incomplete batch left out; each batch is split over
-    ``ctx``. The trainers are SSD's (:func:`~gluon_ssdcl.train.make_trainers`, after
-    :func:`~gluon_ssdcl.train.apply_mode`), with GluonCV's learning rate schedule. See the module
+    ``ctx``. The trainers are SSD's (:func:`~gluon_ssdcl.engine.train.make_trainers`, after
+    :func:`~gluon_ssdcl.engine.train.apply_mode`), with GluonCV's learning rate schedule. See the
+    module
     docstring for the loss of each mode. ``net`` is hybridized. The defaults are the notebook's
     settings for 4,000 MNIST digits on a CPU.
 
@@ -392,14 +393,14 @@ def feature_accuracies(train_features, train_labels, test_features, test_labels,
     Parameters
     ----------
     train_features : array-like, (G, D)
-        The KNN gallery (:func:`~gluon_ssdcl.knn.knn_predict`).
+        The KNN gallery (:func:`~gluon_ssdcl.embeddings.knn.knn_predict`).
     train_labels : array-like of int, (G,)
     test_features : array-like, (M, D)
     test_labels : array-like of int, (M,)
     test_predictions : array-like of int, (M,)
         The softmax head's classes of the test digits.
     centers : array-like or NDArray, (C, D), optional
-        Learned centers (:func:`~gluon_ssdcl.knn.nearest_center_predict`); None leaves
+        Learned centers (:func:`~gluon_ssdcl.embeddings.knn.nearest_center_predict`); None leaves
         out the nearest-center accuracy.
     k : int
         Neighbours of the KNN, 1 <= k <= G.

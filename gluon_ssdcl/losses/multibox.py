@@ -12,18 +12,13 @@ __all__ = ['Mode', 'LossTerms', 'MultiBoxCenterLoss']
 class Mode(str, Enum):
     """Training mode: which loss terms are used and which parts of the model train.
 
-    The same table holds for SSD (:mod:`gluon_ssdcl.train`) and LeNet++ (:mod:`gluon_ssdcl.lenet`,
-    with the cross-entropy in place of ``L_conf`` and no ``L_loc``); ``N`` counts the positive
-    anchors (SSD) or the samples (LeNet) of the mini-batch, the class head is the linear layer
-    from the embeddings to the class scores.
-
-    ===============  =================================  ==========  ==============  ============
-    mode             loss                               class head  embedding head  centers
-    ===============  =================================  ==========  ==============  ============
-    softmax          (L_conf + L_loc) / N               trained     trained         unused
-    softmax-center   (L_conf + L_loc + λ L_center) / N  trained     trained         trained
-    center           (L_obj + L_loc + λ L_center) / N   frozen      trained         frozen
-    ===============  =================================  ==========  ==============  ============
+    The table of what each mode trains is the README's (Modes): ``softmax`` trains
+    ``(L_conf + L_loc) / N``; ``softmax-center`` adds ``λ L_center``; ``center`` trains
+    ``(L_obj + L_loc + λ L_center) / N`` with the class head and the centers frozen. The same
+    modes drive SSD (:mod:`gluon_ssdcl.engine.train`) and LeNet++
+    (:mod:`gluon_ssdcl.experiments.lenet`, with the cross-entropy in place of ``L_conf`` and no
+    ``L_loc``); ``N`` counts the positive anchors (SSD) or the samples (LeNet) of the
+    mini-batch, the class head is the linear layer from the embeddings to the class scores.
 
     ``L_obj`` is ``L_conf`` without the class: object against background, ``-log(1 - p_0)`` for
     a positive anchor (any class), ``-log p_0`` for a hard negative. In center mode the center
@@ -59,7 +54,7 @@ LossTerms = namedtuple('LossTerms', ['total', 'cls', 'box', 'center', 'num_pos']
 LossTerms.__doc__ = """Loss terms, each a list with one (B,) array per device (summed over anchors,
 divided by N), and ``num_pos``: one (1,) copy per device of N, the positive anchors of the whole
 mini-batch (the number the center trainer steps with, see
-:func:`~gluon_ssdcl.train.make_center_trainer`)."""
+:func:`~gluon_ssdcl.engine.train.make_center_trainer`)."""
 
 
 class _MultiBoxTerms(gluon.HybridBlock):
@@ -122,7 +117,7 @@ class MultiBoxCenterLoss(gluon.Block):
     \mathrm{mean}_{i: y_i=j} \frac{1}{2}\lVert x_i - c_j\rVert^2`. ``N`` (positives) and the
     class histogram of the center loss are counted over the whole mini-batch, across devices,
     and ``N`` is returned in :class:`LossTerms` (why the center loss is divided by ``N`` too,
-    and what that means for the center step: :func:`~gluon_ssdcl.train.make_center_trainer`).
+    and what that means for the center step: :func:`~gluon_ssdcl.engine.train.make_center_trainer`).
 
     Parameters
     ----------
@@ -139,8 +134,8 @@ class MultiBoxCenterLoss(gluon.Block):
     sum_counts : callable, optional
         ``sum_counts(name, values) -> sums``: the sum of per-device count arrays ('num_pos' (1,),
         'histogram' (C,)) over the whole mini-batch, one copy per device. Default: over the
-        devices (:func:`~gluon_ssdcl.center_loss.sum_over_devices`); a distributed job passes
-        :meth:`gluon_ssdcl.distributed.Workers.sum`, which also sums over the workers.
+        devices (:func:`~gluon_ssdcl.losses.center.sum_over_devices`); a distributed job passes
+        :meth:`gluon_ssdcl.engine.distributed.Workers.sum`, which also sums over the workers.
 
     Inputs (lists with one array per device, or single arrays)
     ------

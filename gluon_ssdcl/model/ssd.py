@@ -86,7 +86,7 @@ class SSDCenter(SSD):
             e.g. ``{'seven': '7'}``; the background row is always copied. Rows of other classes
             are initialised anew.
 
-        The centers live in the :class:`~gluon_ssdcl.center_loss.CenterLoss`; resize them with
+        The centers live in the :class:`~gluon_ssdcl.losses.center.CenterLoss`; resize them with
         the same mapping (:func:`~gluon_ssdcl.checkpoint.restore` does both when a checkpoint
         of other classes starts a run).
         """
