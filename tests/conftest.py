@@ -10,6 +10,11 @@ import pytest  # noqa: E402
 
 from gluon_ssdcl import get_model, initialize_params  # noqa: E402
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# the training flags of a tiny run: the 64 px network, 2-D embeddings, data in this process
+TINY = ['--network', 'tiny', '--data-shape', '64', '--batch-size', '8', '-j', '0',
+        '--embed-dim', '2', '--warmup-iters', '2', '--knn-k', '1']
+
 
 @pytest.fixture
 def tiny_net():

