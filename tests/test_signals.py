@@ -134,3 +134,22 @@ def test_an_interrupted_save_keeps_the_previous_checkpoint(tmp_path, tiny_net, m
         save_checkpoint(path, tiny_net, center_loss, {**meta, 'epoch': 1})
     assert sorted(os.listdir(tmp_path)) == ['run_last.params', 'run_last.state']
     assert load_checkpoint(path).meta['epoch'] == 0
+
+
+def test_a_signal_during_a_finalizer_still_interrupts():
+    """A signal whose handler would raise inside a ``__del__`` (where Python prints the error
+    and drops it, as MXNet's CachedOp.__del__ did) still ends the block."""
+    script = ("import os, signal, time\n"
+              "from gluon_ssdcl.commands import exit_on_interrupt\n"
+              "class Finalized:\n"
+              "    def __del__(self):\n"
+              "        os.kill(os.getpid(), signal.SIGTERM)\n"
+              "        time.sleep(0.05)\n"
+              "with exit_on_interrupt():\n"
+              "    Finalized()\n"
+              "    time.sleep(3)\n"
+              "    print('not interrupted')\n")
+    proc = subprocess.run([sys.executable, '-c', script], capture_output=True, text=True,
+                          timeout=60)
+    assert proc.returncode == 130 and 'not interrupted' not in proc.stdout
+    assert proc.stderr.strip() == 'error: interrupted (SIGTERM)', proc.stderr

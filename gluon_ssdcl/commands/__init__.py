@@ -85,7 +85,9 @@ def exit_on_interrupt() -> Iterator[None]:
     ignores it, as in a background job), and SIGTERM not in a worker of a distributed job
     (``DMLC_ROLE`` set), which its launcher stops with SIGTERM and which must then end at
     once rather than wait at ps-lite's final barrier. In a process forked from this one (a
-    data-loader or generator worker) either signal has the system's default action. Signal
+    data-loader or generator worker) either signal has the system's default action. A signal
+    that comes while a ``__del__`` runs (where Python would print the interrupt and drop it) is
+    delivered again 50 ms later. Signal
     handlers can only be set in the main thread: elsewhere the block runs as it is, and so it
     does inside another such block, which handles the signals.
     """
@@ -94,6 +96,9 @@ def exit_on_interrupt() -> Iterator[None]:
         yield
         return
     def interrupt(signum, frame):
+        if _in_finalizer(frame):  # raised there, the interrupt would be printed and dropped
+            threading.Timer(0.05, os.kill, (os.getpid(), signum)).start()  # again, later
+            return
         for sig in caught:
             signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt(signal.Signals(signum).name)
@@ -126,6 +131,16 @@ def exit_on_interrupt() -> Iterator[None]:
         for sig, previous in caught.items():
             if signal.getsignal(sig) is interrupt:
                 signal.signal(sig, previous)
+
+
+def _in_finalizer(frame) -> bool:
+    """Whether ``frame`` runs inside a ``__del__`` method, where Python reports an exception as
+    "Exception ignored" and goes on."""
+    while frame is not None:
+        if frame.f_code.co_name == '__del__':
+            return True
+        frame = frame.f_back
+    return False
 
 
 def run_command(name: Optional[str] = None) -> None:
