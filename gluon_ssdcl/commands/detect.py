@@ -49,7 +49,8 @@ from ..losses.multibox import Mode
 from ..utils.files import atomic_path
 from ..viz import plot_detections
 from .common import (CommandError, OneLineErrorParser, add_checkpoint_flag, add_gpus_flag,
-                     add_knn_flag, contexts, output_folder, positive_int, program, run)
+                     add_knn_flag, contexts, number, output_folder, positive_int, program,
+                     run)
 
 __all__ = ['build_parser', 'main']
 
@@ -116,13 +117,6 @@ def _output_path(out_dir: str, image_path: str) -> str:
     return os.path.join(out_dir, f'{stem}_detections.png')
 
 
-def _threshold(text: str) -> float:
-    value = float(text)
-    if not 0 <= value <= 1:
-        raise argparse.ArgumentTypeError(f"must be a score between 0 and 1, got {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog='gluon-ssdcl detect',
@@ -132,7 +126,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_checkpoint_flag(parser)
     parser.add_argument('-o', '--output-dir', type=output_folder, default='detections',
                         help='folder of the drawings (default: detections)')
-    parser.add_argument('--thresh', type=_threshold, default=0.5,
+    parser.add_argument('--thresh', type=number(0, 1), default=0.5,
                         help='draw detections scoring at least this (default: 0.5)')
     parser.add_argument('--label-by', choices=('softmax', 'knn', 'center'), default='softmax',
                         help='class of a detection: the class head (softmax), a KNN vote of '

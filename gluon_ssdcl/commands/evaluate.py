@@ -28,8 +28,8 @@ from ..evaluation.compare import compare_classifiers, format_table, save_results
 from ..evaluation.inference import validation_detections
 from ..evaluation.open_set import format_open_set, open_set_evaluation
 from .common import (CommandError, OneLineErrorParser, add_checkpoint_flag, add_gpus_flag,
-                     add_knn_flag, add_loader_flags, class_names, contexts, positive_int, program,
-                     run)
+                     add_knn_flag, add_loader_flags, class_names, contexts, number, positive_int,
+                     program, run)
 
 __all__ = ['build_parser', 'main']
 
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--unknown-classes', type=class_names,
                         help='--open-set: comma-separated names of the held-out classes '
                              '(required with --open-set; default: none)')
-    parser.add_argument('--quantile', type=_quantile, default=DEFAULT_QUANTILE,
+    parser.add_argument('--quantile', type=number(0, 1, low_open=True), default=DEFAULT_QUANTILE,
                         help=f'--open-set: quantile of the class radii (default: '
                              f'{DEFAULT_QUANTILE})')
     parser.add_argument('--max-images', type=positive_int, default=None,
@@ -70,13 +70,6 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--skip-bad', action='store_true',
                         help='leave out images with errors instead of stopping (default: off)')
     return parser
-
-
-def _quantile(text: str) -> float:
-    value = float(text)
-    if not 0 < value <= 1:
-        raise argparse.ArgumentTypeError(f"must be in (0, 1], got {text}")
-    return value
 
 
 def _default_output(params: str, suffix: str = 'eval') -> str:

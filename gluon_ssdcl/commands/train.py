@@ -89,7 +89,7 @@ def _add_schedule_flags(p):
                    help='schedule after the warm-up (default: %(default)s)')
     p.add_argument('--lr-decay', type=number(0, 1, low_open=True), default=0.1,
                    help='step mode: decay factor in (0, 1] (default: %(default)s)')
-    p.add_argument('--lr-decay-epoch', type=as_given(comma_separated(nonnegative_int)),
+    p.add_argument('--lr-decay-epoch', type=comma_separated(nonnegative_int),
                    default='', help="step mode: epochs, e.g. '160,200'")
     p.add_argument('--warmup-iters', type=nonnegative_int, default=100,
                    help='default: 100; 0 with --center-only or --init-from')
@@ -270,7 +270,6 @@ def parse_args(argv=None):
     if args.digits_exclude and args.dataset != 'digits':
         parser.error("--digits-exclude is only for --dataset digits")
     try:
-        args.lr_decay_epoch = [int(e) for e in args.lr_decay_epoch.split(',') if e.strip()]
         args.model = _model_name(args)
     except ValueError as err:
         parser.error(str(err))
