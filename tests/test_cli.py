@@ -3,8 +3,10 @@ import os
 import subprocess
 import sys
 
+import mxnet as mx
 import numpy as np
 import pytest
+from mxnet import autograd
 
 from gluon_ssdcl import get_model
 from gluon_ssdcl.commands.train import main, parse_args
@@ -50,15 +52,22 @@ def test_defaults_are_the_mission_run():
     assert args.mode.value == 'softmax-center' and args.gpus == [] and args.dataset == 'digits'
     assert args.augment is False  # digits: targets computed once, held in memory
     # the documented default run: 7 epochs of 4,000 digits, cosine from lr 0.04 after 100
-    # warm-up iterations, on ssd_256_small with one extra 3x3 conv at strides 8 and 16
+    # warm-up iterations, on ssd_256_small with one extra 3x3 conv at strides 8 and 16 and
+    # anchors of ratios 1, 2 and 1/2
     assert (args.epochs, args.digits_train, args.digits_val, args.batch_size) == (7, 4000, 500, 16)
     assert (args.lr, args.lr_mode, args.warmup_iters) == (0.04, 'cosine', 100)
     center_only = parse_args(['--center-only'])  # the second stage fine-tunes
     assert (center_only.epochs, center_only.lr, center_only.warmup_iters) == (3, 0.001, 0)
     given = parse_args(['--center-only', '--lr', '0.01', '--epochs', '5'])
     assert (given.epochs, given.lr, given.warmup_iters) == (5, 0.01, 0)
-    features = get_model(args.model).features
+    net = get_model(args.model)
+    features = net.features
     assert [len(stage) // 3 for stage in [features.stem[2], *features.stages]] == [2, 2, 1, 1, 1]
+    net.initialize()
+    with autograd.train_mode():
+        anchors = net(mx.nd.zeros((1, 3, 256, 256)))[2]
+    # 32² + 16² + 8² + 4² + 2² locations, 4 anchors each (3 ratios, and ratio 1 at a second size)
+    assert anchors.shape == (1, 1364 * 4, 4)
     assert parse_args(['--augment']).augment is True
     assert parse_args(['--dataset', 'voc']).augment is True
 

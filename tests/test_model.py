@@ -224,3 +224,53 @@ def test_tiny_features_extra_convs_keep_strides_and_old_parameter_names():
              if name.endswith('weight') and name.count('.') == 3}
     assert convs == {'stem.2.3', 'stem.2.6', 'stages.0.3'}  # 2 after the stride-8 map, 1 after 16
     assert deeper.stem[2][3]._kwargs['stride'] == (1, 1)
+
+
+def test_the_default_network_builds_hybridizes_and_trains_a_step_at_full_size():
+    """The CPU default, at its real size: as many anchors as its maps and ratios make, the same
+    outputs hybridized and imperative, and a few training steps on real targets that move the
+    weights and lower the loss on that batch."""
+    from gluon_ssdcl import MultiBoxCenterLoss
+    from gluon_ssdcl.data.datasets import get_train_transform
+    from gluon_ssdcl.engine.train import make_trainers
+    from gluon_ssdcl.model import zoo
+    mx.random.seed(0)
+    net = get_model('ssd_256_small_center_digits')
+    initialize_params(net, [mx.cpu()])
+    _, base_size, features, _, ratios, _ = zoo._ARCHITECTURES['ssd_256_small']
+    maps = feature_map_sizes(features(), base_size)
+    images = np.random.RandomState(0).randint(0, 255, (2, 300, 300, 3)).astype(np.uint8)
+    # a thin digit-like box (a handwritten 1) and a square one
+    labels = [np.array([[100, 60, 118, 150, 1, 0]], 'float32'),
+              np.array([[20, 30, 80, 90, 7, 0], [150, 150, 190, 260, 1, 0]], 'float32')]
+    with autograd.train_mode():
+        anchors = net(nd.zeros((1, 3, base_size, base_size)))[2]
+    # GluonCV's anchors: one per ratio at the first size, plus one at the geometric mean size
+    assert anchors.shape[1] == sum(h * w * (len(r) + 1) for (h, w), r in zip(maps, ratios))
+    transform = get_train_transform(base_size, base_size, anchors, augment=False)
+    batch = [transform(nd.array(image, dtype='uint8'), label)
+             for image, label in zip(images, labels)]
+    x, cls_targets, box_targets = (nd.stack(*parts) for parts in zip(*batch))
+    assert (cls_targets.asnumpy() > 0).sum() >= 3
+
+    with autograd.train_mode():
+        imperative = [out.asnumpy() for out in net(x)]
+        net.hybridize(static_alloc=True, static_shape=True)
+        for hybrid, expected in zip(net(x), imperative):
+            np.testing.assert_allclose(hybrid.asnumpy(), expected, rtol=1e-4, atol=1e-4)
+
+    loss_fn = MultiBoxCenterLoss(len(net.classes), net.embed_dim, mode='softmax-center')
+    loss_fn.initialize()
+    net_trainer, _ = make_trainers(net, loss_fn.center_loss, 'softmax-center', lr=0.002)
+    before = net.class_predictors[0].weight.data().asnumpy().copy()
+    losses = []
+    for _ in range(5):
+        with autograd.record():
+            cls, box, _, emb = net(x)
+            terms = loss_fn(cls, box, cls_targets, box_targets, emb)
+        autograd.backward(terms.total)
+        net_trainer.step(1)
+        losses.append(sum(float(part.asnumpy().sum()) for part in terms.total))
+    assert np.isfinite(losses).all() and losses[-1] < 0.8 * losses[0]
+    assert not np.array_equal(net.class_predictors[0].weight.data().asnumpy(), before)
+
