@@ -233,6 +233,7 @@ def test_the_default_network_builds_hybridizes_and_trains_a_step_at_full_size():
     from gluon_ssdcl import MultiBoxCenterLoss
     from gluon_ssdcl.data.datasets import get_train_transform
     from gluon_ssdcl.engine.train import make_trainers
+    from gluon_ssdcl.evaluation.inference import net_anchors
     from gluon_ssdcl.model import zoo
     mx.random.seed(0)
     net = get_model('ssd_256_small_center_digits')
@@ -243,8 +244,7 @@ def test_the_default_network_builds_hybridizes_and_trains_a_step_at_full_size():
     # a thin digit-like box (a handwritten 1) and a square one
     labels = [np.array([[100, 60, 118, 150, 1, 0]], 'float32'),
               np.array([[20, 30, 80, 90, 7, 0], [150, 150, 190, 260, 1, 0]], 'float32')]
-    with autograd.train_mode():
-        anchors = net(nd.zeros((1, 3, base_size, base_size)))[2]
+    anchors = net_anchors(net)
     # GluonCV's anchors: one per ratio at the first size, plus one at the geometric mean size
     assert anchors.shape[1] == sum(h * w * (len(r) + 1) for (h, w), r in zip(maps, ratios))
     transform = get_train_transform(base_size, base_size, anchors, augment=False)
