@@ -189,3 +189,31 @@ def test_mnist_seeds_fast_writes_mean_std_beside_the_reference_and_resumes(tmp_p
     again = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert again.returncode == 0 and 'seed ' not in again.stdout, again.stderr[-2000:]
     assert os.path.getmtime(out / 'seed1.json') == stamp
+
+
+def test_detector_errors_prints_its_tables_for_every_box(digits_root, tmp_path):
+    """An untrained tiny digits checkpoint: three mAP rows, and the box tables count every
+    validation box (read back from the data set), found or not."""
+    import mxnet as mx
+
+    from gluon_ssdcl import CenterLoss, get_model, initialize_params
+    from gluon_ssdcl.data.datasets import get_dataset
+    from gluon_ssdcl.engine.checkpoint import save_checkpoint
+    net = get_model('ssd_64_tiny_center_digits', embed_dim=2)
+    initialize_params(net, [mx.cpu()])
+    center_loss = CenterLoss(10, 2)
+    center_loss.initialize()
+    path = str(tmp_path / 'tiny_best.params')
+    save_checkpoint(path, net, center_loss, {
+        'network': 'ssd_64_tiny_center_digits', 'classes': list('0123456789'), 'embed_dim': 2,
+        'mode': 'softmax-center', 'dataset': 'digits', 'dataset_root': digits_root, 'epoch': 0})
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'benchmarks', 'detector_errors.py'), '--params',
+         path, '--batch-size', '4'], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert len(re.findall(r'^\| 0\.[357] \| [0-9.]+ \|', proc.stdout, re.M)) == 3
+    boxes = sum(len(label) for _, label in get_dataset('digits', digits_root)[1])
+    assert boxes > 0
+    assert re.search(rf'^\| all \| {boxes} \| [0-9.]+ \|', proc.stdout, re.M), proc.stdout
+    heights = re.findall(r'^\| [0-9]+(?:–[0-9]+|\+) \| ([0-9]+) \|', proc.stdout, re.M)
+    assert len(heights) == 6 and sum(map(int, heights)) == boxes

@@ -152,6 +152,60 @@ def test_class_scores_are_one_linear_map_of_the_embeddings(tiny_net):
     np.testing.assert_allclose(cls_preds, embeddings @ weight.T + bias, rtol=1e-4, atol=1e-5)
 
 
+def _conv(x, weight, bias=None, pad=0):
+    """NumPy 2-D convolution, stride 1: x (C, H, W), weight (K, C, k, k) -> (K, H', W')."""
+    x = np.pad(x, ((0, 0), (pad, pad), (pad, pad)))
+    k = weight.shape[-1]
+    h, w = x.shape[1] - k + 1, x.shape[2] - k + 1
+    patches = np.stack([x[:, i:i + h, j:j + w] for i in range(k) for j in range(k)], axis=1)
+    out = np.einsum('kcij,cijhw->khw', weight.reshape(weight.shape[:2] + (k, k)),
+                    patches.reshape(x.shape[0], k, k, h, w))
+    return out if bias is None else out + bias[:, None, None]
+
+
+def _batchnorm(x, bn):
+    """NumPy BatchNorm with running statistics (predict mode), x (C, H, W)."""
+    get = {name.rsplit('_', 1)[-1]: p.data().asnumpy() for name, p in bn.params.items()}
+    mean, var = get['mean'], get['var']
+    gamma = get.get('gamma', np.ones_like(mean)) if not bn._kwargs['fix_gamma'] \
+        else np.ones_like(mean)
+    beta = get.get('beta', np.zeros_like(mean))
+    scale = gamma / np.sqrt(var + bn._kwargs['eps'])
+    return (x - mean[:, None, None]) * scale[:, None, None] + beta[:, None, None]
+
+
+def test_embed_hidden_is_a_conv_bn_relu_before_a_1x1_predictor():
+    """embed_hidden=H: embedding = BN(1x1 conv(ReLU(BN(3x3 conv of H channels)))) of the first
+    feature map, against NumPy with random running statistics; H=0 keeps the 3x3 predictor."""
+    net = get_model('ssd_64_tiny_center_custom', classes=['a', 'b'], embed_dim=2, embed_hidden=5)
+    initialize_params(net, [mx.cpu()])
+    rng = np.random.RandomState(0)
+    for name, param in net.embedding_predictors[0].collect_params().items():
+        if name.endswith(('running_mean', 'running_var', 'gamma', 'beta')):
+            low = 0.5 if name.endswith(('running_var', 'gamma')) else -0.5
+            param.set_data(nd.array(rng.uniform(low, low + 1, param.shape)))
+    x = nd.random.uniform(shape=(1, 3, 64, 64))
+    with autograd.predict_mode():
+        embeddings = net.anchor_outputs(x)[3].asnumpy()[0]
+        feature = net.features(x)[0].asnumpy()[0]
+    conv, bn, _, predictor, out_bn = net.embedding_predictors[0]
+    assert conv.weight.shape[:2] == (5, 16) and conv.weight.shape[2:] == (3, 3)
+    assert predictor.predictor.weight.shape[2:] == (1, 1)
+    hidden = np.maximum(_batchnorm(_conv(feature, conv.weight.data().asnumpy(), pad=1), bn), 0)
+    want = _batchnorm(_conv(hidden, predictor.predictor.weight.data().asnumpy(),
+                            predictor.predictor.bias.data().asnumpy()), out_bn)
+    anchors = net.anchor_generators[0].num_depth
+    rows = want.shape[1] * want.shape[2] * anchors
+    # GluonCV's flattening: (H, W, anchor, D) per image
+    want = want.transpose(1, 2, 0).reshape(rows, 2)
+    assert rows > 0
+    np.testing.assert_allclose(embeddings[:rows], want, rtol=1e-4, atol=1e-4)
+    plain = get_model('ssd_64_tiny_center_custom', classes=['a', 'b'], embed_dim=2)
+    assert len(plain.embedding_predictors[0]) == 2  # the 3x3 predictor and its BatchNorm
+    with pytest.raises(ValueError, match='embed_hidden'):
+        get_model('ssd_64_tiny_center_digits', embed_hidden=-1)
+
+
 def test_training_embeddings_are_standardised_per_channel(tiny_net):
     x = nd.random.uniform(shape=(4, 3, 64, 64))
     with autograd.train_mode():
@@ -238,6 +292,7 @@ def test_the_default_network_builds_hybridizes_and_trains_a_step_at_full_size():
     mx.random.seed(0)
     net = get_model('ssd_256_small_center_digits')
     initialize_params(net, [mx.cpu()])
+    assert net.embedding_predictors[0][0].weight.shape[0] == 64  # its embed_hidden
     _, base_size, features, _, ratios, _ = zoo._ARCHITECTURES['ssd_256_small']
     maps = feature_map_sizes(features(), base_size)
     images = np.random.RandomState(0).randint(0, 255, (2, 300, 300, 3)).astype(np.uint8)

@@ -247,9 +247,10 @@ def validation_detections(net, val_dataset, ctx: Sequence[mx.Context], batch_siz
 
 
 def detections_map(images: Sequence[ImageDetections], classes: Sequence[str],
-                   relabel: Optional[Callable[[np.ndarray], np.ndarray]] = None
-                   ) -> Tuple[float, Dict[str, float]]:
-    """VOC07 (11-point) mAP at IoU 0.5 of collected detections (:func:`collect_detections`).
+                   relabel: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+                   iou_thresh: float = IOU_THRESH) -> Tuple[float, Dict[str, float]]:
+    """VOC07 (11-point) mAP at IoU ``iou_thresh`` (0.5) of collected detections
+    (:func:`collect_detections`).
 
     Parameters
     ----------
@@ -268,7 +269,7 @@ def detections_map(images: Sequence[ImageDetections], classes: Sequence[str],
     per_class : dict
         ``{class name: AP}``; NaN for a class without ground truth.
     """
-    metric = VOC07MApMetric(iou_thresh=IOU_THRESH, class_names=list(classes))
+    metric = VOC07MApMetric(iou_thresh=iou_thresh, class_names=list(classes))
     for image in images:
         ids = image.ids
         if relabel is not None and len(ids):

@@ -23,10 +23,12 @@ class SSDCenter(SSD):
     """SSD whose every anchor predicts an embedding of ``embed_dim`` numbers, and its class
     scores from that embedding.
 
-    Takes GluonCV's :class:`~gluoncv.model_zoo.ssd.SSD` arguments plus ``embed_dim``.
-    ``embedding_predictors`` holds one ``ConvPredictor(num_anchors * embed_dim)`` per feature
-    map, followed by a BatchNorm without scale and shift, flattened exactly like the box head,
-    so embedding row ``i`` belongs to anchor ``i``. ``class_predictors`` (in place of GluonCV's
+    Takes GluonCV's :class:`~gluoncv.model_zoo.ssd.SSD` arguments plus ``embed_dim`` and
+    ``embed_hidden``. ``embedding_predictors`` holds one ``ConvPredictor(num_anchors *
+    embed_dim)`` per feature map, followed by a BatchNorm without scale and shift, flattened
+    exactly like the box head, so embedding row ``i`` belongs to anchor ``i``. With
+    ``embed_hidden`` H > 0 the predictor is a 1x1 convolution after a 3x3 conv-BN-ReLU of H
+    channels (a non-linear embedding at about the cost of the 3x3 predictor it replaces). ``class_predictors`` (in place of GluonCV's
     per-map convolutions) is one linear layer, shared by every anchor, from an embedding to its
     ``C + 1`` class scores.
 
@@ -47,12 +49,14 @@ class SSDCenter(SSD):
         of the kept detections when switched on (rows of suppressed detections are -1).
     """
 
-    def __init__(self, network, base_size, *args, embed_dim=16,
+    def __init__(self, network, base_size, *args, embed_dim=16, embed_hidden=0,
                  predictors_kernel=(3, 3), predictors_pad=(1, 1), **kwargs):
         super().__init__(network, base_size, *args, predictors_kernel=predictors_kernel,
                          predictors_pad=predictors_pad, **kwargs)
         if embed_dim < 1:
             raise ValueError(f"embed_dim must be a positive integer, got {embed_dim}")
+        if embed_hidden < 0:
+            raise ValueError(f"embed_hidden must be 0 or a positive integer, got {embed_hidden}")
         self.base_size = base_size
         self.embed_dim = embed_dim
         self.infer_embeddings = False
@@ -60,8 +64,12 @@ class SSDCenter(SSD):
             self.embedding_predictors = nn.HybridSequential()
             for generator in self.anchor_generators:
                 head = nn.HybridSequential()
-                head.add(ConvPredictor(generator.num_depth * embed_dim, kernel=predictors_kernel,
-                                       pad=predictors_pad),
+                kernel, pad = predictors_kernel, predictors_pad
+                if embed_hidden:
+                    head.add(nn.Conv2D(embed_hidden, kernel, padding=pad, use_bias=False),
+                             nn.BatchNorm(), nn.Activation('relu'))
+                    kernel, pad = (1, 1), (0, 0)
+                head.add(ConvPredictor(generator.num_depth * embed_dim, kernel=kernel, pad=pad),
                          nn.BatchNorm(center=False, scale=False))
                 self.embedding_predictors.add(head)
             self.class_predictors = nn.HybridSequential()
@@ -303,7 +311,7 @@ def _check_base_weights(network, root):
 
 
 def get_ssd_center(network, base_size, features, filters, sizes, ratios, classes,
-                   embed_dim=16, pretrained_base=False, ctx=mx.cpu(),
+                   embed_dim=16, embed_hidden=0, pretrained_base=False, ctx=mx.cpu(),
                    root=DEFAULT_ROOT, **kwargs):
     """Build an :class:`SSDCenter` whose anchor steps follow the real feature-map strides.
 
@@ -312,7 +320,7 @@ def get_ssd_center(network, base_size, features, filters, sizes, ratios, classes
     ``pretrained_base=True`` raises at once when the base weights are not in ``root``.
     ``network`` names the base network (None when ``features`` is a block class).
     ``embed_dim=None`` builds GluonCV's plain :class:`SSD` with the same anchors and heads
-    (for side-by-side comparisons).
+    (for side-by-side comparisons; ``embed_hidden`` is then unused).
     """
     if pretrained_base:
         _check_base_weights(network, root)
@@ -321,7 +329,8 @@ def get_ssd_center(network, base_size, features, filters, sizes, ratios, classes
                 steps=[1] * (len(sizes) - 1), classes=classes, pretrained=False, root=root,
                 **kwargs)
     steps = [base_size / w for _, w in feature_map_sizes(probe.features, base_size)]
-    block = SSD if embed_dim is None else partial(SSDCenter, embed_dim=embed_dim)
+    block = SSD if embed_dim is None else partial(SSDCenter, embed_dim=embed_dim,
+                                                  embed_hidden=embed_hidden)
     net = block(base_name, base_size, features, filters, sizes, ratios, steps, classes=classes,
                 pretrained=pretrained_base, ctx=ctx, root=root, **kwargs)
     net.base_size = base_size  # GluonCV's SSD does not keep it
