@@ -55,6 +55,32 @@ def test_load_model_round_trip_from_a_prefix_prefers_the_best(tmp_path):
                                   other_centers.centers.weight.data().asnumpy())
 
 
+def test_load_model_builds_the_recorded_embed_hidden_and_none_for_older_checkpoints(tmp_path):
+    """A checkpoint records its embedding heads' hidden layer; one without the record (saved
+    before the option existed, when no head had one) loads into heads without it, even for a
+    network whose default now has one (the digits default, ssd_256_small: 64)."""
+    net = get_model('ssd_64_tiny_center_custom', classes=CLASSES, embed_dim=2, embed_hidden=3)
+    initialize_params(net, [mx.cpu()])
+    center_loss = CenterLoss(2, 2)
+    center_loss.initialize()
+    save_checkpoint(str(tmp_path / 'hidden_best.params'), net, center_loss,
+                    dict(META, embed_hidden=3))
+    loaded = load_model(str(tmp_path / 'hidden_best.params')).net
+    assert loaded.embed_hidden == 3
+    for name, value in weights(net).items():
+        np.testing.assert_array_equal(weights(loaded)[name], value, err_msg=name)
+
+    old = get_model('ssd_256_small_center_digits', embed_dim=2, embed_hidden=0)
+    initialize_params(old, [mx.cpu()])
+    centers = CenterLoss(10, 2)
+    centers.initialize()
+    meta = dict(META, network='ssd_256_small_center_digits', classes=list('0123456789'),
+                dataset='digits')
+    save_checkpoint(str(tmp_path / 'old_best.params'), old, centers, meta)
+    assert get_model('ssd_256_small_center_digits').embed_hidden == 64
+    assert load_model(str(tmp_path / 'old_best.params')).net.embed_hidden == 0
+
+
 def test_weights_and_state_of_different_saves_are_refused(tmp_path):
     net, center_loss = tiny()
     other, _ = tiny(seed=1)

@@ -14,6 +14,7 @@ from conftest import ROOT, TINY, tiny_digits
 from matplotlib.figure import Figure
 from PIL import Image
 
+from gluon_ssdcl.engine.checkpoint import load_checkpoint
 from gluon_ssdcl.evaluation.compare import format_table
 
 @pytest.fixture(scope='module')
@@ -65,6 +66,7 @@ def test_a_run_logged_to_files_writes_its_lines_and_only_the_results_on_stdout(t
     with Image.open(prefix + '_history.png') as png:
         assert png.format == 'PNG' and png.width > 300
     assert not [name for name in os.listdir(tmp_path) if name.endswith('.tmp')]
+    assert load_checkpoint(prefix + '_last.params').meta['embed_hidden'] == 0  # tiny: none
 
     prefix, _, err = finish(chatty)
     lines = [line.split('\r')[-1] for line in err.split('\n')]

@@ -389,8 +389,8 @@ def _build_model(args, classes, ctx):
     return net, anchors
 
 
-def _train_config(args, classes, root):
-    """The :class:`~gluon_ssdcl.engine.train.TrainConfig` of the flags."""
+def _train_config(args, classes, root, net):
+    """The :class:`~gluon_ssdcl.engine.train.TrainConfig` of the flags, for ``net``."""
     return TrainConfig(
         mode=args.mode, epochs=args.epochs, lr=args.lr, lr_mode=args.lr_mode,
         lr_decay=args.lr_decay, lr_decay_epoch=args.lr_decay_epoch,
@@ -399,7 +399,7 @@ def _train_config(args, classes, root):
         seed=args.seed, val_interval=args.val_interval, save_interval=args.save_interval,
         log_interval=args.log_interval, save_prefix=args.save_prefix, kvstore=args.kvstore,
         meta={'network': args.model, 'classes': classes, 'embed_dim': args.embed_dim,
-              'data_shape': args.data_shape, 'dataset': args.dataset, 'dataset_root': root,
+              'embed_hidden': net.embed_hidden, 'data_shape': args.data_shape, 'dataset': args.dataset, 'dataset_root': root,
               'flags': {k: v for k, v in vars(args).items() if k not in ('mode', 'given')}})
 
 
@@ -434,7 +434,7 @@ def _train(args, ctx, workers=None):
             recorder.record(net, centers.data(ctx[0]), epoch)
         return detection_map(net, val_loader, ctx, classes)[0]
     try:
-        result = fit(net, loss_fn, train_loader, ctx, _train_config(args, classes, root),
+        result = fit(net, loss_fn, train_loader, ctx, _train_config(args, classes, root, net),
                      validate=validate, resume=args.resume or None,
                      init_from=args.init_from or None, start_epoch=args.start_epoch,
                      workers=workers)

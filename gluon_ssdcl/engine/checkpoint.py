@@ -4,11 +4,12 @@ A checkpoint ``<stem>`` (e.g. ``runs/<run>_best``) is two files:
 
 - ``<stem>.params``: the network's weights, exactly the file of ``Block.save_parameters``, so
   ``net.load_parameters(path)`` reads it into ``get_model(meta['network'],
-  classes=meta['classes'], embed_dim=meta['embed_dim'])`` as GluonCV's ``train_ssd.py`` files;
+  classes=meta['classes'], embed_dim=meta['embed_dim'], embed_hidden=meta['embed_hidden'])``
+  as GluonCV's ``train_ssd.py`` files;
 - ``<stem>.state``: an ``nd.save`` dictionary of the ``centers`` (C, D), both trainers' states
   and a JSON ``meta`` record as uint8 (epoch, best mAP, seed, mode, network, classes,
-  embed_dim, data shape, data set, flags, history, and the SHA-256 of the weights file it goes
-  with, checked when loading).
+  embed_dim, embed_hidden, data shape, data set, flags, history, and the SHA-256 of the
+  weights file it goes with, checked when loading).
 
 The two are committed as one unit (:func:`save_checkpoint`): however a save is interrupted,
 the weights file has its state beside it (``<stem>.state``, or ``<stem>.state.prev`` kept while
@@ -392,8 +393,9 @@ def load_model(path, ctx=None):
     missing = [key for key in REQUIRED_META if key not in meta]
     if missing:
         raise ValueError(f"{checkpoint.path} lacks {', '.join(missing)} in its metadata")
+    # checkpoints from before embed_hidden existed have none: their heads had no hidden layer
     net = get_model(meta['network'], classes=meta['classes'], embed_dim=meta['embed_dim'],
-                    pretrained_base=False)
+                    embed_hidden=meta.get('embed_hidden', 0), pretrained_base=False)
     center_loss = CenterLoss(len(meta['classes']), meta['embed_dim'])
     center_loss.initialize(ctx=ctx)
     restore(checkpoint, net, center_loss, ctx=ctx)

@@ -59,6 +59,7 @@ class SSDCenter(SSD):
             raise ValueError(f"embed_hidden must be 0 or a positive integer, got {embed_hidden}")
         self.base_size = base_size
         self.embed_dim = embed_dim
+        self.embed_hidden = embed_hidden
         self.infer_embeddings = False
         with self.name_scope():
             self.embedding_predictors = nn.HybridSequential()
