@@ -56,9 +56,9 @@ def test_load_model_round_trip_from_a_prefix_prefers_the_best(tmp_path):
 
 
 def test_load_model_builds_the_recorded_embed_hidden_and_none_for_older_checkpoints(tmp_path):
-    """A checkpoint records its embedding heads' hidden layer; one without the record (saved
-    before the option existed, when no head had one) loads into heads without it, even for a
-    network whose default now has one (the digits default, ssd_256_small: 64)."""
+    """A checkpoint records its embedding heads' hidden layer and loads into heads with it; one
+    without the record (saved before the option existed, when no head had one) loads into heads
+    without it."""
     net = get_model('ssd_64_tiny_center_custom', classes=CLASSES, embed_dim=2, embed_hidden=3)
     initialize_params(net, [mx.cpu()])
     center_loss = CenterLoss(2, 2)
@@ -70,14 +70,10 @@ def test_load_model_builds_the_recorded_embed_hidden_and_none_for_older_checkpoi
     for name, value in weights(net).items():
         np.testing.assert_array_equal(weights(loaded)[name], value, err_msg=name)
 
-    old = get_model('ssd_256_small_center_digits', embed_dim=2, embed_hidden=0)
+    old = get_model('ssd_64_tiny_center_custom', classes=CLASSES, embed_dim=2)
     initialize_params(old, [mx.cpu()])
-    centers = CenterLoss(10, 2)
-    centers.initialize()
-    meta = dict(META, network='ssd_256_small_center_digits', classes=list('0123456789'),
-                dataset='digits')
-    save_checkpoint(str(tmp_path / 'old_best.params'), old, centers, meta)
-    assert get_model('ssd_256_small_center_digits').embed_hidden == 64
+    save_checkpoint(str(tmp_path / 'old_best.params'), old, center_loss, META)
+    assert 'embed_hidden' not in load_checkpoint(str(tmp_path / 'old_best.params')).meta
     assert load_model(str(tmp_path / 'old_best.params')).net.embed_hidden == 0
 
 

@@ -55,6 +55,9 @@ def test_defaults_are_the_mission_run():
     # anchors of ratios 1, 2 and 1/2
     assert (args.epochs, args.digits_train, args.digits_val, args.batch_size) == (7, 4000, 500, 16)
     assert (args.lr, args.lr_mode, args.warmup_iters) == (0.04, 'cosine', 100)
+    assert args.embed_hidden == 0 and args.save_prefix.endswith('_softmax-center')
+    hidden = parse_args(['--center-loss', '--embed-hidden', '64'])  # its own files
+    assert hidden.save_prefix.endswith('ssd_256_small_center_digits_softmax-center_h64')
     center_only = parse_args(['--center-only'])  # the second stage fine-tunes
     assert (center_only.epochs, center_only.lr, center_only.warmup_iters) == (3, 0.001, 0)
     given = parse_args(['--center-only', '--lr', '0.01', '--epochs', '5'])

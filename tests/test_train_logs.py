@@ -51,7 +51,7 @@ def test_a_run_logged_to_files_writes_its_lines_and_only_the_results_on_stdout(t
     """Both runs at once: one with the defaults, one with --log-interval 2 and bars forced."""
     plain = start_run(tmp_path, 'plain', digits, '--epochs', '2')
     chatty = start_run(tmp_path, 'chatty', digits, '--epochs', '1', '--log-interval', '2',
-                       '--progress')
+                       '--progress', '--embed-hidden', '3')
     prefix, out, err = finish(plain)
     # no progress bars in a file: no carriage returns, no tqdm rates
     assert '\r' not in err and 'it/s' not in err, err[-2000:]
@@ -69,6 +69,7 @@ def test_a_run_logged_to_files_writes_its_lines_and_only_the_results_on_stdout(t
     assert load_checkpoint(prefix + '_last.params').meta['embed_hidden'] == 0  # tiny: none
 
     prefix, _, err = finish(chatty)
+    assert load_checkpoint(prefix + '_last.params').meta['embed_hidden'] == 3
     lines = [line.split('\r')[-1] for line in err.split('\n')]
     assert re.findall(r'\[Epoch 0\]\[Batch (\d+)\] cls=\S+ box=\S+ center=\S+ [0-9.]+ img/s '
                       r'lr=\S+$', '\n'.join(lines), re.M) == ['1', '3']

@@ -119,8 +119,9 @@ def _add_run_flags(p):
     p.add_argument('--val-interval', type=positive_int, default=1,
                    help='validate every N epochs, and after the last (default: %(default)s)')
     p.add_argument('--save-prefix', default='', help='checkpoint/log prefix, one run at a time '
-                   '(default: runs/<model>_<mode>, plus _d<embed-dim> and _n<train>-<val> when '
-                   'they are not the defaults; with --resume: the resumed run\'s)')
+                   '(default: runs/<model>_<mode>, plus _d<embed-dim>, _h<embed-hidden> and '
+                   '_n<train>-<val> when they are not the defaults; with --resume: the resumed '
+                   'run\'s)')
     p.add_argument('--save-interval', type=nonnegative_int, default=0,
                    help='also keep <prefix>_<epoch>.params every N epochs (0: never; '
                         'default: %(default)s)')
@@ -160,6 +161,9 @@ def _add_center_loss_flags(p):
                    help='center update rate in (0, 1] (default: %(default)s)')
     p.add_argument('--embed-dim', type=integer(1, 4096), default=16,
                    help='dimension of the embeddings, at most 4096 (default: %(default)s)')
+    p.add_argument('--embed-hidden', type=integer(0, 4096), default=0,
+                   help='channels of a 3x3 conv-BN-ReLU before each embedding predictor (then '
+                        '1x1); 0: none, the predictor is a 3x3 convolution (default: %(default)s)')
     add_knn_flag(p)
 
 
@@ -191,7 +195,7 @@ RESUMED_FLAGS = ('network', 'data_shape', 'batch_size', 'dataset', 'dataset_root
                  'digits_train', 'digits_val', 'digits_exclude', 'skip_bad', 'augment', 'epochs',
                  'lr', 'lr_mode', 'lr_decay', 'lr_decay_epoch', 'warmup_iters', 'momentum', 'wd',
                  'clip_gradient', 'center_loss', 'center_only', 'lmbd',
-                 'alpha', 'embed_dim', 'seed')
+                 'alpha', 'embed_dim', 'embed_hidden', 'seed')
 
 
 def _given_flags(parser, argv):
@@ -202,12 +206,14 @@ def _given_flags(parser, argv):
 
 
 def _default_prefix(args, parser):
-    """``runs/<model>_<mode>``, plus ``_d<embed_dim>`` and ``_n<train>-<val>`` (digits) when
-    they are not the defaults and ``_without<classes>`` for ``--digits-exclude``, so that
-    different runs do not share files."""
+    """``runs/<model>_<mode>``, plus ``_d<embed_dim>``, ``_h<embed_hidden>`` and
+    ``_n<train>-<val>`` (digits) when they are not the defaults and ``_without<classes>`` for
+    ``--digits-exclude``, so that different runs do not share files."""
     prefix = f'{args.model}_{args.mode.value}'
     if args.embed_dim != parser.get_default('embed_dim'):
         prefix += f'_d{args.embed_dim}'
+    if args.embed_hidden != parser.get_default('embed_hidden'):
+        prefix += f'_h{args.embed_hidden}'
     sizes = (args.digits_train, args.digits_val)
     if args.dataset == 'digits' and sizes != tuple(map(parser.get_default,
                                                        ('digits_train', 'digits_val'))):
@@ -381,16 +387,16 @@ def _load_data(args):
 def _build_model(args, classes, ctx):
     """The initialised network of the flags and its (1, N, 4) anchors."""
     kwargs = {'classes': classes} if args.model.endswith('_custom') else {}
-    net = get_model(args.model, embed_dim=args.embed_dim, pretrained_base=args.pretrained_base,
-                    **kwargs)
+    net = get_model(args.model, embed_dim=args.embed_dim, embed_hidden=args.embed_hidden,
+                    pretrained_base=args.pretrained_base, **kwargs)
     initialize_params(net, ctx)
     anchors = net.anchor_outputs(mx.nd.zeros((1, 3, args.data_shape, args.data_shape),
                                              ctx=ctx[0]))[2]
     return net, anchors
 
 
-def _train_config(args, classes, root, net):
-    """The :class:`~gluon_ssdcl.engine.train.TrainConfig` of the flags, for ``net``."""
+def _train_config(args, classes, root):
+    """The :class:`~gluon_ssdcl.engine.train.TrainConfig` of the flags."""
     return TrainConfig(
         mode=args.mode, epochs=args.epochs, lr=args.lr, lr_mode=args.lr_mode,
         lr_decay=args.lr_decay, lr_decay_epoch=args.lr_decay_epoch,
@@ -399,7 +405,7 @@ def _train_config(args, classes, root, net):
         seed=args.seed, val_interval=args.val_interval, save_interval=args.save_interval,
         log_interval=args.log_interval, save_prefix=args.save_prefix, kvstore=args.kvstore,
         meta={'network': args.model, 'classes': classes, 'embed_dim': args.embed_dim,
-              'embed_hidden': net.embed_hidden, 'data_shape': args.data_shape, 'dataset': args.dataset, 'dataset_root': root,
+              'embed_hidden': args.embed_hidden, 'data_shape': args.data_shape, 'dataset': args.dataset, 'dataset_root': root,
               'flags': {k: v for k, v in vars(args).items() if k not in ('mode', 'given')}})
 
 
@@ -434,7 +440,7 @@ def _train(args, ctx, workers=None):
             recorder.record(net, centers.data(ctx[0]), epoch)
         return detection_map(net, val_loader, ctx, classes)[0]
     try:
-        result = fit(net, loss_fn, train_loader, ctx, _train_config(args, classes, root, net),
+        result = fit(net, loss_fn, train_loader, ctx, _train_config(args, classes, root),
                      validate=validate, resume=args.resume or None,
                      init_from=args.init_from or None, start_epoch=args.start_epoch,
                      workers=workers)

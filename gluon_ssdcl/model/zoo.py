@@ -55,10 +55,6 @@ _ARCHITECTURES = {
                     {'digits': [12, 24, 40, 64], 'custom': [12, 24, 40, 64]}),
 }
 
-# architecture name -> channels of the hidden layer of its embedding heads (SSDCenter's
-# embed_hidden; 0 for the others): on the default run it raised the mAP at the same cost
-_EMBED_HIDDEN = {'ssd_256_small': 64}
-
 _DATASET_CLASSES = {'voc': tuple(VOCDetection.CLASSES), 'coco': tuple(COCODetection.CLASSES),
                     'digits': DIGIT_CLASSES}
 
@@ -72,7 +68,6 @@ def _make(architecture, dataset, classes=None, **kwargs):
         raise ValueError(f"{architecture}_center_{dataset} has the {dataset} classes; "
                          f"use {architecture}_center_custom for classes={list(classes)}")
     classes = list(classes or _DATASET_CLASSES[dataset])
-    kwargs.setdefault('embed_hidden', _EMBED_HIDDEN.get(architecture, 0))
     return get_ssd_center(network, base_size, features, filters, sizes[dataset], ratios,
                           classes, **kwargs)
 
@@ -94,8 +89,8 @@ def get_model(name, **kwargs):
     name : str
         For example ``ssd_300_vgg16_atrous_center_voc`` or ``ssd_256_mobilenet0.25_center_digits``.
     **kwargs
-        ``classes`` (custom models), ``embed_dim`` (default 16), ``embed_hidden`` (the
-        architecture's), ``pretrained_base``
+        ``classes`` (custom models), ``embed_dim`` (default 16), ``embed_hidden`` (default 0),
+        ``pretrained_base``
         (default False; True needs the base weights in ``root``), ``ctx``, ``root``,
         ``norm_layer``, ``norm_kwargs`` and GluonCV's other SSD arguments.
     """
