@@ -6,14 +6,12 @@ per box height, on the validation (default) or training images of the checkpoint
 """
 import common  # noqa: F401  isort: skip  (first: it sets the threads before MXNet loads)
 
-from gluon_ssdcl.commands.common import (OneLineErrorParser, add_gpus_flag,
-                                         contexts, positive_int, program, run)
+from gluon_ssdcl.commands.common import (OneLineErrorParser, add_gpus_flag, contexts,
+                                         positive_int, program, run)
 from gluon_ssdcl.data.datasets import get_dataset
 from gluon_ssdcl.engine.checkpoint import load_model
-from gluon_ssdcl.evaluation.errors import (box_outcomes, format_label_errors,
-                                           label_errors)
-from gluon_ssdcl.evaluation.inference import (detections_map,
-                                              validation_detections)
+from gluon_ssdcl.evaluation.errors import box_outcomes, format_label_errors, label_errors
+from gluon_ssdcl.evaluation.inference import detections_map, validation_detections
 
 IOU_THRESHOLDS = (0.3, 0.5, 0.7)
 

@@ -163,15 +163,12 @@ def _conv(x, weight, bias=None, pad=0):
     return out if bias is None else out + bias[:, None, None]
 
 
-def _batchnorm(x, bn):
-    """NumPy BatchNorm with running statistics (predict mode), x (C, H, W)."""
+def _batchnorm(x, bn, eps=1e-5):
+    """NumPy BatchNorm with running statistics (predict mode), x (C, H, W); eps is MXNet's
+    default. Read after a forward pass: MXNet then holds gamma at 1 for ``scale=False``."""
     get = {name.rsplit('_', 1)[-1]: p.data().asnumpy() for name, p in bn.params.items()}
-    mean, var = get['mean'], get['var']
-    gamma = get.get('gamma', np.ones_like(mean)) if not bn._kwargs['fix_gamma'] \
-        else np.ones_like(mean)
-    beta = get.get('beta', np.zeros_like(mean))
-    scale = gamma / np.sqrt(var + bn._kwargs['eps'])
-    return (x - mean[:, None, None]) * scale[:, None, None] + beta[:, None, None]
+    factor = get['gamma'] / np.sqrt(get['var'] + eps)
+    return (x - get['mean'][:, None, None]) * factor[:, None, None] + get['beta'][:, None, None]
 
 
 def test_embed_hidden_is_a_conv_bn_relu_before_a_1x1_predictor():

@@ -405,7 +405,8 @@ def _train_config(args, classes, root):
         seed=args.seed, val_interval=args.val_interval, save_interval=args.save_interval,
         log_interval=args.log_interval, save_prefix=args.save_prefix, kvstore=args.kvstore,
         meta={'network': args.model, 'classes': classes, 'embed_dim': args.embed_dim,
-              'embed_hidden': args.embed_hidden, 'data_shape': args.data_shape, 'dataset': args.dataset, 'dataset_root': root,
+              'embed_hidden': args.embed_hidden, 'data_shape': args.data_shape,
+              'dataset': args.dataset, 'dataset_root': root,
               'flags': {k: v for k, v in vars(args).items() if k not in ('mode', 'given')}})
 
 

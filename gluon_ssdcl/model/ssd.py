@@ -28,8 +28,8 @@ class SSDCenter(SSD):
     embed_dim)`` per feature map, followed by a BatchNorm without scale and shift, flattened
     exactly like the box head, so embedding row ``i`` belongs to anchor ``i``. With
     ``embed_hidden`` H > 0 the predictor is a 1x1 convolution after a 3x3 conv-BN-ReLU of H
-    channels (a non-linear embedding at about the cost of the 3x3 predictor it replaces). ``class_predictors`` (in place of GluonCV's
-    per-map convolutions) is one linear layer, shared by every anchor, from an embedding to its
+    channels: a non-linear embedding. ``class_predictors`` (in place of GluonCV's per-map
+    convolutions) is one linear layer, shared by every anchor, from an embedding to its
     ``C + 1`` class scores.
 
     As in Wen et al. (2016), the softmax reads the features the center loss compacts: the

@@ -90,9 +90,8 @@ def get_model(name, **kwargs):
         For example ``ssd_300_vgg16_atrous_center_voc`` or ``ssd_256_mobilenet0.25_center_digits``.
     **kwargs
         ``classes`` (custom models), ``embed_dim`` (default 16), ``embed_hidden`` (default 0),
-        ``pretrained_base``
-        (default False; True needs the base weights in ``root``), ``ctx``, ``root``,
-        ``norm_layer``, ``norm_kwargs`` and GluonCV's other SSD arguments.
+        ``pretrained_base`` (default False; True needs the base weights in ``root``), ``ctx``,
+        ``root``, ``norm_layer``, ``norm_kwargs`` and GluonCV's other SSD arguments.
     """
     key = name.lower()
     if key in _MODELS:
