@@ -2,7 +2,7 @@
 
 Without augmentation every epoch sees the same resized image and the same targets, so the
 loader's work (decode, resize, match anchors) can be done once.
-The images are kept as uint8 and normalised a batch at a time.
+The images are kept as uint8 in the network's (3, H, W) layout and normalised a batch at a time.
 """
 import logging
 
@@ -23,7 +23,7 @@ class TargetCache(mx.gluon.data.Dataset):
     Parameters
     ----------
     images : numpy.ndarray
-        ``(L, H, W, 3)`` uint8.
+        ``(L, 3, H, W)`` uint8.
     cls_targets : numpy.ndarray
         ``(L, N)`` float32: 0 background, -1 ignored, ``k + 1`` class k.
     box_targets : numpy.ndarray
@@ -77,31 +77,36 @@ def cache_targets(dataset, transform, num_workers: int = 0, batch_size: int = 32
     loader = mx.gluon.data.DataLoader(dataset.transform(transform), batch_size, shuffle=False,
                                       batchify_fn=transform.batchify, last_batch='keep',
                                       num_workers=num_workers)
-    parts = [[], [], []]
-    for batch in progress(loader, desc='targets', leave=False):
+    parts, start = None, 0
+    for images, cls_targets, box_targets in progress(loader, desc='targets', leave=False):
+        batch = (images.transpose((0, 3, 1, 2)), cls_targets, box_targets)
+        if parts is None:  # written in place: each array of the cache is touched once
+            parts = [np.empty((len(dataset),) + part.shape[1:], part.dtype) for part in batch]
         for part, array in zip(parts, batch):
-            part.append(array.asnumpy())
-    if not parts[0]:
+            array.copyto(mx.nd.from_numpy(part[start:start + len(array)], zero_copy=True))
+        start += len(images)
+    if parts is None:
         raise ValueError(f'no images to cache in {dataset}')
-    cache = TargetCache(*(np.concatenate(part) for part in parts))
+    mx.nd.waitall()
+    cache = TargetCache(*parts)
     logger.info("targets of %d images computed once, %.0f MiB in memory", len(cache),
                 cache.nbytes / 2**20)
     return cache
 
 
-def cached_loader(cache: TargetCache, batch_size: int, to_tensor, shard=(0, 1)
+def cached_loader(cache: TargetCache, batch_size: int, normalize, shard=(0, 1)
                   ) -> mx.gluon.data.DataLoader:
     """Shuffled batches of ``cache`` (the last incomplete one left out, in this process); of a
     distributed job's worker ``shard = (rank, workers)``: its part of each global batch
     (:class:`~gluon_ssdcl.data.sampler.ShardSampler`).
 
-    ``to_tensor`` maps ``(B, H, W, 3)`` uint8 to the network's normalised ``(B, 3, H, W)``
-    float32 input (:meth:`~gluon_ssdcl.data.datasets.SSDTrainTransform.to_tensor`). Yields
+    ``normalize`` maps ``(B, 3, H, W)`` uint8 NumPy images to the network's normalised float32
+    input (:meth:`~gluon_ssdcl.data.datasets.SSDTrainTransform.normalize_batch`). Yields
     ``(image (B, 3, H, W), cls_targets (B, N), box_targets (B, N, 4))``.
     """
     def batchify(items):
         images, cls, box = (np.stack(part) for part in zip(*items))
-        return to_tensor(mx.nd.array(images, dtype=np.uint8)), mx.nd.array(cls), mx.nd.array(box)
+        return normalize(images), mx.nd.array(cls), mx.nd.array(box)
 
     return mx.gluon.data.DataLoader(
         cache, batch_sampler=ShardSampler(len(cache), batch_size, *shard), batchify_fn=batchify,
