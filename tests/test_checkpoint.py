@@ -77,6 +77,38 @@ def test_load_model_builds_the_recorded_embed_hidden_and_none_for_older_checkpoi
     assert load_model(str(tmp_path / 'old_best.params')).net.embed_hidden == 0
 
 
+def test_checkpoints_of_the_previous_small_network_load_as_ssd_256_plain(tmp_path):
+    """ssd_256_small changed in zoo revision 2 (the earlier network is ssd_256_plain): a
+    checkpoint without a zoo revision that names ssd_256_small loads into ssd_256_plain with its
+    weights; one of revision 2 names today's network."""
+    from gluon_ssdcl.model.zoo import ZOO_REVISION, checkpoint_network
+    assert ZOO_REVISION == 2
+    assert checkpoint_network({'network': 'ssd_256_small_center_digits'}) == \
+        'ssd_256_plain_center_digits'
+    assert checkpoint_network({'network': 'ssd_256_small_center_custom', 'zoo_revision': 1}) == \
+        'ssd_256_plain_center_custom'
+    assert checkpoint_network({'network': 'ssd_256_small_center_digits', 'zoo_revision': 2}) == \
+        'ssd_256_small_center_digits'
+    assert checkpoint_network({'network': 'ssd_64_tiny_center_custom'}) == \
+        'ssd_64_tiny_center_custom'
+    mx.random.seed(0)
+    previous = get_model('ssd_256_plain_center_digits')
+    initialize_params(previous, [mx.cpu()])
+    center_loss = CenterLoss(10, 16)
+    center_loss.initialize()
+    meta = dict(META, network='ssd_256_small_center_digits', classes=list('0123456789'),
+                embed_dim=16, dataset='digits')
+    save_checkpoint(str(tmp_path / 'old_best.params'), previous, center_loss, meta)
+    loaded = load_model(str(tmp_path / 'old_best.params')).net
+    assert loaded.embed_hidden == 0 and loaded.features.stem[0][0]._kwargs['kernel'] == (3, 3)
+    for name, value in weights(previous).items():
+        np.testing.assert_array_equal(weights(loaded)[name], value, err_msg=name)
+    save_checkpoint(str(tmp_path / 'new_best.params'), previous, center_loss,
+                    dict(meta, zoo_revision=2))  # the old weights recorded as today's network
+    with pytest.raises(ValueError, match='does not fit the network'):
+        load_model(str(tmp_path / 'new_best.params'))
+
+
 def test_weights_and_state_of_different_saves_are_refused(tmp_path):
     net, center_loss = tiny()
     other, _ = tiny(seed=1)

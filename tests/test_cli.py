@@ -51,20 +51,26 @@ def test_defaults_are_the_mission_run():
     assert args.mode.value == 'softmax-center' and args.gpus == [] and args.dataset == 'digits'
     assert args.augment is False  # digits: targets computed once, held in memory
     # the documented default run: 7 epochs of 4,000 digits, cosine from lr 0.04 after 100
-    # warm-up iterations, on ssd_256_small with one extra 3x3 conv at strides 8 and 16 and
-    # anchors of ratios 1, 2 and 1/2
+    # warm-up iterations, on ssd_256_small (a 4x4 patch stem, two extra 3x3 convs at stride 8
+    # and one at 16, hidden embedding layers of 128 channels) with anchors of ratios 1, 2, 1/2
     assert (args.epochs, args.digits_train, args.digits_val, args.batch_size) == (7, 4000, 500, 16)
     assert (args.lr, args.lr_mode, args.warmup_iters) == (0.04, 'cosine', 100)
-    assert args.embed_hidden == 0 and args.save_prefix.endswith('_softmax-center')
-    hidden = parse_args(['--center-loss', '--embed-hidden', '64'])  # its own files
-    assert hidden.save_prefix.endswith('ssd_256_small_center_digits_softmax-center_h64')
+    assert args.embed_hidden == 128 and args.save_prefix.endswith('_softmax-center')
+    for flags, suffix in ((['--embed-hidden', '64'], '_h64'), (['--embed-hidden', '128'], ''),
+                          (['--network', 'plain'], ''), (['--network', 'plain',
+                                                           '--embed-hidden', '128'], '_h128')):
+        other = parse_args(['--center-loss'] + flags)  # its own files, unless the default
+        assert other.save_prefix.endswith('_center_digits_softmax-center' + suffix), flags
+    assert parse_args(['--network', 'plain']).embed_hidden == 0
     center_only = parse_args(['--center-only'])  # the second stage fine-tunes
     assert (center_only.epochs, center_only.lr, center_only.warmup_iters) == (3, 0.001, 0)
     given = parse_args(['--center-only', '--lr', '0.01', '--epochs', '5'])
     assert (given.epochs, given.lr, given.warmup_iters) == (5, 0.01, 0)
     net = get_model(args.model)
     features = net.features
-    assert [len(stage) // 3 for stage in [features.stem[2], *features.stages]] == [2, 2, 1, 1, 1]
+    assert features.stem[0][0]._kwargs['kernel'] == (4, 4)  # the patch stem
+    assert [len(stage) // 3 for stage in [features.stem[1], *features.stages]] == [3, 2, 1, 1, 1]
+    assert net.embed_hidden == 128
     net.initialize()
     # 32² + 16² + 8² + 4² + 2² locations, 4 anchors each (3 ratios, and ratio 1 at a second size)
     assert net_anchors(net).shape == (1, 1364 * 4, 4)

@@ -277,6 +277,30 @@ def test_tiny_features_extra_convs_keep_strides_and_old_parameter_names():
     assert deeper.stem[2][3]._kwargs['stride'] == (1, 1)
 
 
+def test_patch_stem_is_a_4x4_stride_4_conv_bn_relu_of_non_overlapping_patches():
+    """patch_stem=True: the first layer maps each 4x4x3 patch to channels[0] numbers (a NumPy
+    matrix product of the patches), BatchNorm with its running statistics, ReLU; the maps keep
+    the plain backbone's strides."""
+    features = TinyFeatures(channels=(4, 8, 8, 8), extra_convs=(1,), patch_stem=True)
+    features.initialize(mx.init.Normal(0.5))
+    x = np.random.RandomState(0).uniform(-1, 1, (2, 3, 64, 64)).astype(np.float32)
+    outputs = features(mx.nd.array(x))
+    plain = TinyFeatures(channels=(4, 8, 8, 8), extra_convs=(1,))
+    plain.initialize()
+    assert [o.shape for o in outputs] == [o.shape for o in plain(mx.nd.array(x))] == [
+        (2, 8, 8, 8), (2, 8, 4, 4), (2, 8, 2, 2)]
+    conv, norm = features.stem[0][0], features.stem[0][1]
+    weight = conv.weight.data().asnumpy()  # (4, 3, 4, 4)
+    patches = x.reshape(2, 3, 16, 4, 16, 4).transpose(0, 2, 4, 1, 3, 5).reshape(2, 16, 16, 48)
+    linear = patches @ weight.reshape(4, 48).T  # (2, 16, 16, 4)
+    gamma, beta, mean, var = (norm.params.get(n).data().asnumpy() for n in
+                              ('gamma', 'beta', 'running_mean', 'running_var'))
+    expected = np.maximum((linear - mean) / np.sqrt(var + 1e-5) * gamma + beta, 0)
+    np.testing.assert_allclose(features.stem[0](mx.nd.array(x)).asnumpy(),
+                               expected.transpose(0, 3, 1, 2), rtol=1e-4, atol=1e-5)
+    assert (expected > 0).any() and (expected == 0).any()
+
+
 def test_the_default_network_builds_hybridizes_and_trains_a_step_at_full_size():
     """The CPU default, at its real size: as many anchors as its maps and ratios make, the same
     outputs hybridized and imperative, and a few training steps on real targets that move the

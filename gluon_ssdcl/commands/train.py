@@ -19,7 +19,8 @@ from ..evaluation.compare import compare_classifiers, format_table, save_results
 from ..evaluation.inference import detection_map, positive_loader
 from ..losses.multibox import Mode, MultiBoxCenterLoss
 from ..model.ssd import initialize_params
-from ..model.zoo import get_model, list_models
+from ..model.zoo import (ZOO_REVISION, checkpoint_network, default_embed_hidden, get_model,
+                         list_models)
 from ..utils.files import prefix_lock, remove_leftovers
 from ..utils.progress import progress_bars, progress_enabled
 from ..viz import FeatureMapRecorder, save_history_plot
@@ -46,8 +47,9 @@ def build_parser():
 
 def _add_model_and_data_flags(p):
     p.add_argument('--network', default='small',
-                   help="base network: small (plain convolutions, for CPUs), tiny, mobilenet0.25, "
-                        "mobilenet1.0, vgg16_atrous, resnet50_v1 (default: small)")
+                   help="base network: small (for CPUs: a patch stem, then plain convolutions), "
+                        "plain (the previous small: plain convolutions only), tiny, "
+                        "mobilenet0.25, mobilenet1.0, vgg16_atrous, resnet50_v1 (default: small)")
     p.add_argument('--data-shape', type=positive_int, default=256,
                    help='input size; with --network it names the model (default: 256)')
     add_loader_flags(p)
@@ -161,9 +163,10 @@ def _add_center_loss_flags(p):
                    help='center update rate in (0, 1] (default: %(default)s)')
     p.add_argument('--embed-dim', type=integer(1, 4096), default=16,
                    help='dimension of the embeddings, at most 4096 (default: %(default)s)')
-    p.add_argument('--embed-hidden', type=integer(0, 4096), default=0,
+    p.add_argument('--embed-hidden', type=integer(0, 4096), default=None,
                    help='channels of a 3x3 conv-BN-ReLU before each embedding predictor (then '
-                        '1x1); 0: none, the predictor is a 3x3 convolution (default: %(default)s)')
+                        '1x1); 0: none, the predictor is a 3x3 convolution (default: the '
+                        "network's, 128 for small and 0 for the others)")
     add_knn_flag(p)
 
 
@@ -207,12 +210,13 @@ def _given_flags(parser, argv):
 
 def _default_prefix(args, parser):
     """``runs/<model>_<mode>``, plus ``_d<embed_dim>``, ``_h<embed_hidden>`` and
-    ``_n<train>-<val>`` (digits) when they are not the defaults and ``_without<classes>`` for
-    ``--digits-exclude``, so that different runs do not share files."""
+    ``_n<train>-<val>`` (digits) when they are not the defaults (the network's, for
+    ``embed_hidden``) and ``_without<classes>`` for ``--digits-exclude``, so that different runs
+    do not share files."""
     prefix = f'{args.model}_{args.mode.value}'
     if args.embed_dim != parser.get_default('embed_dim'):
         prefix += f'_d{args.embed_dim}'
-    if args.embed_hidden != parser.get_default('embed_hidden'):
+    if args.embed_hidden != default_embed_hidden(args.model):
         prefix += f'_h{args.embed_hidden}'
     sizes = (args.digits_train, args.digits_val)
     if args.dataset == 'digits' and sizes != tuple(map(parser.get_default,
@@ -279,6 +283,8 @@ def parse_args(argv=None):
         args.model = _model_name(args)
     except ValueError as err:
         parser.error(str(err))
+    if args.embed_hidden is None and not args.resume:  # a resumed run's is its checkpoint's
+        args.embed_hidden = default_embed_hidden(args.model)
     args.save_prefix = args.save_prefix or _default_prefix(args, parser)
     return args
 
@@ -348,12 +354,14 @@ def resume_flags(args, meta):
                 "start a new run with --init-from)")
         if dest not in args.given:
             setattr(args, dest, saved[dest])
+    if args.embed_hidden is None:  # saved before the flag existed, when no head had the layer
+        args.embed_hidden = meta.get('embed_hidden', 0)
     if args.epochs <= meta['epoch'] + 1 and args.start_epoch is None:
         raise UsageError(f"--epochs {args.epochs}: {args.resume} has already trained "
                          f"{meta['epoch'] + 1} epochs; pass more to train on")
     if args.start_epoch is not None and args.start_epoch >= args.epochs:
         raise UsageError(_nothing_to_train(args))
-    args.mode, args.model = _mode(args), meta['network']
+    args.mode, args.model = _mode(args), checkpoint_network(meta)
     logger.info("resuming %s: %s mode, %s, %d epochs", args.resume, args.mode.value,
                 args.model, args.epochs)
 
@@ -404,7 +412,8 @@ def _train_config(args, classes, root):
         alpha=args.alpha, clip_gradient=args.clip_gradient or None,
         seed=args.seed, val_interval=args.val_interval, save_interval=args.save_interval,
         log_interval=args.log_interval, save_prefix=args.save_prefix, kvstore=args.kvstore,
-        meta={'network': args.model, 'classes': classes, 'embed_dim': args.embed_dim,
+        meta={'network': args.model, 'zoo_revision': ZOO_REVISION, 'classes': classes,
+              'embed_dim': args.embed_dim,
               'embed_hidden': args.embed_hidden, 'data_shape': args.data_shape,
               'dataset': args.dataset, 'dataset_root': root,
               'flags': {k: v for k, v in vars(args).items() if k not in ('mode', 'given')}})

@@ -3,12 +3,13 @@
 A checkpoint ``<stem>`` (e.g. ``runs/<run>_best``) is two files:
 
 - ``<stem>.params``: the network's weights, exactly the file of ``Block.save_parameters``, so
-  ``net.load_parameters(path)`` reads it into ``get_model(meta['network'],
+  ``net.load_parameters(path)`` reads it into ``get_model(checkpoint_network(meta),
   classes=meta['classes'], embed_dim=meta['embed_dim'], embed_hidden=meta['embed_hidden'])``
-  as GluonCV's ``train_ssd.py`` files;
+  as GluonCV's ``train_ssd.py`` files (``checkpoint_network``: the network's name, from
+  ``network`` and ``zoo_revision``);
 - ``<stem>.state``: an ``nd.save`` dictionary of the ``centers`` (C, D), both trainers' states
-  and a JSON ``meta`` record as uint8 (epoch, best mAP, seed, mode, network, classes,
-  embed_dim, embed_hidden, data shape, data set, flags, history, and the SHA-256 of the
+  and a JSON ``meta`` record as uint8 (epoch, best mAP, seed, mode, network, zoo_revision,
+  classes, embed_dim, embed_hidden, data shape, data set, flags, history, and the SHA-256 of the
   weights file it goes with, checked when loading).
 
 The two are committed as one unit (:func:`save_checkpoint`): however a save is interrupted,
@@ -386,7 +387,8 @@ def load_model(path, ctx=None):
         weights that do not fit the recorded network (see :func:`load_checkpoint`).
     """
     from ..losses.center import CenterLoss  # pylint: disable=import-outside-toplevel
-    from ..model.zoo import get_model  # pylint: disable=import-outside-toplevel
+    # pylint: disable-next=import-outside-toplevel
+    from ..model.zoo import checkpoint_network, get_model
     ctx = ctx or [mx.cpu()]
     checkpoint = load_checkpoint(path, default='best')
     meta = checkpoint.meta
@@ -394,8 +396,9 @@ def load_model(path, ctx=None):
     if missing:
         raise ValueError(f"{checkpoint.path} lacks {', '.join(missing)} in its metadata")
     # checkpoints from before embed_hidden existed have none: their heads had no hidden layer
-    net = get_model(meta['network'], classes=meta['classes'], embed_dim=meta['embed_dim'],
-                    embed_hidden=meta.get('embed_hidden', 0), pretrained_base=False)
+    net = get_model(checkpoint_network(meta), classes=meta['classes'],
+                    embed_dim=meta['embed_dim'], embed_hidden=meta.get('embed_hidden', 0),
+                    pretrained_base=False)
     center_loss = CenterLoss(len(meta['classes']), meta['embed_dim'])
     center_loss.initialize(ctx=ctx)
     restore(checkpoint, net, center_loss, ctx=ctx)

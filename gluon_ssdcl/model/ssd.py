@@ -246,12 +246,16 @@ class TinyFeatures(nn.HybridBlock):
         Stride-1 3x3 conv-BN-ReLU layers added at the end of each output map's stage, one
         count per output map starting with the stride-8 one (missing entries: none). They widen
         the receptive field where the small objects are read.
+    patch_stem : bool
+        True: the stem starts with one 4x4 stride-4 conv-BN-ReLU (a patch embedding, as
+        ConvNeXt's stem) instead of two 3x3 stride-2 ones. On a CPU those two cost most of
+        the step (a 3-channel input and a 128x128 map at 256 px) and the patch layer much less.
     norm_layer, norm_kwargs
         Normalisation layer and its arguments, as in GluonCV.
     """
 
-    def __init__(self, channels=(8, 16, 16, 16), extra_convs=(), norm_layer=nn.BatchNorm,
-                 norm_kwargs=None, **kwargs):
+    def __init__(self, channels=(8, 16, 16, 16), extra_convs=(), patch_stem=False,
+                 norm_layer=nn.BatchNorm, norm_kwargs=None, **kwargs):
         for key in ('pretrained', 'ctx', 'root'):
             kwargs.pop(key, None)
         super().__init__(**kwargs)
@@ -259,18 +263,21 @@ class TinyFeatures(nn.HybridBlock):
 
         extra_convs = list(extra_convs) + [0] * (len(channels) - 1 - len(extra_convs))
 
-        def conv_bn_relu(num_channels, extra=0):
-            """A stride-2 conv-BN-ReLU and its ``extra`` stride-1 ones, in one block."""
+        def conv_bn_relu(num_channels, extra=0, kernel=3, strides=2, padding=1):
+            """A strided conv-BN-ReLU and its ``extra`` stride-1 3x3 ones, in one block."""
             block = nn.HybridSequential()
-            for strides in [2] + [1] * extra:
-                block.add(nn.Conv2D(num_channels, 3, strides=strides, padding=1, use_bias=False),
+            for k, s, p in [(kernel, strides, padding)] + [(3, 1, 1)] * extra:
+                block.add(nn.Conv2D(num_channels, k, strides=s, padding=p, use_bias=False),
                           norm_layer(**norm_kwargs), nn.Activation('relu'))
             return block
 
         with self.name_scope():
             self.stem = nn.HybridSequential()
-            self.stem.add(conv_bn_relu(channels[0]), conv_bn_relu(channels[0]),
-                          conv_bn_relu(channels[1], extra_convs[0]))
+            if patch_stem:
+                self.stem.add(conv_bn_relu(channels[0], kernel=4, strides=4, padding=0))
+            else:
+                self.stem.add(conv_bn_relu(channels[0]), conv_bn_relu(channels[0]))
+            self.stem.add(conv_bn_relu(channels[1], extra_convs[0]))
             self.stages = nn.HybridSequential()
             for num_channels, extra in zip(channels[2:], extra_convs[1:]):
                 self.stages.add(conv_bn_relu(num_channels, extra))

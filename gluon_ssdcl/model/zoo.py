@@ -11,7 +11,8 @@ from gluoncv.model_zoo.ssd.vgg_atrous import vgg16_atrous_300, vgg16_atrous_512
 
 from .ssd import TinyFeatures, get_ssd_center
 
-__all__ = ['get_model', 'list_models', 'DIGIT_CLASSES']
+__all__ = ['get_model', 'list_models', 'default_embed_hidden', 'checkpoint_network',
+           'DIGIT_CLASSES', 'ZOO_REVISION']
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
@@ -42,12 +43,18 @@ _ARCHITECTURES = {
     'ssd_300_mobilenet0.25': ('mobilenet0.25', 300, _MOBILENET_OUTPUTS, [256, 256, 128, 128],
                               _RATIOS_6, {'voc': _SIZES_300, 'custom': _SIZES_300}),
     # small networks for CPU training on the offline digits data set and for tests
-    # (ssd_256_small, plain 3x3 convolutions, reached mAP 0.58 on digits in 3 CPU minutes where
-    # ssd_256_mobilenet0.25 reached 0.15)
+    # (ssd_256_plain, plain 3x3 convolutions, reached mAP 0.58 on digits in 3 CPU minutes where
+    # ssd_256_mobilenet0.25 reached 0.15; ssd_256_small, the CPU default, trades its two first
+    # convolutions for a patch stem and spends the time saved on a stride-8 convolution and
+    # hidden embedding layers: measured in docs/results.md)
     'ssd_256_mobilenet0.25': ('mobilenet0.25', 256, ['relu10_fwd'] + _MOBILENET_OUTPUTS,
                               [256, 128, 128], _RATIOS_6,
                               {'digits': _SIZES_256_MOBILENET, 'custom': _SIZES_256_MOBILENET}),
     'ssd_256_small': (None, 256, partial(TinyFeatures, channels=(32, 64, 128, 128, 128, 128),
+                                         extra_convs=(2, 1), patch_stem=True),
+                      None, [[1, 2, 0.5]] * 5,
+                      {'digits': _SIZES_256_SMALL, 'custom': _SIZES_256_SMALL}),
+    'ssd_256_plain': (None, 256, partial(TinyFeatures, channels=(32, 64, 128, 128, 128, 128),
                                          extra_convs=(1, 1)),
                       None, [[1, 2, 0.5]] * 5,
                       {'digits': _SIZES_256_SMALL, 'custom': _SIZES_256_SMALL}),
@@ -75,6 +82,36 @@ def _make(architecture, dataset, classes=None, **kwargs):
 _MODELS = {f"{arch}_center_{dataset}": partial(_make, arch, dataset)
            for arch, spec in _ARCHITECTURES.items() for dataset in spec[-1]}
 
+# channels of the hidden layer of the embedding heads when get_model is not told (default 0)
+_EMBED_HIDDEN = {'ssd_256_small': 128}
+
+# Checkpoints record the zoo revision they were trained under. A name given to another network
+# since then is read as the name the checkpoint's network has now: {revision: {then: now}}.
+ZOO_REVISION = 2
+_RENAMED = {2: {'ssd_256_small': 'ssd_256_plain'}}
+
+
+def _architecture(name):
+    return name.lower().split('_center_')[0]
+
+
+def default_embed_hidden(name):
+    """Channels of the embedding heads' hidden layer that ``get_model(name)`` builds (0: none)."""
+    return _EMBED_HIDDEN.get(_architecture(name), 0)
+
+
+def checkpoint_network(meta):
+    """The registered name of the network a checkpoint's metadata (``network``, and
+    ``zoo_revision``, 1 when missing) was trained as: ``ssd_256_small_center_digits`` of a
+    revision-1 checkpoint is today's ``ssd_256_plain_center_digits``."""
+    name = meta['network']
+    for revision in range(meta.get('zoo_revision', 1) + 1, ZOO_REVISION + 1):
+        architecture = _architecture(name)
+        renamed = _RENAMED.get(revision, {}).get(architecture)
+        if renamed:
+            name = renamed + name[len(architecture):]
+    return name
+
 
 def list_models():
     """Names of the registered SSDCenter models, sorted."""
@@ -89,12 +126,14 @@ def get_model(name, **kwargs):
     name : str
         For example ``ssd_300_vgg16_atrous_center_voc`` or ``ssd_256_mobilenet0.25_center_digits``.
     **kwargs
-        ``classes`` (custom models), ``embed_dim`` (default 16), ``embed_hidden`` (default 0),
+        ``classes`` (custom models), ``embed_dim`` (default 16), ``embed_hidden`` (default
+        :func:`default_embed_hidden`: 128 for ``ssd_256_small``, else 0),
         ``pretrained_base`` (default False; True needs the base weights in ``root``), ``ctx``,
         ``root``, ``norm_layer``, ``norm_kwargs`` and GluonCV's other SSD arguments.
     """
     key = name.lower()
     if key in _MODELS:
+        kwargs.setdefault('embed_hidden', default_embed_hidden(key))
         return _MODELS[key](**kwargs)
     if '_center_' in key:
         raise ValueError(f"Unknown model '{name}'. Available: {', '.join(list_models())}")
