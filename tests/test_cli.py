@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from gluon_ssdcl import get_model
-from gluon_ssdcl.commands.train import main, parse_args
+from gluon_ssdcl.commands.train import main, parse_args, resume_flags
 from gluon_ssdcl.engine.checkpoint import load_checkpoint
 from gluon_ssdcl.evaluation.inference import net_anchors
 
@@ -43,6 +43,25 @@ def test_bad_flags_exit_2_with_one_line():
                 or 'Traceback' in err):
             failures.append(f'{flags}: exit {proc.returncode}, stderr:\n{err[-800:]}')
     assert not failures, '\n\n'.join(failures)
+
+
+def test_a_resumed_run_keeps_its_network_and_hidden_layer(tmp_path):
+    """A run resumed from a checkpoint of zoo revision 1 (no revision recorded, ssd_256_small,
+    flags from before --embed-hidden) continues as ssd_256_plain without a hidden layer; one
+    of revision 2 keeps today's ssd_256_small and its recorded hidden layer."""
+    last = tmp_path / 'run_last.params'
+    last.write_bytes(b'')
+    old_flags = {'network': 'small', 'epochs': 7, 'center_loss': True}
+    for meta, model, hidden in (
+            ({'network': 'ssd_256_small_center_digits', 'epoch': 2, 'flags': old_flags},
+             'ssd_256_plain_center_digits', 0),
+            ({'network': 'ssd_256_small_center_digits', 'zoo_revision': 2, 'epoch': 2,
+              'embed_hidden': 128, 'flags': dict(old_flags, embed_hidden=128)},
+             'ssd_256_small_center_digits', 128)):
+        args = parse_args(['--resume', str(last)])
+        assert args.embed_hidden is None  # not yet known: the checkpoint's
+        resume_flags(args, meta)
+        assert (args.model, args.embed_hidden) == (model, hidden)
 
 
 def test_defaults_are_the_mission_run():

@@ -235,8 +235,9 @@ def _class_index(key, classes, which):
 
 
 class TinyFeatures(nn.HybridBlock):
-    """A plain conv backbone (3x3 conv-BN-ReLU, stride 2 each) with one output per stride 8, 16,
-    32, ...: ssd_256_small (the CPU default) and ssd_64_tiny (tests).
+    """A plain conv backbone (3x3 conv-BN-ReLU, stride 2 each, or a patch stem) with one output
+    per stride 8, 16, 32, ...: ssd_256_small (the CPU default), ssd_256_plain and ssd_64_tiny
+    (tests).
 
     Parameters
     ----------
