@@ -153,3 +153,28 @@ def test_a_signal_during_a_finalizer_still_interrupts():
                           timeout=60)
     assert proc.returncode == 130 and 'not interrupted' not in proc.stdout
     assert proc.stderr.strip() == 'error: interrupted (SIGTERM)', proc.stderr
+
+
+def test_an_interrupt_between_a_with_statement_and_its_block_leaves_no_temporary(tmp_path):
+    """An interrupt can land where no ``finally`` of atomic_path runs: after its temporary file
+    is made but before the ``with`` block starts (then its exit code never runs), or in
+    contextlib's exit code before it. The interrupt's exit removes the temporaries still open,
+    and the block's own clean-up, if it runs later, finds them gone."""
+    script = ("import gc, sys\n"
+              "from gluon_ssdcl.commands import exit_on_interrupt\n"
+              "from gluon_ssdcl.utils.files import atomic_path\n"
+              "def save():\n"
+              "    opened = atomic_path(sys.argv[1])\n"
+              "    opened.cycle = opened  # never collected: as in a large process, where the\n"
+              "    gc.freeze()  # cycle outlives the modules its clean-up needs\n"
+              "    tmp = opened.__enter__()  # the with statement's entry, then the interrupt\n"
+              "    open(tmp, 'w').write('half')\n"
+              "    raise KeyboardInterrupt('SIGINT')\n"
+              "with exit_on_interrupt():\n"
+              "    save()\n")
+    target = tmp_path / 'results.json'
+    proc = subprocess.run([sys.executable, '-c', script, str(target)], capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == 130 and proc.stderr.strip() == 'error: interrupted (SIGINT)', \
+        proc.stderr
+    assert os.listdir(tmp_path) == []

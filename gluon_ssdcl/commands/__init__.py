@@ -78,8 +78,9 @@ def exit_on_interrupt() -> Iterator[None]:
     """End the program with one ``error: interrupted`` line on stderr and exit code
     :data:`INTERRUPTED` when Ctrl-C (SIGINT) or SIGTERM interrupts the block, without a
     traceback. The block's ``finally`` clauses run first (temporary files are removed, locks
-    released), further signals ignored; a signal during the exit that follows ends the process
-    at once.
+    released), then the temporaries of ``atomic_path`` blocks an interrupt left open
+    (:func:`~gluon_ssdcl.utils.files.remove_open_temporaries`); further signals are ignored, and a
+    signal during the exit that follows ends the process at once.
 
     A signal is caught only where it has its default handler (not where the caller set one or
     ignores it, as in a background job), and SIGTERM not in a worker of a distributed job
@@ -123,6 +124,9 @@ def exit_on_interrupt() -> Iterator[None]:
     except KeyboardInterrupt as why:
         for sig in caught:
             signal.signal(sig, signal.SIG_DFL)
+        files = sys.modules.get('gluon_ssdcl.utils.files')  # not imported: nothing written
+        if files is not None:
+            files.remove_open_temporaries()
         print(f"error: interrupted ({why.args[0] if why.args else 'SIGINT'})", file=sys.stderr)
         sys.exit(INTERRUPTED)
     finally:

@@ -18,12 +18,15 @@ try:
 except ImportError:  # Windows: no file locks
     fcntl = None
 
-__all__ = ['atomic_path', 'naming_failures', 'check_file', 'file_sha256',
-           'pid_alive', 'exclusive_lock', 'RunLockedError', 'prefix_lock', 'remove_leftovers']
+__all__ = ['atomic_path', 'remove_open_temporaries', 'naming_failures', 'check_file',
+           'file_sha256', 'pid_alive', 'exclusive_lock', 'RunLockedError', 'prefix_lock',
+           'remove_leftovers']
 
 logger = logging.getLogger(__name__)
 
 TMP_SUFFIX = '.tmp'
+
+_OPEN_TEMPORARIES = set()  # the temporary files of this process's atomic_path blocks not ended
 
 
 def _temporary_name(path: str) -> str:
@@ -104,6 +107,7 @@ def atomic_path(path: str) -> Iterator[str]:
     """
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     tmp = _temporary_name(path)
+    _OPEN_TEMPORARIES.add(tmp)
     try:
         with naming_failures(path):
             yield tmp
@@ -111,6 +115,18 @@ def atomic_path(path: str) -> Iterator[str]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+        _OPEN_TEMPORARIES.discard(tmp)
+
+
+def remove_open_temporaries() -> None:
+    """Remove the temporary files of :func:`atomic_path` blocks that have not ended. An
+    interrupt that lands between a ``with`` statement and its block (or in its exit code before
+    the clean-up) skips the block's clean-up until the generator is collected, which may not
+    happen before the process ends: the interrupted commands call this on their way out."""
+    for tmp in list(_OPEN_TEMPORARIES):
+        if os.path.lexists(tmp):
+            os.remove(tmp)
+        _OPEN_TEMPORARIES.discard(tmp)
 
 
 def file_sha256(path: str) -> str:
