@@ -10,7 +10,8 @@ import pytest
 
 from gluon_ssdcl import CenterLoss, get_model, initialize_params, load_model
 from gluon_ssdcl.commands.checkpoint import main
-from gluon_ssdcl.engine.checkpoint import convert_checkpoint, load_checkpoint, save_checkpoint
+from gluon_ssdcl.engine.checkpoint import (convert_checkpoint, load_checkpoint, restore,
+                                          save_checkpoint)
 
 CLASSES = ['cat', 'dog']
 META = {'network': 'ssd_64_tiny_center_custom', 'classes': CLASSES, 'embed_dim': 2,
@@ -107,6 +108,13 @@ def test_checkpoints_of_the_previous_small_network_load_as_ssd_256_plain(tmp_pat
                     dict(meta, zoo_revision=2))  # the old weights recorded as today's network
     with pytest.raises(ValueError, match='does not fit the network'):
         load_model(str(tmp_path / 'new_best.params'))
+    # the old checkpoint started into today's network (--init-from): the error names the
+    # network it was trained as, by its name now
+    today = get_model('ssd_256_small_center_digits')
+    initialize_params(today, [mx.cpu()])
+    with pytest.raises(ValueError, match=r'does not fit the network \(ssd_256_plain_center_digits'
+                                         r', 10 classes, embed_dim 16, embed_hidden 0\)'):
+        restore(load_checkpoint(str(tmp_path / 'old_best.params')), today, center_loss)
 
 
 def test_weights_and_state_of_different_saves_are_refused(tmp_path):

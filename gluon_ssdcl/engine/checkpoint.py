@@ -315,10 +315,14 @@ def restore(checkpoint, net, center_loss=None, net_trainer=None, center_trainer=
         if center_loss is not None and checkpoint.centers is not None:
             _set_centers(center_loss, checkpoint.centers, old_classes, new_classes)
     except (AssertionError, mx.base.MXNetError) as err:  # load_parameters asserts on names
+        # pylint: disable-next=import-outside-toplevel
+        from ..model.zoo import checkpoint_network
         meta = checkpoint.meta
-        raise ValueError(f"{checkpoint.path} does not fit the network ({meta.get('network')}, "
-                         f"{len(old_classes)} classes, embed_dim "
-                         f"{meta.get('embed_dim')}): {str(err).strip().splitlines()[0]}") from err
+        network = checkpoint_network(meta) if 'network' in meta else None  # by its name now
+        raise ValueError(f"{checkpoint.path} does not fit the network ({network}, "
+                         f"{len(old_classes)} classes, embed_dim {meta.get('embed_dim')}, "
+                         f"embed_hidden {meta.get('embed_hidden', 0)}): "
+                         f"{str(err).strip().splitlines()[0]}") from err
     if other_classes:
         net.reset_class(new_classes, reuse_weights=[c for c in new_classes if c in old_classes])
     for trainer, data, name in ((net_trainer, checkpoint.net_trainer_states, 'network trainer'),
