@@ -38,7 +38,7 @@ COMMANDS = {
     'digits': ('digits', 'generate the offline digits data set'),
     'check-data': ('check_data', 'check a VOC-layout data set folder'),
     'models': ('models', 'list the registered model names'),
-    'checkpoint': ('checkpoint', 'convert one-file checkpoints of gluon_ssdcl 0.1'),
+    'checkpoint': ('checkpoint', 'convert 0.1 checkpoints, or write a slim one for inference'),
 }
 
 

@@ -33,7 +33,7 @@ from ..utils.files import atomic_path, check_file, file_sha256, naming_failures
 
 __all__ = ['Checkpoint', 'checkpoint_stem', 'run_prefix', 'run_checkpoints', 'save_checkpoint',
            'load_checkpoint', 'restore', 'LoadedModel', 'load_model', 'convert_checkpoint',
-           'REQUIRED_META', 'KEPT_STATE']
+           'slim_checkpoint', 'REQUIRED_META', 'KEPT_STATE']
 
 _NET = 'net.'  # prefix of the weights in a one-file checkpoint of gluon_ssdcl 0.1
 KEPT_STATE = '.state.prev'  # <stem>.state.prev: the state kept while a save is committed
@@ -311,7 +311,9 @@ def restore(checkpoint, net, center_loss=None, net_trainer=None, center_trainer=
     if other_classes:
         net.reset_class(old_classes)
     try:
-        _load_from_file(lambda path: net.load_parameters(path, ctx=ctx), checkpoint.net_params)
+        # cast_dtype: the weights of a slim checkpoint are stored in float16
+        _load_from_file(lambda path: net.load_parameters(path, ctx=ctx, cast_dtype=True),
+                        checkpoint.net_params)
         if center_loss is not None and checkpoint.centers is not None:
             _set_centers(center_loss, checkpoint.centers, old_classes, new_classes)
     except (AssertionError, mx.base.MXNetError) as err:  # load_parameters asserts on names
@@ -419,4 +421,24 @@ def convert_checkpoint(path):
     state = {k: v for k, v in arrays.items() if k in ('centers', 'net_trainer', 'center_trainer')}
     stem = checkpoint_stem(path)
     _write(stem, weights, state, _meta(arrays, path))
+    return stem
+
+
+def slim_checkpoint(path, stem, dtype='float16'):
+    """Write a checkpoint for inference only: its weights stored as ``dtype`` (loaded back as
+    float32 by :func:`restore`), its centers and metadata, no trainer states; returns ``stem``.
+
+    Parameters
+    ----------
+    path : str
+        The checkpoint, as :func:`load_checkpoint` names it (a run's prefix: its best).
+    stem : str
+        The new checkpoint is ``<stem>.params`` and ``<stem>.state``.
+    dtype : str
+        Storage type of the weights, e.g. ``'float16'`` (half the size).
+    """
+    checkpoint = load_checkpoint(path, default='best')
+    weights = {name: array.astype(dtype) for name, array in checkpoint.net_params.items()}
+    state = {} if checkpoint.centers is None else {'centers': checkpoint.centers}
+    _write(stem, weights, state, checkpoint.meta)
     return stem
