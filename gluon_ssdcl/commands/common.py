@@ -20,14 +20,15 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence
 import mxnet as mx
 
 from ..data.digitset import parse_classes
+from ..model.pretrained import DEFAULT_PRETRAINED, shipped_checkpoint
 from ..utils.errors import one_line
 from . import exit_on_interrupt
 
 __all__ = ['CommandError', 'UsageError', 'OneLineErrorParser', 'integer', 'number',
            'positive_int', 'positive_float', 'nonnegative_int', 'comma_separated', 'class_names',
            'as_given', 'classes_flag', 'output_folder', 'gpu_ids', 'contexts',
-           'add_checkpoint_flag', 'add_gpus_flag', 'add_loader_flags', 'add_knn_flag', 'one_line',
-           'run', 'program', 'log_to_file', 'RUNTIME_ERRORS']
+           'add_checkpoint_flag', 'checkpoint_path', 'add_gpus_flag', 'add_loader_flags',
+           'add_knn_flag', 'one_line', 'run', 'program', 'log_to_file', 'RUNTIME_ERRORS']
 
 PACKAGE_LOGGER = 'gluon_ssdcl'
 LOG_FORMAT = '%(asctime)s %(message)s'
@@ -193,10 +194,22 @@ def add_loader_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
-    """``--params``: the checkpoint a command reads (see ``checkpoint.load_model``)."""
-    parser.add_argument('--params', required=True,
-                        help="checkpoint: either of its files (<stem>.params, <stem>.state), or "
-                             "a run's save prefix (then its best)")
+    """``--params`` or ``--pretrained``: the checkpoint a command reads (see
+    ``checkpoint.load_model`` and :func:`checkpoint_path`)."""
+    group = parser.add_mutually_exclusive_group(required=True)
+    group.add_argument('--params',
+                       help="checkpoint: either of its files (<stem>.params, <stem>.state), or "
+                            "a run's save prefix (then its best)")
+    group.add_argument('--pretrained', nargs='?', const=DEFAULT_PRETRAINED, metavar='NAME',
+                       help="instead of --params, the model shipped with the package (default "
+                            f"name: {DEFAULT_PRETRAINED}), copied to ~/.gluon_ssdcl/models on "
+                            "first use")
+
+
+def checkpoint_path(args: argparse.Namespace) -> str:
+    """The checkpoint of the flags of :func:`add_checkpoint_flag`: ``--params``, or the copy
+    of the shipped one ``--pretrained`` names (a runtime failure when it is damaged)."""
+    return args.params or shipped_checkpoint(args.pretrained)
 
 
 def add_knn_flag(parser: argparse.ArgumentParser) -> None:

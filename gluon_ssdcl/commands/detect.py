@@ -49,8 +49,8 @@ from ..losses.multibox import Mode
 from ..utils.files import atomic_path
 from ..viz import plot_detections
 from .common import (CommandError, OneLineErrorParser, add_checkpoint_flag, add_gpus_flag,
-                     add_knn_flag, contexts, number, output_folder, positive_int, program,
-                     run)
+                     add_knn_flag, checkpoint_path, contexts, number, output_folder, positive_int,
+                     program, run)
 
 __all__ = ['build_parser', 'main']
 
@@ -182,6 +182,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = _parse_args(argv)
 
     def detect() -> int:
+        args.params = checkpoint_path(args)
         ctx = contexts(args.gpus)
         net, classes, relabel = _load(args, ctx)
         failed = 0

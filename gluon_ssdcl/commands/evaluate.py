@@ -28,8 +28,8 @@ from ..evaluation.compare import compare_classifiers, format_table, save_results
 from ..evaluation.inference import validation_detections
 from ..evaluation.open_set import format_open_set, open_set_evaluation
 from .common import (CommandError, OneLineErrorParser, add_checkpoint_flag, add_gpus_flag,
-                     add_knn_flag, add_loader_flags, class_names, contexts, number, positive_int,
-                     program, run)
+                     add_knn_flag, add_loader_flags, checkpoint_path, class_names, contexts, number,
+                     positive_int, program, run)
 
 __all__ = ['build_parser', 'main']
 
@@ -136,9 +136,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         parser.error("--open-set needs --unknown-classes (the classes held out of training)")
     if args.unknown_classes and not args.open_set:
         parser.error("--unknown-classes is for --open-set")
-    output = args.output or _default_output(args.params, 'openset' if args.open_set else 'eval')
 
     def evaluate() -> int:
+        args.params = checkpoint_path(args)
+        output = args.output or _default_output(args.params,
+                                                'openset' if args.open_set else 'eval')
         if args.open_set:
             results = _evaluate_open_set(args)
             save_results(results, output)

@@ -52,7 +52,8 @@ import logging
 from typing import Optional, Sequence
 
 from ..deploy.export import export_model
-from .common import OneLineErrorParser, add_checkpoint_flag, output_folder, program, run
+from .common import (OneLineErrorParser, add_checkpoint_flag, checkpoint_path, output_folder,
+                     program, run)
 
 __all__ = ['build_parser', 'main']
 
@@ -95,6 +96,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
 
     def body() -> int:
+        args.params = checkpoint_path(args)
         paths = export_model(args.params, args.output_dir, args.embeddings, args.preprocess,
                              args.onnx, open_set=args.open_set, overwrite=args.overwrite)
         for path in paths.values():

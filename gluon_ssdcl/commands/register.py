@@ -38,8 +38,8 @@ from ..evaluation.compare import save_results
 from ..evaluation.few_shot import few_shot_evaluation, format_few_shot
 from ..evaluation.inference import validation_detections
 from .common import (CommandError, OneLineErrorParser, add_checkpoint_flag, add_gpus_flag,
-                     add_knn_flag, add_loader_flags, classes_flag, contexts, positive_int, program,
-                     run)
+                     add_knn_flag, add_loader_flags, checkpoint_path, classes_flag, contexts,
+                     positive_int, program, run)
 
 __all__ = ['build_parser', 'main']
 
@@ -136,6 +136,7 @@ def _shots(text: str) -> List[int]:
 
 def _register(args) -> int:
     ctx = contexts(args.gpus)
+    args.params = checkpoint_path(args)
     model = load_model(args.params, ctx)
     images, boxes = _read_examples(args.examples)
     bank = checkpoint_bank(model, ctx, args.batch_size, num_workers=args.num_workers)
@@ -164,6 +165,7 @@ def _without_exclusion(root: str) -> dict:
 
 def _evaluate(args) -> int:
     ctx = contexts(args.gpus)
+    args.params = checkpoint_path(args)
     model = load_model(args.params, ctx)
     meta = model.checkpoint.meta
     flags = meta.get('flags', {})

@@ -6,9 +6,11 @@ Our names are GluonCV's SSD names with ``_center`` before the data set
 from functools import partial
 
 import gluoncv
+import mxnet as mx
 from gluoncv.data import COCODetection, VOCDetection
 from gluoncv.model_zoo.ssd.vgg_atrous import vgg16_atrous_300, vgg16_atrous_512
 
+from .pretrained import shipped_checkpoint
 from .ssd import TinyFeatures, get_ssd_center
 
 __all__ = ['get_model', 'list_models', 'default_embed_hidden', 'checkpoint_network',
@@ -130,11 +132,34 @@ def get_model(name, **kwargs):
         :func:`default_embed_hidden`: 128 for ``ssd_256_small``, else 0),
         ``pretrained_base`` (default False; True needs the base weights in ``root``), ``ctx``,
         ``root``, ``norm_layer``, ``norm_kwargs`` and GluonCV's other SSD arguments.
+        ``pretrained=True``: the model with the weights shipped with the package (offline,
+        checksums verified; see :mod:`gluon_ssdcl.model.pretrained`), on ``ctx`` (default the
+        CPU), its files copied to ``root`` (default ``~/.gluon_ssdcl/models``); no other
+        argument then.
     """
     key = name.lower()
     if key in _MODELS:
+        if kwargs.pop('pretrained', False):
+            return _pretrained(key, **kwargs)
         kwargs.setdefault('embed_hidden', default_embed_hidden(key))
         return _MODELS[key](**kwargs)
     if '_center_' in key:
         raise ValueError(f"Unknown model '{name}'. Available: {', '.join(list_models())}")
     return gluoncv.model_zoo.get_model(name, **kwargs)
+
+
+def _pretrained(key, ctx=None, root=None, **kwargs):
+    """The model ``key`` as :func:`get_model` builds it by default, with the weights shipped for
+    it (``pretrained=True``); the checkpoint around them is for :func:`load_model`."""
+    path = shipped_checkpoint(key, root)
+    if kwargs:
+        raise ValueError(f"{key} with pretrained=True is the shipped model as trained: "
+                         f"{', '.join(sorted(kwargs))} cannot be given (reset_class changes "
+                         "its classes)")
+    net = _MODELS[key](embed_hidden=default_embed_hidden(key))
+    try:  # the shipped weights are stored in float16
+        net.load_parameters(path, ctx=ctx or mx.cpu(), cast_dtype=True)
+    except (AssertionError, mx.base.MXNetError) as err:
+        raise ValueError(f"{path} does not fit {key}: reinstall gluon_ssdcl "
+                         f"({str(err).strip().splitlines()[0]})") from err
+    return net
