@@ -22,8 +22,9 @@ from .evaluation.inference import collect_positives
 from .utils.arrays import as_numpy
 from .utils.files import atomic_path
 
-__all__ = ['plot_embeddings', 'plot_detections', 'plot_history', 'save_history_plot',
-           'save_animation', 'plot_feature_epoch', 'pca_2d', 'FeatureMapRecorder']
+__all__ = ['plot_embeddings', 'plot_embedding_grid', 'plot_detections', 'plot_history',
+           'save_history_plot', 'save_animation', 'plot_feature_epoch', 'pca_2d',
+           'FeatureMapRecorder']
 
 LOSS_KEYS = ('loss', 'cls', 'box', 'center')  # per-epoch loss terms of train.fit's history
 
@@ -82,13 +83,71 @@ def _check_embeddings(emb: np.ndarray, labels: np.ndarray, centers: Optional[np.
                          f"class_names")
 
 
-def plot_embeddings(emb, labels, centers=None, class_names: Optional[Sequence[str]] = None,
-                    ax: Optional[Axes] = None, title: Optional[str] = None) -> Figure:
-    """Scatter of embeddings coloured by class, with the class centers marked.
+# maps of plot_embeddings to the plane for D > 2: (name in titles, name of the axes)
+EMBEDDING_METHODS = {'pca': ('PCA', 'PC'), 'tsne': ('t-SNE', 't-SNE')}
 
-    Embeddings of more than two dimensions are projected, together with the centers, on the
-    first two principal axes of the embeddings (see :func:`pca_2d`; of the centers when there
-    are no embeddings), and the title says so.
+
+def _check_plot_options(method: str, max_points: Optional[int]) -> None:
+    """ValueError unless ``method`` is one of EMBEDDING_METHODS and ``max_points`` is None or a
+    positive int."""
+    if method not in EMBEDDING_METHODS:
+        raise ValueError(f"method must be one of {', '.join(map(repr, EMBEDDING_METHODS))}, "
+                         f"got {method!r}")
+    if max_points is not None and (isinstance(max_points, bool)
+                                   or not isinstance(max_points, (int, np.integer))
+                                   or max_points <= 0):
+        raise ValueError(f"max_points must be a positive int or None, got {max_points!r}")
+
+
+def _means_of_classes(emb: np.ndarray, labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The ids of the classes present, (K,), and their mean embeddings, (K, D)."""
+    ids, index, counts = np.unique(labels, return_inverse=True, return_counts=True)
+    sums = np.zeros((len(ids), emb.shape[1]))
+    np.add.at(sums, index, emb)
+    return ids, sums / counts[:, None]
+
+
+def _tsne_2d(points: np.ndarray, seed: int) -> np.ndarray:
+    """(N, 2) t-SNE map of ``points`` (N, D), perplexity ``min(30, (N - 1) / 3)``; a single
+    point goes to the origin."""
+    if len(points) < 2:
+        return np.zeros((len(points), 2))
+    # imported here: scikit-learn takes a while to import and only t-SNE needs it
+    from sklearn.manifold import TSNE  # pylint: disable=import-outside-toplevel
+    return TSNE(n_components=2, init='pca', random_state=seed,
+                perplexity=min(30.0, (len(points) - 1) / 3)).fit_transform(points)
+
+
+def _to_plane(method: str, emb: np.ndarray, centers: Optional[np.ndarray],
+              means: Optional[np.ndarray], seed: int) -> Tuple[Optional[np.ndarray], ...]:
+    """``emb`` (M, D), ``centers`` (C, D) and ``means`` (K, D) (either may be None) mapped to
+    (M, 2), (C, 2) and (K, 2) by ``method``, as :func:`plot_embeddings` describes."""
+    parts = [x for x in (emb, centers, means) if x is not None]
+    if method == 'pca':
+        mean, axes = pca_2d(emb if len(emb) or centers is None else centers)
+        mapped = iter([(x - mean) @ axes for x in parts])
+    else:
+        mapped = iter(np.split(_tsne_2d(np.concatenate(parts), seed),
+                               np.cumsum([len(x) for x in parts])[:-1]))
+    return tuple(None if x is None else next(mapped) for x in (emb, centers, means))
+
+
+def plot_embeddings(emb, labels, centers=None, class_names: Optional[Sequence[str]] = None,
+                    ax: Optional[Axes] = None, title: Optional[str] = None, method: str = 'pca',
+                    class_means: bool = True, max_points: Optional[int] = None,
+                    seed: int = 0) -> Figure:
+    """Scatter of embeddings coloured by class, with the class centers and means marked.
+
+    Embeddings of D == 2 are drawn as they are. Of D > 2 they are mapped to the plane by
+    ``method``, and the title and axis labels say which:
+
+    - ``'pca'``: projected, with the centers and class means, on the first two principal axes
+      of the drawn embeddings (see :func:`pca_2d`; of the centers when there are none).
+    - ``'tsne'``: scikit-learn's t-SNE (``init='pca'``, ``random_state=seed``, perplexity
+      ``min(30, (N - 1) / 3)`` of its N input points, so that tiny inputs work). t-SNE maps
+      only the points it is fitted on, so it is fitted on the drawn embeddings, the centers and
+      the class means stacked together, and its map is split back. It keeps neighbourhoods,
+      not distances, and takes seconds per thousand points: bound it with ``max_points``.
 
     Parameters
     ----------
@@ -97,12 +156,22 @@ def plot_embeddings(emb, labels, centers=None, class_names: Optional[Sequence[st
     labels : numpy.ndarray or NDArray of int, (M,)
         Class ids, 0-based (``cls_target - 1``). Class ``k`` always gets the same colour.
     centers : numpy.ndarray or NDArray, (C, D), optional
-        Row ``k`` is the center of class ``k``: drawn as black-edged crosses.
+        Row ``k`` is the center of class ``k``: drawn as black-edged crosses (``'centers'``).
     class_names : sequence of str, optional
         Legend names of the class ids (default: the ids).
     ax : matplotlib.axes.Axes, optional
         Axes to draw on; a new Figure by default.
     title : str, optional
+    method : {'pca', 'tsne'}
+        The map to the plane when D > 2.
+    class_means : bool
+        Also draw the mean embedding of each class present, over all M embeddings in D
+        dimensions, mapped like the points: black-edged diamonds (``'class means'``).
+    max_points : int, optional
+        When M is larger, draw (and fit the map on) a random subset of this many embeddings,
+        the same for the same ``seed``; the title says how many of how many.
+    seed : int
+        Seed of the subset (``numpy.random.default_rng``) and of t-SNE.
 
     Returns
     -------
@@ -112,16 +181,22 @@ def plot_embeddings(emb, labels, centers=None, class_names: Optional[Sequence[st
     labels = as_numpy(labels)
     centers = None if centers is None else as_numpy(centers).astype(np.float64)
     _check_embeddings(emb, labels, centers, class_names)
+    _check_plot_options(method, max_points)
     ax = _axes(ax, (6, 6))
-    dim = emb.shape[1]
-    if dim > 2:
-        mean, axes = pca_2d(emb if len(emb) or centers is None else centers)
-        emb = (emb - mean) @ axes
-        centers = None if centers is None else (centers - mean) @ axes
-        projection = f"PCA of {dim}-D embeddings"
-        title = f"{title} ({projection})" if title else projection
+    dim, total = emb.shape[1], len(emb)
     num_classes = max([len(class_names or ()), len(centers) if centers is not None else 0,
                        labels.max() + 1 if len(labels) else 0])
+    mean_ids, means = _means_of_classes(emb, labels) if class_means else (None, None)
+    notes = []
+    if max_points is not None and total > max_points:
+        keep = np.sort(np.random.default_rng(seed).choice(total, max_points, replace=False))
+        emb, labels = emb[keep], labels[keep]
+        notes.append(f"{max_points} of {total} points")
+    if dim > 2:
+        emb, centers, means = _to_plane(method, emb, centers, means, seed)
+        notes.insert(0, f"{EMBEDDING_METHODS[method][0]} of {dim}-D embeddings")
+    if notes:
+        title = f"{title} ({', '.join(notes)})" if title else ', '.join(notes)
     colour = _class_colours(num_classes)
     for class_id in np.unique(labels):
         points = emb[labels == class_id]
@@ -132,14 +207,57 @@ def plot_embeddings(emb, labels, centers=None, class_names: Optional[Sequence[st
         ax.scatter(centers[:, 0], centers[:, 1], s=160, marker='X', edgecolors='black',
                    linewidths=1.5, color=[colour(k) for k in range(len(centers))],
                    label='centers')
+    if class_means and len(means):
+        ax.scatter(means[:, 0], means[:, 1], s=90, marker='D', edgecolors='black',
+                   linewidths=1.5, color=[colour(k) for k in mean_ids], label='class means')
     if ax.get_legend_handles_labels()[0]:
         ax.legend(loc='upper right', fontsize='small', markerscale=1.5)
     ax.set_aspect('equal', adjustable='datalim')
-    ax.set_xlabel('PC 1' if dim > 2 else 'dim 1')
-    ax.set_ylabel('PC 2' if dim > 2 else 'dim 2')
+    axis_name = EMBEDDING_METHODS[method][1] if dim > 2 else 'dim'
+    ax.set_xlabel(f'{axis_name} 1')
+    ax.set_ylabel(f'{axis_name} 2')
     if title:
         ax.set_title(title)
     return ax.figure
+
+
+def plot_embedding_grid(runs, class_names: Optional[Sequence[str]] = None,
+                        methods: Sequence[str] = ('tsne', 'pca'), max_points: Optional[int] = 3000,
+                        seed: int = 0) -> Figure:
+    """The embeddings of several runs side by side: one column per run, one row per method.
+
+    Each cell is :func:`plot_embeddings` of one run with one method, titled with the run's
+    name (and the method), on a new Figure.
+
+    Parameters
+    ----------
+    runs : dict of str to tuple
+        Column title to ``(emb (M, D), labels (M,), centers (C, D) or None)``, in column order,
+        e.g. ``{'softmax': (...), 'softmax + center': (...)}``.
+    class_names : sequence of str, optional
+    methods : sequence of {'pca', 'tsne'}
+        One row each, top to bottom.
+    max_points : int, optional
+        Points drawn per cell at most (t-SNE is slow on thousands of points).
+    seed : int
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``len(methods) * len(runs)`` axes, row by row.
+    """
+    if not runs or not methods:
+        raise ValueError(f"plot_embedding_grid needs at least one run and one method, got "
+                         f"{len(runs)} runs and methods {tuple(methods)}")
+    for method in methods:
+        _check_plot_options(method, max_points)
+    fig = Figure(figsize=(5.5 * len(runs), 5.5 * len(methods)), layout='constrained')
+    grid = fig.subplots(len(methods), len(runs), squeeze=False)
+    for row, method in zip(grid, methods):
+        for ax, (name, (emb, labels, centers)) in zip(row, runs.items()):
+            plot_embeddings(emb, labels, centers, class_names, ax=ax, title=name, method=method,
+                            max_points=max_points, seed=seed)
+    return fig
 
 
 def plot_detections(img, bboxes, scores, ids, class_names: Sequence[str], thresh: float = 0.5,
@@ -247,6 +365,12 @@ def save_history_plot(history: Union[Sequence[dict], str, os.PathLike], path: st
     loss_ax, lr_ax = fig.subplots(2, 1, sharex=True, gridspec_kw={'height_ratios': (3, 1)})
     plot_history(history, ax=loss_ax, lr_ax=lr_ax)
     loss_ax.set_xlabel('')
+    return _save_png(fig, path)
+
+
+def _save_png(fig: Figure, path: str) -> str:
+    """Save ``fig`` as a PNG at ``path`` (written to a temporary file and renamed); returns
+    ``path``."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format='png', dpi=80)
     return path
@@ -332,6 +456,9 @@ def plot_feature_epoch(net, loader, ctx, centers, class_names: Sequence[str],
 class FeatureMapRecorder:
     """Saves the feature map of fixed samples after each validation, then animates them.
 
+    The frames are PCA maps (:func:`plot_embeddings`), so that successive epochs compare; at the
+    end :meth:`save_tsne` adds a t-SNE map of one split's last recorded epoch.
+
     Parameters
     ----------
     loaders : dict of str to iterable
@@ -339,24 +466,28 @@ class FeatureMapRecorder:
         :func:`gluon_ssdcl.evaluation.inference.positive_loader` over the first images of the split.
     class_names : sequence of str
     prefix : str
-        Files are ``<prefix>_features_<split>_epoch<N>.png`` and ``<prefix>_features_<split>.gif``.
+        Files are ``<prefix>_features_<split>_epoch<N>.png``, ``<prefix>_features_<split>.gif``
+        and ``<prefix>_features_<split>_tsne.png``.
     ctx : list of mx.Context
     """
 
     def __init__(self, loaders, class_names: Sequence[str], prefix: str, ctx):
         self.loaders, self.class_names, self.prefix, self.ctx = loaders, class_names, prefix, ctx
         self.frames = {split: {} for split in loaders}
+        self.last = {}  # split: (epoch, embeddings (M, D), labels (M,), centers (C, D))
 
     def record(self, net, centers, epoch: int) -> List[str]:
         """Plot and save each split's embeddings (and ``centers`` (C, D)) after ``epoch``."""
+        # a copy: training goes on updating the centers' parameter
+        centers = None if centers is None else np.array(as_numpy(centers))
         paths = []
         for split, loader in self.loaders.items():
-            fig = plot_feature_epoch(net, loader, self.ctx, centers, self.class_names,
-                                     title=f'{split}, epoch {epoch}')
-            path = f'{self.prefix}_features_{split}_epoch{epoch}.png'
-            with atomic_path(path) as tmp:
-                fig.savefig(tmp, format='png', dpi=80)
+            embeddings, labels, _ = collect_positives(net, loader, self.ctx)
+            fig = plot_embeddings(embeddings, labels, centers, self.class_names,
+                                  title=f'{split}, epoch {epoch}')
+            path = _save_png(fig, f'{self.prefix}_features_{split}_epoch{epoch}.png')
             self.frames[split][epoch] = path
+            self.last[split] = (epoch, embeddings, labels, centers)
             paths.append(path)
         return paths
 
@@ -365,3 +496,18 @@ class FeatureMapRecorder:
         return [save_animation([frames[e] for e in sorted(frames)],
                                f'{self.prefix}_features_{split}.gif', duration_ms)
                 for split, frames in self.frames.items() if frames]
+
+    def save_tsne(self, split: str = 'val', max_points: int = 3000) -> str:
+        """Save the t-SNE map of ``split``'s embeddings at the last recorded epoch, with the
+        centers and class means, as ``<prefix>_features_<split>_tsne.png``; returns its path.
+
+        At most ``max_points`` embeddings are drawn (t-SNE takes seconds per thousand).
+        """
+        if split not in self.last:
+            raise ValueError(f"no epoch of split {split!r} recorded yet (recorded: "
+                             f"{', '.join(self.last) or 'none'})")
+        epoch, embeddings, labels, centers = self.last[split]
+        fig = plot_embeddings(embeddings, labels, centers, self.class_names,
+                              title=f'{split}, epoch {epoch}', method='tsne',
+                              max_points=max_points)
+        return _save_png(fig, f'{self.prefix}_features_{split}_tsne.png')

@@ -174,6 +174,13 @@ def test_plotting_saves_feature_maps_and_gifs(tmp_path, digits_root):
                 assert png.width > 100 and png.height > 100
         with Image.open(f'{prefix}_features_{split}.gif') as gif:
             assert gif.n_frames == 2
+    tsne = f'{prefix}_features_val_tsne.png'
+    with Image.open(tsne) as png:
+        assert png.format == 'PNG' and png.width > 100 and png.height > 100
+    assert not os.path.exists(f'{prefix}_features_train_tsne.png')
+    # --overwrite removes it with the run's other files; a run without --plotting writes none
+    run_cli(tmp_path, digits_root, 'plot', '--overwrite', '--epochs', '1')
+    assert not os.path.exists(tsne)
 
 
 def test_init_from_another_data_sets_checkpoint_reuses_the_shared_classes(tmp_path, digits_root):

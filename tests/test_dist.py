@@ -196,7 +196,7 @@ def test_a_two_epoch_run_through_launch_then_resumed(tmp_path, digits_root):
         ['dist_history.png', 'dist_train.log', 'dist_eval.json'] +
         [f'dist_{stem}.{ext}' for stem in ('last', 'best') for ext in ('params', 'state')] +
         [f'dist_features_{split}{end}' for split in ('train', 'val')
-         for end in ('_epoch0.png', '_epoch1.png', '.gif')])
+         for end in ('_epoch0.png', '_epoch1.png', '.gif')] + ['dist_features_val_tsne.png'])
     model = load_model(str(prefix))
     last = load_checkpoint(f'{prefix}_last.params')
     for name, value in last.net_params.items():

@@ -12,10 +12,11 @@ from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
 from PIL import Image
 from test_evaluate import image_dataset
+from threadpoolctl import threadpool_limits
 
 from gluon_ssdcl.evaluation.inference import collect_positives, positive_loader
-from gluon_ssdcl.viz import (pca_2d, plot_detections, plot_embeddings, plot_feature_epoch,
-                             plot_history, save_animation)
+from gluon_ssdcl.viz import (FeatureMapRecorder, pca_2d, plot_detections, plot_embedding_grid,
+                             plot_embeddings, plot_feature_epoch, plot_history, save_animation)
 
 CLASSES = ['a', 'b', 'c']
 
@@ -28,12 +29,25 @@ def no_pyplot_figures():
     assert plt.get_fignums() == before
 
 
+@pytest.fixture
+def one_thread():
+    """t-SNE on one OpenMP thread: on a busy machine its threads wait for each other much
+    longer than these tiny fits take."""
+    with threadpool_limits(1, user_api='openmp'):
+        yield
+
+
 def scatters(ax):
     return [c for c in ax.collections if isinstance(c, PathCollection)]
 
 
 def num_points(ax):
     return sum(len(c.get_offsets()) for c in scatters(ax))
+
+
+def offsets(ax):
+    """Legend label to the (n, 2) drawn points of each scatter of ``ax``."""
+    return {c.get_label(): np.asarray(c.get_offsets()) for c in scatters(ax)}
 
 
 def clusters(dim, per_class=10, seed=0):
@@ -49,11 +63,18 @@ def test_plot_embeddings_2d_points_colours_and_legend():
     fig = plot_embeddings(emb, labels, centers, CLASSES, title='epoch 0')
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
-    assert num_points(ax) == 30 + 3 and ax.get_title() == 'epoch 0'
-    by_label = {c.get_label(): c for c in scatters(ax)}
-    np.testing.assert_allclose(by_label['b'].get_offsets(), emb[labels == 1])
-    np.testing.assert_allclose(by_label['centers'].get_offsets(), centers)
-    assert [t.get_text() for t in ax.get_legend().get_texts()] == CLASSES + ['centers']
+    assert num_points(ax) == 30 + 3 + 3 and ax.get_title() == 'epoch 0'
+    by_label = offsets(ax)
+    np.testing.assert_allclose(by_label['b'], emb[labels == 1])
+    np.testing.assert_allclose(by_label['centers'], centers)
+    np.testing.assert_allclose(by_label['class means'],
+                               [emb[labels == k].mean(axis=0) for k in range(3)])
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == CLASSES + ['centers',
+                                                                              'class means']
+    # t-SNE of 2-D embeddings draws them as they are
+    ax = plot_embeddings(emb, labels, centers, CLASSES, method='tsne', class_means=False).axes[0]
+    assert list(offsets(ax)) == CLASSES + ['centers'] and ax.get_xlabel() == 'dim 1'
+    np.testing.assert_allclose(offsets(ax)['b'], emb[labels == 1])
     # class b keeps its tab10 colour when class a is absent
     tab10 = matplotlib.colormaps['tab10']
     fig = plot_embeddings(mx.nd.array(emb[labels > 0]), mx.nd.array(labels[labels > 0],
@@ -82,6 +103,93 @@ def test_plot_embeddings_projects_points_and_centers_with_pca():
     plotted = np.concatenate([by_label[n] for n in CLASSES])
     top2 = np.sort(np.linalg.eigvalsh(np.cov(emb, rowvar=False)))[-2:].sum()
     np.testing.assert_allclose(np.cov(plotted, rowvar=False).trace(), top2)
+
+
+def embeddings16(num=40):
+    """``num`` 16-D embeddings of classes a and b (class c has a center but no points), their
+    labels and the (3, 16) centers."""
+    emb, labels, centers = clusters(16, per_class=num)
+    keep = np.concatenate([np.flatnonzero(labels == k)[:num // 2] for k in (0, 1)])
+    return emb[keep], labels[keep], centers
+
+
+@pytest.mark.usefixtures('one_thread')
+@pytest.mark.parametrize('method, name, axis', [('pca', 'PCA', 'PC'), ('tsne', 't-SNE', 't-SNE')])
+def test_pca_and_tsne_draw_every_point_the_centers_and_the_class_means(method, name, axis):
+    emb, labels, centers = embeddings16()
+    ax = plot_embeddings(emb, labels, centers, CLASSES, method=method).axes[0]
+    drawn = offsets(ax)
+    assert {k: len(v) for k, v in drawn.items()} == {'a': 20, 'b': 20, 'centers': 3,
+                                                     'class means': 2}
+    assert all(np.isfinite(v).all() for v in drawn.values())
+    assert ax.get_title() == f'{name} of 16-D embeddings'
+    assert (ax.get_xlabel(), ax.get_ylabel()) == (f'{axis} 1', f'{axis} 2')
+    ax = plot_embeddings(emb, labels, centers, CLASSES, title='val', method=method,
+                         max_points=25).axes[0]
+    drawn = offsets(ax)
+    assert len(drawn.get('a', ())) + len(drawn.get('b', ())) == 25
+    assert len(drawn['centers']) == 3 and len(drawn['class means']) == 2
+    assert ax.get_title() == f'val ({name} of 16-D embeddings, 25 of 40 points)'
+    # max_points at or above M draws everything
+    ax = plot_embeddings(emb, labels, method=method, max_points=40).axes[0]
+    assert num_points(ax) == 40 + 2 and 'of 40 points' not in ax.get_title()
+
+
+@pytest.mark.usefixtures('one_thread')
+def test_tsne_of_tiny_inputs():
+    emb, labels, _ = embeddings16()
+    ax = plot_embeddings(emb[:2], labels[:2], method='tsne').axes[0]  # 3 points: perplexity 2/3
+    assert {k: len(v) for k, v in offsets(ax).items()} == {'0': 2, 'class means': 1}
+
+
+def test_pca_draws_the_class_means_projected_like_the_points():
+    emb, labels, centers = embeddings16()
+    means = np.stack([emb[labels == k].mean(axis=0) for k in (0, 1)])
+    for max_points in (None, 25):
+        ax = plot_embeddings(emb, labels, centers, CLASSES, max_points=max_points).axes[0]
+        drawn = emb if max_points is None else emb[np.sort(
+            np.random.default_rng(0).choice(len(emb), max_points, replace=False))]
+        mean, axes = pca_2d(drawn)
+        np.testing.assert_allclose(offsets(ax)['class means'], (means - mean) @ axes,
+                                   atol=1e-9)
+        np.testing.assert_allclose(offsets(ax)['centers'], (centers - mean) @ axes, atol=1e-9)
+    # the projection of the subset is not the one of all the points
+    assert not np.allclose(pca_2d(drawn)[1], pca_2d(emb)[1])
+
+
+@pytest.mark.usefixtures('one_thread')
+def test_tsne_is_deterministic_for_a_seed():
+    emb, labels, centers = embeddings16()
+    first, second = (offsets(plot_embeddings(emb, labels, centers, method='tsne', max_points=30,
+                                             seed=3).axes[0]) for _ in range(2))
+    assert list(first) == ['0', '1', 'centers', 'class means'] and list(second) == list(first)
+    for key, points in first.items():
+        np.testing.assert_array_equal(second[key], points, err_msg=key)
+
+
+def test_plot_embeddings_bad_method_and_max_points():
+    emb, labels, _ = embeddings16()
+    with pytest.raises(ValueError, match="method.*'pca', 'tsne'.*'umap'"):
+        plot_embeddings(emb, labels, method='umap')
+    for bad in (0, -3, 2.5, True, '10'):
+        with pytest.raises(ValueError, match='max_points'):
+            plot_embeddings(emb, labels, max_points=bad)
+    with pytest.raises(ValueError, match="'umap'"):
+        plot_embedding_grid({'run': (emb, labels, None)}, methods=('pca', 'umap'))
+    with pytest.raises(ValueError, match='at least one run'):
+        plot_embedding_grid({})
+
+
+@pytest.mark.usefixtures('one_thread')
+def test_plot_embedding_grid_has_a_column_per_run_and_a_row_per_method():
+    emb, labels, centers = embeddings16(num=20)
+    runs = {'softmax': (emb, labels, None), 'softmax + center': (emb * 2, labels, centers)}
+    fig = plot_embedding_grid(runs, CLASSES, max_points=15)
+    assert isinstance(fig, Figure) and len(fig.axes) == 4
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == [f'{run} ({name} of 16-D embeddings, 15 of 20 points)'
+                      for name in ('t-SNE', 'PCA') for run in runs]
+    assert [num_points(ax) for ax in fig.axes] == [15 + 2, 15 + 3 + 2] * 2
 
 
 def test_pca_2d_is_orthonormal_and_deterministic():
@@ -179,11 +287,31 @@ def test_save_animation_writes_a_gif_with_one_frame_per_image(tmp_path):
 
 def test_plot_feature_epoch_plots_the_positive_embeddings(tiny_net):
     loader = positive_loader(image_dataset(), tiny_net, 4)
-    embeddings, _, _ = collect_positives(tiny_net, loader, [mx.cpu()])
+    embeddings, labels, _ = collect_positives(tiny_net, loader, [mx.cpu()])
     centers = np.eye(3, 2)
     fig = plot_feature_epoch(tiny_net, loader, [mx.cpu()], centers, CLASSES, title='epoch 1')
     ax = fig.axes[0]
-    assert len(embeddings) > 0 and num_points(ax) == len(embeddings) + 3
+    assert len(embeddings) > 0 and num_points(ax) == len(embeddings) + 3 + len(set(labels))
     assert ax.get_title() == 'epoch 1'
     plotted = np.concatenate([c.get_offsets() for c in scatters(ax) if c.get_label() in CLASSES])
     np.testing.assert_allclose(np.sort(plotted, axis=0), np.sort(embeddings, axis=0), rtol=1e-6)
+
+
+def test_feature_map_recorder_saves_a_tsne_map_of_the_last_epoch(tiny_net, tmp_path):
+    loader = positive_loader(image_dataset(), tiny_net, 4)
+    recorder = FeatureMapRecorder({'val': loader}, CLASSES, str(tmp_path / 'run'), [mx.cpu()])
+    with pytest.raises(ValueError, match="'val'"):
+        recorder.save_tsne('val')
+    centers = mx.nd.array(np.eye(3, 2))
+    recorder.record(tiny_net, centers, 0)
+    recorder.record(tiny_net, centers, 1)
+    centers[:] = 7  # training goes on after the last validation
+    assert recorder.last['val'][0] == 1
+    np.testing.assert_array_equal(recorder.last['val'][3], np.eye(3, 2))
+    path = recorder.save_tsne('val')
+    assert path == str(tmp_path / 'run_features_val_tsne.png')
+    with Image.open(path) as png:
+        assert png.format == 'PNG'
+    assert sorted(os.listdir(tmp_path)) == ['run_features_val_epoch0.png',
+                                            'run_features_val_epoch1.png',
+                                            'run_features_val_tsne.png']

@@ -140,7 +140,9 @@ def _add_run_flags(p):
                    help='start from GluonCV base weights found in ~/.mxnet/models (no download)')
     p.add_argument('--plotting', action='store_true',
                    help='after each validation save <prefix>_features_{train,val}_epoch<N>.png '
-                        '(embeddings of the first --plot-images images), at the end a GIF each')
+                        '(PCA of the embeddings of the first --plot-images images), at the end '
+                        'a GIF each and <prefix>_features_val_tsne.png (t-SNE of the val '
+                        'embeddings at the last validation)')
     p.add_argument('--plot-images', type=positive_int, default=100,
                    help='--plotting: images per split whose positive anchors are plotted '
                         '(default: %(default)s)')
@@ -456,7 +458,10 @@ def _train(args, ctx, workers=None):
                      workers=workers)
     finally:
         if recorder is not None and any(recorder.frames.values()):
-            logger.info("feature maps: %s", ', '.join(recorder.animate()))
+            maps = recorder.animate()
+            if recorder.frames['val']:
+                maps.append(recorder.save_tsne('val'))
+            logger.info("feature maps: %s", ', '.join(maps))
     if not leader:
         return 0
     logger.info("training curves: %s",
@@ -480,8 +485,9 @@ def _log_path(args):
     return f'{args.save_prefix}_train.log'
 
 
-# what a run writes besides its checkpoints (the feature maps of --plotting are rewritten)
-RUN_OUTPUTS = ('_eval.json', '_history.png', '_train.log')
+# what a run writes besides its checkpoints (the per-epoch feature maps and GIFs of --plotting
+# are rewritten)
+RUN_OUTPUTS = ('_eval.json', '_history.png', '_train.log', '_features_val_tsne.png')
 
 
 def _claim_prefix(args):
