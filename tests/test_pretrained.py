@@ -48,7 +48,7 @@ def shipped(tmp_path, monkeypatch):
                         params_sha256=file_sha256(str(weights / (NAME + '.params')))),
               str(weights / (NAME + '.openset.npz')))
     record = pretrained.Shipped({s: file_sha256(str(weights / (NAME + s))) for s in SUFFIXES},
-                                'made by a test', '0' * 40)
+                                'made by a test', '0' * 40, 0.0)
     monkeypatch.setattr(pretrained, 'SHIPPED', {NAME: record})
     monkeypatch.setattr(pretrained, 'WEIGHTS_DIR', str(weights))
     return weights, tmp_path / 'home' / 'models'
@@ -124,7 +124,7 @@ def test_shipped_weights_that_do_not_fit_the_default_network_are_one_error(tmp_p
     stem = slim_checkpoint(trained_checkpoint(str(tmp_path / 'x.params'), embed_dim=2),
                            str(tmp_path / NAME))
     monkeypatch.setattr(pretrained, 'SHIPPED', {NAME: pretrained.Shipped(
-        {s: file_sha256(stem + s) for s in SUFFIXES[:2]}, '', '')})
+        {s: file_sha256(stem + s) for s in SUFFIXES[:2]}, '', '', 0.0)})
     monkeypatch.setattr(pretrained, 'WEIGHTS_DIR', str(tmp_path))
     with pytest.raises(ValueError, match=f'does not fit {NAME}: reinstall') as err:
         get_model(NAME, pretrained=True, root=str(tmp_path / 'root'))
@@ -152,18 +152,19 @@ def test_commands_take_pretrained_in_place_of_params(shipped, tmp_path, monkeypa
     from gluon_ssdcl.commands import detect, evaluate, export, register
     _, root = shipped
     monkeypatch.setattr(pretrained, 'DEFAULT_ROOT', str(root))
+    monkeypatch.setattr(pretrained, 'DEFAULT_PRETRAINED', NAME)
     image = tmp_path / 'digit.png'
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(image)
     out = tmp_path / 'drawn'
-    assert detect.main([str(image), '--pretrained', NAME, '-o', str(out)]) == 0
+    assert detect.main(['--pretrained', str(image), '-o', str(out)]) == 0
     assert (out / 'digit_detections.png').is_file()
     exported = tmp_path / 'exported'
-    assert export.main(['--pretrained', NAME, '-o', str(exported)]) == 0
+    assert export.main(['--pretrained', '-o', str(exported)]) == 0
     assert any(p.name.endswith('-symbol.json') for p in exported.iterdir())
     for command, argv in ((detect, [str(image)]), (evaluate, []), (export, []),
                           (register, ['--name', 'x', f'{image}:1,1,9,9'])):
         with pytest.raises(SystemExit) as both:
-            command.main(argv + ['--pretrained', NAME, '--params', 'x'])
+            command.main(argv + ['--pretrained', '--params', 'x'])
         assert both.value.code == 2
         with pytest.raises(SystemExit) as neither:
             command.main(argv)
@@ -184,3 +185,32 @@ def test_the_checkpoint_command_writes_a_slim_copy(tmp_path, capsys):
     with pytest.raises(SystemExit) as missing_output:
         checkpoint_main(['--slim', source])
     assert missing_output.value.code == 2 and '-o/--output' in capsys.readouterr().err
+
+
+def test_the_shipped_default_model_is_intact_and_detects_digits(tmp_path, monkeypatch):
+    """The real shipped files: checksums, offline loading, and the mAP of 50 new validation
+    images at most 0.10 below the recorded validation mAP."""
+    from gluon_ssdcl.data.datasets import get_dataset, get_val_loader
+    from gluon_ssdcl.data.digitset import ensure_digits
+    from gluon_ssdcl.evaluation.inference import detection_map
+    name = pretrained.DEFAULT_PRETRAINED
+    shipped = pretrained.SHIPPED[name]
+    assert set(shipped.sha256) == set(SUFFIXES)
+    for suffix, sha in shipped.sha256.items():
+        path = os.path.join(pretrained.WEIGHTS_DIR, name + suffix)
+        assert file_sha256(path) == sha, path
+    assert sum(os.path.getsize(os.path.join(pretrained.WEIGHTS_DIR, name + s))
+               for s in SUFFIXES) <= 6 * 2**20
+
+    def no_network(*args, **kwargs):
+        raise AssertionError('network access')
+    monkeypatch.setattr(socket.socket, 'connect', no_network)
+    net = get_model(name, pretrained=True, root=str(tmp_path / 'models'))
+    net.hybridize()
+    root = ensure_digits(str(tmp_path / 'digits'), num_train=1, num_val=50, seed=1,
+                         progress=False)
+    _, val = get_dataset('digits', root)
+    assert len(val) == 50
+    mean_ap, _ = detection_map(net, get_val_loader(val, 256, 256, 10), [mx.cpu()],
+                               list(DIGIT_CLASSES))
+    assert mean_ap >= shipped.val_map - 0.10, (mean_ap, shipped.val_map)

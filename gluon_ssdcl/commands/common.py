@@ -20,7 +20,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence
 import mxnet as mx
 
 from ..data.digitset import parse_classes
-from ..model.pretrained import DEFAULT_PRETRAINED, shipped_checkpoint
+from ..model import pretrained
 from ..utils.errors import one_line
 from . import exit_on_interrupt
 
@@ -200,16 +200,16 @@ def add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
     group.add_argument('--params',
                        help="checkpoint: either of its files (<stem>.params, <stem>.state), or "
                             "a run's save prefix (then its best)")
-    group.add_argument('--pretrained', nargs='?', const=DEFAULT_PRETRAINED, metavar='NAME',
-                       help="instead of --params, the model shipped with the package (default "
-                            f"name: {DEFAULT_PRETRAINED}), copied to ~/.gluon_ssdcl/models on "
-                            "first use")
+    group.add_argument('--pretrained', action='store_const', const=pretrained.DEFAULT_PRETRAINED,
+                       help="instead of --params, the model shipped with the package "
+                            f"({pretrained.DEFAULT_PRETRAINED}), copied to ~/.gluon_ssdcl/models "
+                            "on first use")
 
 
 def checkpoint_path(args: argparse.Namespace) -> str:
     """The checkpoint of the flags of :func:`add_checkpoint_flag`: ``--params``, or the copy
     of the shipped one ``--pretrained`` names (a runtime failure when it is damaged)."""
-    return args.params or shipped_checkpoint(args.pretrained)
+    return args.params or pretrained.shipped_checkpoint(args.pretrained)
 
 
 def add_knn_flag(parser: argparse.ArgumentParser) -> None:
