@@ -6,7 +6,9 @@ import subprocess
 import sys
 import sysconfig
 
+import numpy as np
 import pytest
+from PIL import Image
 
 from gluon_ssdcl.commands import COMMANDS
 
@@ -82,3 +84,16 @@ def test_the_installed_command_trains_evaluates_detects_and_exports(installed, t
     written = run([script, 'export', '--params', prefix, '-o', 'exported'], cwd=tmp_path,
                   env=env).stdout.split()
     assert written and all(os.path.isfile(tmp_path / path) for path in written)
+
+
+def test_the_wheel_ships_the_default_weights(installed, tmp_path):
+    script = str(installed / 'bin' / 'gluon-ssdcl')
+    env = dict(os.environ, HOME=str(tmp_path))
+    image = tmp_path / 'canvas.jpg'
+    Image.fromarray(np.full((300, 300, 3), 90, np.uint8)).save(image)
+    drawn = run([script, 'detect', '--pretrained', str(image)], cwd=tmp_path,
+                env=env).stdout.split()
+    assert drawn == ['detections/canvas_detections.png'] and os.path.isfile(tmp_path / drawn[0])
+    copies = sorted(os.listdir(tmp_path / '.gluon_ssdcl' / 'models'))
+    assert copies == [f'ssd_256_small_center_digits{s}' for s in ('.openset.npz', '.params',
+                                                                  '.state')]

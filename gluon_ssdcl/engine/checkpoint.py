@@ -424,7 +424,7 @@ def convert_checkpoint(path):
     return stem
 
 
-def slim_checkpoint(path, stem, dtype='float16'):
+def slim_checkpoint(path, stem, dtype='float16', meta=None):
     """Write a checkpoint for inference only: its weights stored as ``dtype`` (loaded back as
     float32 by :func:`restore`), its centers and metadata, no trainer states; returns ``stem``.
 
@@ -436,9 +436,11 @@ def slim_checkpoint(path, stem, dtype='float16'):
         The new checkpoint is ``<stem>.params`` and ``<stem>.state``.
     dtype : str
         Storage type of the weights, e.g. ``'float16'`` (half the size).
+    meta : dict, optional
+        Metadata entries to replace (e.g. the paths of the machine it was trained on).
     """
     checkpoint = load_checkpoint(path, default='best')
     weights = {name: array.astype(dtype) for name, array in checkpoint.net_params.items()}
     state = {} if checkpoint.centers is None else {'centers': checkpoint.centers}
-    _write(stem, weights, state, checkpoint.meta)
+    _write(stem, weights, state, {**checkpoint.meta, **(meta or {})})
     return stem

@@ -22,15 +22,26 @@ DEFAULT_ROOT = os.path.join('~', '.gluon_ssdcl', 'models')
 
 
 class Shipped(NamedTuple):
-    """A shipped checkpoint: SHA-256 of each of its files (suffix -> hex digest), and how it was
-    made (``command``, at the package's ``commit``)."""
+    """A shipped checkpoint: SHA-256 of each of its files (suffix -> hex digest), how it was
+    made (``command``, at the package's ``commit``) and its VOC07 mAP on the default
+    validation set (``val_map``, of the float16 weights shipped)."""
     sha256: Dict[str, str]
     command: str
     commit: str
+    val_map: float
 
 
-# model name -> its shipped checkpoint (the files are WEIGHTS_DIR/<name><suffix>)
-SHIPPED: Dict[str, Shipped] = {}
+# model name -> its shipped checkpoint (the files are WEIGHTS_DIR/<name><suffix>); made by
+# benchmarks/ship_pretrained.py from the best checkpoint of the command (its table:
+# docs/results.md, "The shipped model")
+SHIPPED: Dict[str, Shipped] = {
+    'ssd_256_small_center_digits': Shipped(
+        sha256={'.params': '813206b66ca900fed6d1ab57ffa8269c6279f55bff1c9ddc0e5fe12a32abd527',
+                '.state': '0a56910fb634681147499a1bc91c5a211bbd006cd5dd82a3203b83b6c0361269',
+                '.openset.npz': 'ad8c0bc8ace69bd4e8f66bc6cfbb84485d7c912a8b2618e1c2d6722c34dd8d11'},
+        command='gluon-ssdcl train --center-loss --lmbd 1 --alpha 0.5',
+        commit='4d2a84f4aaff5c16437e6952ad5b86e1b349da8f', val_map=0.8326),
+}
 DEFAULT_PRETRAINED = 'ssd_256_small_center_digits'
 
 
