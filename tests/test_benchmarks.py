@@ -217,3 +217,38 @@ def test_detector_errors_prints_its_tables_for_every_box(digits_root, tmp_path):
     assert re.search(rf'^\| all \| {boxes} \| [0-9.]+ \|', proc.stdout, re.M), proc.stdout
     heights = re.findall(r'^\| [0-9]+(?:–[0-9]+|\+) \| ([0-9]+) \|', proc.stdout, re.M)
     assert len(heights) == 6 and sum(map(int, heights)) == boxes
+
+
+def test_feature_maps_draws_each_run_with_tsne_and_pca(digits_root, tmp_path):
+    """Two tiny digits checkpoints (softmax and softmax-center, 16-D) give one PNG; a run
+    without a title is bad usage."""
+    import mxnet as mx
+    from PIL import Image
+
+    from gluon_ssdcl import CenterLoss, get_model, initialize_params
+    from gluon_ssdcl.engine.checkpoint import save_checkpoint
+    paths = {}
+    for mode in ('softmax', 'softmax-center'):
+        net = get_model('ssd_64_tiny_center_digits')
+        initialize_params(net, [mx.cpu()])
+        center_loss = CenterLoss(10, 16)
+        center_loss.initialize()
+        paths[mode] = str(tmp_path / f'{mode}_best.params')
+        save_checkpoint(paths[mode], net, center_loss, {
+            'network': 'ssd_64_tiny_center_digits', 'classes': list('0123456789'),
+            'embed_dim': 16, 'mode': mode, 'dataset': 'digits', 'dataset_root': digits_root,
+            'epoch': 0})
+    out = tmp_path / 'maps.png'
+    proc = subprocess.run(
+        [sys.executable, os.path.join(ROOT, 'benchmarks', 'feature_maps.py'), '--runs',
+         f"softmax={paths['softmax']}", f"softmax + center={paths['softmax-center']}",
+         '--out', str(out), '--max-points', '200'], capture_output=True, text=True, timeout=300,
+        env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.split() == [str(out)]
+    with Image.open(out) as png:
+        assert png.format == 'PNG' and png.width > 400 and png.height > 400
+    bad = subprocess.run([sys.executable, os.path.join(ROOT, 'benchmarks', 'feature_maps.py'),
+                          '--runs', 'no-title', '--out', str(out)], capture_output=True,
+                         text=True, timeout=300)
+    assert bad.returncode == 2 and 'TITLE=CHECKPOINT' in bad.stderr
