@@ -207,11 +207,12 @@ def test_the_fine_tuning_command_keeps_the_starting_map(trained):
     prefix, log = trained['fine']
     meta = load_checkpoint(prefix + '_last.params').meta
     assert meta['start_map'] > 0.03  # the starting model detects the digits
-    # no epoch's weights score below 90% of the start. This tiny model's mAP on 32 images moves
+    # no epoch's weights score below 40% of the start. This tiny model's mAP on 32 images moves
     # by a few hundredths with its BatchNorm statistics alone (measured at lr 1e-9: 0.045 became
-    # 0.056, 0.056, 0.088), hence some tolerance; the earlier defaults (lr 0.04 reached after a
-    # warm-up cut to half the run, augmented images) scored 0.009 after the first epoch
-    assert min(record['map'] for record in meta['history']) >= 0.9 * meta['start_map']
+    # 0.056, 0.056, 0.088; on another CPU of the same kind one epoch went from 0.058 to 0.029),
+    # hence the tolerance; the earlier defaults (lr 0.04 reached after a warm-up cut to half the
+    # run, augmented images) scored 0.009 after the first epoch, below it
+    assert min(record['map'] for record in meta['history']) >= 0.4 * meta['start_map']
     assert f"[Epoch start] mAP={meta['start_map']:.4f}" in log
     assert ("defaults of --init-from for the flags not given: --lr 0.001 --warmup-iters 0 "
             "--no-augment (the starting run's)") in log

@@ -199,11 +199,12 @@ def add_checkpoint_flag(parser: argparse.ArgumentParser) -> None:
     group = parser.add_mutually_exclusive_group(required=True)
     group.add_argument('--params',
                        help="checkpoint: either of its files (<stem>.params, <stem>.state), or "
-                            "a run's save prefix (then its best)")
+                            "a run's save prefix (then its best); no default: give it or "
+                            "--pretrained")
     group.add_argument('--pretrained', action='store_const', const=pretrained.DEFAULT_PRETRAINED,
                        help="instead of --params, the model shipped with the package "
                             f"({pretrained.DEFAULT_PRETRAINED}), copied to ~/.gluon_ssdcl/models "
-                            "on first use")
+                            "on first use (default: off)")
 
 
 def checkpoint_path(args: argparse.Namespace) -> str:
