@@ -58,8 +58,7 @@ def _shipped(name: str) -> Shipped:
     return SHIPPED[name]
 
 
-def shipped_checkpoint(name: str = DEFAULT_PRETRAINED, root: Optional[str] = None,
-                       weights_dir: Optional[str] = None) -> str:
+def shipped_checkpoint(name: str = DEFAULT_PRETRAINED, root: Optional[str] = None) -> str:
     """The weights file ``<root>/<name>.params`` of the shipped checkpoint of ``name``, copied
     there from the package on first use.
 
@@ -73,8 +72,6 @@ def shipped_checkpoint(name: str = DEFAULT_PRETRAINED, root: Optional[str] = Non
         A name of :func:`pretrained_names`.
     root : str, optional
         Folder of the copies (default ``~/.gluon_ssdcl/models``).
-    weights_dir : str, optional
-        Folder of the shipped files (default :data:`WEIGHTS_DIR`, the package's).
 
     Raises
     ------
@@ -94,7 +91,7 @@ def shipped_checkpoint(name: str = DEFAULT_PRETRAINED, root: Optional[str] = Non
                 raise ValueError(f"{copy} is not the shipped {name}{suffix} (its SHA-256 "
                                  "differs): delete it and it is copied again from the package")
             continue
-        source = os.path.join(weights_dir or WEIGHTS_DIR, name + suffix)
+        source = os.path.join(WEIGHTS_DIR, name + suffix)
         check_file(source, f'shipped file of {name}')
         if file_sha256(source) != sha:
             raise ValueError(f"{source} is damaged (its SHA-256 is not the recorded one): "
