@@ -59,9 +59,13 @@ def test_a_resumed_run_keeps_its_network_and_hidden_layer(tmp_path):
               'embed_hidden': 128, 'flags': dict(old_flags, embed_hidden=128)},
              'ssd_256_small_center_digits', 128)):
         args = parse_args(['--resume', str(last)])
-        assert args.embed_hidden is None  # not yet known: the checkpoint's
+        assert args.embed_hidden is None and args.wd is None  # not yet known: the checkpoint's
         resume_flags(args, meta)
-        assert (args.model, args.embed_hidden) == (model, hidden)
+        assert (args.model, args.embed_hidden, args.wd) == (model, hidden, 5e-4)
+    resumed = parse_args(['--resume', str(last)])
+    resume_flags(resumed, {'network': 'ssd_256_small_center_digits', 'zoo_revision': 2, 'epoch': 2,
+                           'flags': dict(old_flags, embed_hidden=128, wd=0.002)})
+    assert resumed.wd == 0.002
 
 
 def test_defaults_are_the_mission_run():
@@ -81,6 +85,10 @@ def test_defaults_are_the_mission_run():
         other = parse_args(['--center-loss'] + flags)  # its own files, unless the default
         assert other.save_prefix.endswith('_center_digits_softmax-center' + suffix), flags
     assert parse_args(['--network', 'plain']).embed_hidden == 0
+    # weight decay: the small network's own (measured on the digits), GluonCV's for the others
+    assert args.wd == 0.005 and parse_args(['--wd', '0.001']).wd == 0.001
+    assert parse_args(['--network', 'plain']).wd == parse_args(['--network', 'vgg16_atrous',
+                                                                '--data-shape', '300']).wd == 5e-4
     center_only = parse_args(['--center-only'])  # the second stage fine-tunes
     assert (center_only.epochs, center_only.lr, center_only.warmup_iters) == (3, 0.001, 0)
     given = parse_args(['--center-only', '--lr', '0.01', '--epochs', '5'])

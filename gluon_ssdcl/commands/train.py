@@ -19,8 +19,8 @@ from ..evaluation.compare import compare_classifiers, format_table, save_results
 from ..evaluation.inference import detection_map, positive_loader
 from ..losses.multibox import Mode, MultiBoxCenterLoss
 from ..model.ssd import initialize_params
-from ..model.zoo import (ZOO_REVISION, checkpoint_network, default_embed_hidden, get_model,
-                         list_models)
+from ..model.zoo import (ZOO_REVISION, checkpoint_network, default_embed_hidden,
+                         default_weight_decay, get_model, list_models)
 from ..utils.files import prefix_lock, remove_leftovers
 from ..utils.progress import progress_bars, progress_enabled
 from ..viz import FeatureMapRecorder, save_history_plot
@@ -97,8 +97,9 @@ def _add_schedule_flags(p):
                    help='default: 100; 0 with --center-only or --init-from')
     p.add_argument('--momentum', type=number(0, 1, high_open=True), default=0.9,
                    help='SGD momentum in [0, 1) (default: %(default)s)')
-    p.add_argument('--wd', type=number(0, 1), default=5e-4,
-                   help='weight decay in [0, 1] (default: %(default)s)')
+    p.add_argument('--wd', type=number(0, 1), default=None,
+                   help="weight decay in [0, 1] (default: the network's, 0.005 for small and "
+                        "GluonCV's 0.0005 for the others)")
     p.add_argument('--clip-gradient', type=number(0), default=0.0,
                    help='clip each network gradient element to this (default 0: off)')
     p.add_argument('--seed', type=int, default=233,
@@ -287,6 +288,8 @@ def parse_args(argv=None):
         parser.error(str(err))
     if args.embed_hidden is None and not args.resume:  # a resumed run's is its checkpoint's
         args.embed_hidden = default_embed_hidden(args.model)
+    if args.wd is None and not args.resume:  # a resumed run's is its checkpoint's
+        args.wd = default_weight_decay(args.model)
     args.save_prefix = args.save_prefix or _default_prefix(args, parser)
     return args
 
@@ -358,6 +361,8 @@ def resume_flags(args, meta):
             setattr(args, dest, saved[dest])
     if args.embed_hidden is None:  # saved before the flag existed, when no head had the layer
         args.embed_hidden = meta.get('embed_hidden', 0)
+    if args.wd is None:  # flags saved without it: the default of every network then
+        args.wd = 5e-4
     if args.epochs <= meta['epoch'] + 1 and args.start_epoch is None:
         raise UsageError(f"--epochs {args.epochs}: {args.resume} has already trained "
                          f"{meta['epoch'] + 1} epochs; pass more to train on")

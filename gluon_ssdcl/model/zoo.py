@@ -13,8 +13,8 @@ from gluoncv.model_zoo.ssd.vgg_atrous import vgg16_atrous_300, vgg16_atrous_512
 from .pretrained import shipped_checkpoint
 from .ssd import TinyFeatures, get_ssd_center
 
-__all__ = ['get_model', 'list_models', 'default_embed_hidden', 'checkpoint_network',
-           'DIGIT_CLASSES', 'ZOO_REVISION']
+__all__ = ['get_model', 'list_models', 'default_embed_hidden', 'default_weight_decay',
+           'checkpoint_network', 'DIGIT_CLASSES', 'ZOO_REVISION']
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
@@ -87,6 +87,12 @@ _MODELS = {f"{arch}_center_{dataset}": partial(_make, arch, dataset)
 # channels of the hidden layer of the embedding heads when get_model is not told (default 0)
 _EMBED_HIDDEN = {'ssd_256_small': 128}
 
+# weight decay that gluon-ssdcl train gives a network when not told, where it is not GluonCV's
+# 5e-4: measured on the digits set (docs/results.md; with BatchNorm after every convolution,
+# weight decay sets the convolutions' effective learning rate)
+_WEIGHT_DECAY = {'ssd_256_small': 5e-3}
+_GLUONCV_WEIGHT_DECAY = 5e-4
+
 # Checkpoints record the zoo revision they were trained under. A name given to another network
 # since then is read as the name the checkpoint's network has now: {revision: {then: now}}.
 ZOO_REVISION = 2
@@ -100,6 +106,12 @@ def _architecture(name):
 def default_embed_hidden(name):
     """Channels of the embedding heads' hidden layer that ``get_model(name)`` builds (0: none)."""
     return _EMBED_HIDDEN.get(_architecture(name), 0)
+
+
+def default_weight_decay(name):
+    """The weight decay ``gluon-ssdcl train`` gives the network ``name`` when not told (5e-4,
+    GluonCV's, but for ``ssd_256_small``)."""
+    return _WEIGHT_DECAY.get(_architecture(name), _GLUONCV_WEIGHT_DECAY)
 
 
 def checkpoint_network(meta):
