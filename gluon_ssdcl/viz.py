@@ -196,7 +196,7 @@ def plot_embeddings(emb, labels, centers=None, class_names: Optional[Sequence[st
         emb, centers, means = _to_plane(method, emb, centers, means, seed)
         notes.insert(0, f"{EMBEDDING_METHODS[method][0]} of {dim}-D embeddings")
     if notes:
-        title = f"{title} ({', '.join(notes)})" if title else ', '.join(notes)
+        title = f"{title}\n({', '.join(notes)})" if title else ', '.join(notes)
     colour = _class_colours(num_classes)
     for class_id in np.unique(labels):
         points = emb[labels == class_id]

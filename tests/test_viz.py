@@ -129,7 +129,7 @@ def test_pca_and_tsne_draw_every_point_the_centers_and_the_class_means(method, n
     drawn = offsets(ax)
     assert len(drawn.get('a', ())) + len(drawn.get('b', ())) == 25
     assert len(drawn['centers']) == 3 and len(drawn['class means']) == 2
-    assert ax.get_title() == f'val ({name} of 16-D embeddings, 25 of 40 points)'
+    assert ax.get_title() == f'val\n({name} of 16-D embeddings, 25 of 40 points)'
     # max_points at or above M draws everything
     ax = plot_embeddings(emb, labels, method=method, max_points=40).axes[0]
     assert num_points(ax) == 40 + 2 and 'of 40 points' not in ax.get_title()
@@ -187,7 +187,7 @@ def test_plot_embedding_grid_has_a_column_per_run_and_a_row_per_method():
     fig = plot_embedding_grid(runs, CLASSES, max_points=15)
     assert isinstance(fig, Figure) and len(fig.axes) == 4
     titles = [ax.get_title() for ax in fig.axes]
-    assert titles == [f'{run} ({name} of 16-D embeddings, 15 of 20 points)'
+    assert titles == [f'{run}\n({name} of 16-D embeddings, 15 of 20 points)'
                       for name in ('t-SNE', 'PCA') for run in runs]
     assert [num_points(ax) for ax in fig.axes] == [15 + 2, 15 + 3 + 2] * 2
 
