@@ -36,11 +36,12 @@ class Shipped(NamedTuple):
 # docs/results.md, "The shipped model")
 SHIPPED: Dict[str, Shipped] = {
     'ssd_256_small_center_digits': Shipped(
-        sha256={'.params': '813206b66ca900fed6d1ab57ffa8269c6279f55bff1c9ddc0e5fe12a32abd527',
-                '.state': '0a56910fb634681147499a1bc91c5a211bbd006cd5dd82a3203b83b6c0361269',
-                '.openset.npz': 'ad8c0bc8ace69bd4e8f66bc6cfbb84485d7c912a8b2618e1c2d6722c34dd8d11'},
-        command='gluon-ssdcl train --center-loss --lmbd 1 --alpha 0.5',
-        commit='4d2a84f4aaff5c16437e6952ad5b86e1b349da8f', val_map=0.8326),
+        sha256={'.params': 'f4194cb6a91a90eeb420c80c7fec752294473160b2fd42fc6534c8dbba242573',
+                '.state': '7d8a280d32b618406fb94024d4f664c8bab114e3e026a4ccc9f711809ea6360c',
+                '.openset.npz': '10e2b8d0710ed3d315e837c5486fe9d72b6722335bb03df7c70b853708efbaf9'},
+        # the default command since --wd defaults to 0.005 for this network
+        command='gluon-ssdcl train --center-loss --lmbd 1 --alpha 0.5 --wd 0.005',
+        commit='bf72b3cd0ef85a6356c41e98df2242253676ad32', val_map=0.8676),
 }
 DEFAULT_PRETRAINED = 'ssd_256_small_center_digits'
 
