@@ -19,8 +19,8 @@ from ..evaluation.compare import compare_classifiers, format_table, save_results
 from ..evaluation.inference import detection_map, positive_loader
 from ..losses.multibox import Mode, MultiBoxCenterLoss
 from ..model.ssd import initialize_params
-from ..model.zoo import (ZOO_REVISION, checkpoint_network, default_embed_hidden,
-                         default_weight_decay, get_model, list_models)
+from ..model.zoo import (GLUONCV_WEIGHT_DECAY, ZOO_REVISION, checkpoint_network,
+                         default_embed_hidden, default_weight_decay, get_model, list_models)
 from ..utils.files import prefix_lock, remove_leftovers
 from ..utils.progress import progress_bars, progress_enabled
 from ..viz import FeatureMapRecorder, save_history_plot
@@ -362,7 +362,7 @@ def resume_flags(args, meta):
     if args.embed_hidden is None:  # saved before the flag existed, when no head had the layer
         args.embed_hidden = meta.get('embed_hidden', 0)
     if args.wd is None:  # flags saved without it: the default of every network then
-        args.wd = 5e-4
+        args.wd = GLUONCV_WEIGHT_DECAY
     if args.epochs <= meta['epoch'] + 1 and args.start_epoch is None:
         raise UsageError(f"--epochs {args.epochs}: {args.resume} has already trained "
                          f"{meta['epoch'] + 1} epochs; pass more to train on")

@@ -14,7 +14,7 @@ from .pretrained import shipped_checkpoint
 from .ssd import TinyFeatures, get_ssd_center
 
 __all__ = ['get_model', 'list_models', 'default_embed_hidden', 'default_weight_decay',
-           'checkpoint_network', 'DIGIT_CLASSES', 'ZOO_REVISION']
+           'checkpoint_network', 'DIGIT_CLASSES', 'GLUONCV_WEIGHT_DECAY', 'ZOO_REVISION']
 
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
@@ -91,7 +91,7 @@ _EMBED_HIDDEN = {'ssd_256_small': 128}
 # 5e-4: measured on the digits set (docs/results.md; with BatchNorm after every convolution,
 # weight decay sets the convolutions' effective learning rate)
 _WEIGHT_DECAY = {'ssd_256_small': 5e-3}
-_GLUONCV_WEIGHT_DECAY = 5e-4
+GLUONCV_WEIGHT_DECAY = 5e-4
 
 # Checkpoints record the zoo revision they were trained under. A name given to another network
 # since then is read as the name the checkpoint's network has now: {revision: {then: now}}.
@@ -111,7 +111,7 @@ def default_embed_hidden(name):
 def default_weight_decay(name):
     """The weight decay ``gluon-ssdcl train`` gives the network ``name`` when not told (5e-4,
     GluonCV's, but for ``ssd_256_small``)."""
-    return _WEIGHT_DECAY.get(_architecture(name), _GLUONCV_WEIGHT_DECAY)
+    return _WEIGHT_DECAY.get(_architecture(name), GLUONCV_WEIGHT_DECAY)
 
 
 def checkpoint_network(meta):
