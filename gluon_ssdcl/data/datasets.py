@@ -24,6 +24,7 @@ from . import digitset as digits
 from .augment import expand_and_crop
 from .cache import cache_nbytes, cache_targets, cached_loader
 from .sampler import ShardSampler
+from .targets import ssd_targets
 from .voc_check import (ERROR, Problem, annotation_path, box_problem, check_voc_folder, clip_boxes,
                         normalize_name, read_split, resolve_voc_root)
 
@@ -338,9 +339,14 @@ class SSDTrainTransform(SSDDefaultTrainTransform):
         return Stack()(images), labels
 
     def targets(self, labels: mx.nd.NDArray):
-        """The targets of a batch of padded labels (:meth:`stack`) in one call of GluonCV's
-        SSDTargetGenerator, on the labels' context: ``cls_targets (B, N), box_targets (B, N, 4)``,
-        equal to :meth:`__call__`'s image by image."""
+        """The targets of a batch of padded labels (:meth:`stack`), on the labels' context:
+        ``cls_targets (B, N), box_targets (B, N, 4)``, equal to :meth:`__call__`'s image by
+        image. On a CPU :func:`~gluon_ssdcl.data.targets.ssd_targets` computes them (GluonCV's
+        targets in NumPy, about 8 times faster); elsewhere one call of GluonCV's
+        SSDTargetGenerator on the device."""
+        if labels.context.device_type != 'gpu':  # 'cpu' or 'cpu_shared'
+            return tuple(mx.nd.array(t, ctx=labels.context) for t in ssd_targets(
+                self._anchors, labels.asnumpy(), self._iou_thresh, self._box_norm))
         cls_targets, box_targets, _ = self._target_generator(
             self._anchors.as_in_context(labels.context), None,
             labels.slice_axis(axis=-1, begin=0, end=4), labels.slice_axis(axis=-1, begin=4, end=5))
