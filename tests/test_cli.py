@@ -73,10 +73,10 @@ def test_defaults_are_the_mission_run():
     assert args.model == 'ssd_256_small_center_digits'
     assert args.mode.value == 'softmax-center' and args.gpus == [] and args.dataset == 'digits'
     assert args.augment is False  # digits: targets computed once, held in memory
-    # the documented default run: 7 epochs of 4,000 digits, cosine from lr 0.04 after 100
+    # the documented default run: 4 epochs of 7,000 digit images, cosine from lr 0.04 after 100
     # warm-up iterations, on ssd_256_small (a 4x4 patch stem, two extra 3x3 convs at stride 8
     # and one at 16, hidden embedding layers of 128 channels) with anchors of ratios 1, 2, 1/2
-    assert (args.epochs, args.digits_train, args.digits_val, args.batch_size) == (7, 4000, 500, 16)
+    assert (args.epochs, args.digits_train, args.digits_val, args.batch_size) == (4, 7000, 500, 16)
     assert (args.lr, args.lr_mode, args.warmup_iters) == (0.04, 'cosine', 100)
     assert args.embed_hidden == 128 and args.save_prefix.endswith('_softmax-center')
     for flags, suffix in ((['--embed-hidden', '64'], '_h64'), (['--embed-hidden', '128'], ''),

@@ -181,11 +181,13 @@ def test_default_roots_of_other_parameters_coexist(tmp_path, monkeypatch):
 def test_default_root_names(tmp_path, monkeypatch):
     monkeypatch.setenv('GLUON_SSDCL_DATA', str(tmp_path))
     assert digits.default_root() == str(tmp_path / 'digits')
-    assert digits.default_root(num_train=4000, val_fraction=0.2) == str(tmp_path / 'digits')
+    assert digits.default_root(num_train=7000, val_fraction=0.2) == str(tmp_path / 'digits')
+    assert digits.default_root(num_train=4000) == str(  # the default set before
+        tmp_path / 'digits-train4000-val500-seed0-size300-d1-6-vf0.2')
     assert digits.default_root(num_train=64, num_val=16) == str(
         tmp_path / 'digits-train64-val16-seed0-size300-d1-6-vf0.2')
     assert digits.default_root(seed=1, min_digits=2, max_digits=3, val_fraction=0.25) == str(
-        tmp_path / 'digits-train4000-val500-seed1-size300-d2-3-vf0.25')
+        tmp_path / 'digits-train7000-val500-seed1-size300-d2-3-vf0.25')
     monkeypatch.setattr(digits, 'FORMAT_VERSION', 2)  # a new generator: new folders
     assert digits.default_root() == str(tmp_path / 'digits-v2')
     monkeypatch.delenv('GLUON_SSDCL_DATA')

@@ -1,7 +1,7 @@
 """``gluon-ssdcl digits``: generate (or reuse) the offline digits data set and print its size and
 time (the set, its layout and its cache: :mod:`gluon_ssdcl.data.digitset`). Usage::
 
-    gluon-ssdcl digits [--root DIR] [--num-train 4000] [--num-val 500] [--seed 0]
+    gluon-ssdcl digits [--root DIR] [--num-train 7000] [--num-val 500] [--seed 0]
                        [--image-size 300] [--exclude-classes 8,9]
 
 Ctrl-C stops the generation and removes its temporary folder (exit code 130).
@@ -13,7 +13,8 @@ import os
 import time
 from typing import Optional, Sequence
 
-from ..data.digitset import MIN_IMAGE_SIZE, check_parameters, default_root, ensure_digits
+from ..data.digitset import (DEFAULT_NUM_TRAIN, MIN_IMAGE_SIZE, check_parameters, default_root,
+                             ensure_digits)
 from .common import (OneLineErrorParser, classes_flag, integer, nonnegative_int, positive_int,
                      program, run)
 
@@ -38,7 +39,8 @@ def build_parser() -> OneLineErrorParser:
     add = parser.add_argument
     add('--root', default=None, help=f'output folder (default: {default_root()} for the default '
                                      f'parameters, else a sibling named by them)')
-    add('--num-train', type=positive_int, default=4000, help='training images (default: 4000)')
+    add('--num-train', type=positive_int, default=DEFAULT_NUM_TRAIN,
+        help=f'training images (default: {DEFAULT_NUM_TRAIN})')
     add('--num-val', type=positive_int, default=500, help='validation images (default: 500)')
     add('--seed', type=nonnegative_int, default=0, help='random seed (default: 0)')
     add('--image-size', type=integer(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE), default=300,

@@ -11,7 +11,7 @@ import mxnet as mx
 from mxnet.gluon.data import SimpleDataset
 
 from ..data.datasets import get_dataloader, get_dataset
-from ..data.digitset import ensure_digits
+from ..data.digitset import DEFAULT_NUM_TRAIN, ensure_digits
 from ..engine.checkpoint import checkpoint_stem, load_checkpoint, run_checkpoints, run_prefix
 from ..engine.distributed import DIST_KVSTORES, KVSTORES, Workers
 from ..engine.train import TrainConfig, fit, set_seed
@@ -62,8 +62,8 @@ def _add_model_and_data_flags(p):
     p.add_argument('--classes', type=as_given(class_names), default=None,
                    help='custom: comma-separated distinct class names (default: read from the '
                         'annotations)')
-    p.add_argument('--digits-train', type=positive_int, default=4000,
-                   help='digits: training images to generate (default: 4000)')
+    p.add_argument('--digits-train', type=positive_int, default=DEFAULT_NUM_TRAIN,
+                   help=f'digits: training images to generate (default: {DEFAULT_NUM_TRAIN})')
     p.add_argument('--digits-val', type=positive_int, default=500,
                    help='digits: validation images to generate (default: 500)')
     p.add_argument('--digits-exclude', type=classes_flag, default=[],
@@ -82,8 +82,8 @@ def _add_model_and_data_flags(p):
 
 
 def _add_schedule_flags(p):
-    p.add_argument('--epochs', type=positive_int, default=7,
-                   help='default: 7; 3 with --center-only')
+    p.add_argument('--epochs', type=positive_int, default=4,
+                   help='default: 4; 3 with --center-only')
     p.add_argument('--lr', type=number(0, 10, low_open=True), default=0.04,
                    help='peak learning rate, at most 10 (default: 0.04; 0.001 with '
                         '--center-only or --init-from)')
