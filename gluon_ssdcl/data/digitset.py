@@ -52,9 +52,10 @@ from ..utils.cpus import available_cpus
 from ..utils.files import exclusive_lock, pid_alive
 from .voc_check import SUBFOLDER, annotation_path, image_path, split_path
 
-__all__ = ['CLASSES', 'DEFAULT_NUM_TRAIN', 'FORMAT_VERSION', 'GENERATOR', 'TMP_MARKER', 'MIN_IMAGE_SIZE', 'Rendered',
-           'mnist_sample', 'split_sources', 'render_image', 'parse_classes', 'check_parameters',
-           'default_root', 'ensure_digits', 'CONFUSABLE_DIGITS']
+__all__ = ['CLASSES', 'DEFAULT_NUM_TRAIN', 'FORMAT_VERSION', 'GENERATOR', 'TMP_MARKER',
+           'MIN_IMAGE_SIZE', 'Rendered', 'mnist_sample', 'split_sources', 'render_image',
+           'parse_classes', 'check_parameters', 'default_root', 'ensure_digits',
+           'CONFUSABLE_DIGITS']
 
 logger = logging.getLogger(__name__)
 
@@ -359,9 +360,9 @@ def parse_classes(text: str) -> List[int]:
     return classes
 
 
-def default_root(num_train: int = DEFAULT_NUM_TRAIN, num_val: int = 500, seed: int = 0, image_size: int = 300,
-                 min_digits: int = 1, max_digits: int = 6, val_fraction: float = 0.2,
-                 exclude_classes: Sequence[int] = ()) -> str:
+def default_root(num_train: int = DEFAULT_NUM_TRAIN, num_val: int = 500, seed: int = 0,
+                 image_size: int = 300, min_digits: int = 1, max_digits: int = 6,
+                 val_fraction: float = 0.2, exclude_classes: Sequence[int] = ()) -> str:
     """The cache folder of the data set of these parameters (see :func:`ensure_digits`).
 
     Caches of different parameters live side by side in ``$GLUON_SSDCL_DATA``, by default
@@ -529,10 +530,11 @@ def _generate_once(root: str, params: Dict[str, Any], progress: bool, workers: i
     return True
 
 
-def ensure_digits(root: Optional[str] = None, num_train: int = DEFAULT_NUM_TRAIN, num_val: int = 500,
-                  seed: int = 0, image_size: int = 300, min_digits: int = 1, max_digits: int = 6,
-                  val_fraction: float = 0.2, exclude_classes: Sequence[int] = (),
-                  progress: bool = True, workers: Optional[int] = None) -> str:
+def ensure_digits(root: Optional[str] = None, num_train: int = DEFAULT_NUM_TRAIN,
+                  num_val: int = 500, seed: int = 0, image_size: int = 300, min_digits: int = 1,
+                  max_digits: int = 6, val_fraction: float = 0.2,
+                  exclude_classes: Sequence[int] = (), progress: bool = True,
+                  workers: Optional[int] = None) -> str:
     """Generate the digits data set on first use and reuse it afterwards.
 
     Safe when several processes ask for the same set at once: one generates it while the others
