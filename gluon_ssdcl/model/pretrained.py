@@ -36,12 +36,11 @@ class Shipped(NamedTuple):
 # docs/results.md, "The shipped model")
 SHIPPED: Dict[str, Shipped] = {
     'ssd_256_small_center_digits': Shipped(
-        sha256={'.params': 'f4194cb6a91a90eeb420c80c7fec752294473160b2fd42fc6534c8dbba242573',
-                '.state': '7d8a280d32b618406fb94024d4f664c8bab114e3e026a4ccc9f711809ea6360c',
-                '.openset.npz': '10e2b8d0710ed3d315e837c5486fe9d72b6722335bb03df7c70b853708efbaf9'},
-        # the default command since --wd defaults to 0.005 for this network
-        command='gluon-ssdcl train --center-loss --lmbd 1 --alpha 0.5 --wd 0.005',
-        commit='bf72b3cd0ef85a6356c41e98df2242253676ad32', val_map=0.8676),
+        sha256={'.params': '121a619e0a27265030bf457118b0b7a2a23bb250e919cd8b58567873a59c6aa0',
+                '.state': 'd169ff67bb0d6bdd61e90d3b1bfc19c7b754d42ee09d96ecd428d6ec055ab1a9',
+                '.openset.npz': '416a0b56285b6e09248a19759705c7987ff19787b056bd5eb71fe1f39bd6833a'},
+        command='gluon-ssdcl train --center-loss --lmbd 1 --alpha 0.5',
+        commit='1dcabcdc1dc4093b6f8f42a78def93a86d74a00c', val_map=0.8794),
 }
 DEFAULT_PRETRAINED = 'ssd_256_small_center_digits'
 
