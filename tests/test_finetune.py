@@ -176,7 +176,7 @@ def any_file(tmp_path):
 
 def test_a_run_from_a_trained_model_defaults_to_the_measured_schedule(any_file):
     fine_tune = parse_args(['--init-from', any_file])
-    assert (fine_tune.lr, fine_tune.warmup_iters, fine_tune.epochs) == (0.001, 0, 7)
+    assert (fine_tune.lr, fine_tune.warmup_iters, fine_tune.epochs) == (0.001, 0, 4)
     assert fine_tune.applied_defaults == {'lr': 0.001, 'warmup_iters': 0}
     given = parse_args(['--init-from', any_file, '--lr=0.01'])
     assert (given.lr, given.warmup_iters, given.applied_defaults) == (0.01, 0, {'warmup_iters': 0})
