@@ -11,6 +11,7 @@ least ``iou_thresh``, and the matched boxes are encoded as GluonCV's
 """
 import mxnet as mx
 import numpy as np
+from gluoncv.nn.bbox import BBoxCenterToCorner
 
 __all__ = ['ssd_targets']
 
@@ -69,14 +70,10 @@ def ssd_targets(anchors: mx.nd.NDArray, labels: np.ndarray, iou_thresh: float = 
         ``(B, N, 4)`` float32 encoded offsets of the positive anchors, 0 elsewhere.
     """
     labels = np.asarray(labels, np.float32)
-    center = anchors.reshape((-1, 4))
-    corners = mx.nd.concat(center.slice_axis(axis=1, begin=0, end=2)
-                           - center.slice_axis(axis=1, begin=2, end=4) * 0.5,
-                           center.slice_axis(axis=1, begin=0, end=2)
-                           + center.slice_axis(axis=1, begin=2, end=4) * 0.5, dim=1)
+    corners = BBoxCenterToCorner(split=False)(anchors.reshape((-1, 4)))  # GluonCV's, (N, 4)
     ious = mx.nd.contrib.box_iou(corners, mx.nd.array(labels[:, :, :4])).asnumpy()  # (N, B, M)
     ax, ay, aw, ah = _center(corners.asnumpy())
-    cls_targets = np.zeros(ious.shape[:2][::-1], np.float32)
+    cls_targets = np.zeros((len(labels), len(ious)), np.float32)
     box_targets = np.zeros(cls_targets.shape + (4,), np.float32)
     for i, image_labels in enumerate(labels):
         match = _match(ious[:, i, :], iou_thresh)
