@@ -21,11 +21,12 @@ from gluon_ssdcl.embeddings.class_bank import (UNKNOWN_ID, assign, bank_path, cl
                                                unknown_scores, with_class)
 from gluon_ssdcl.embeddings.knn import center_distances, knn_distances
 from gluon_ssdcl.embeddings.metrics import auroc, rejected_at_recall
+from gluon_ssdcl.embeddings.scores import fit_scores, unknown_score
 from gluon_ssdcl.engine.checkpoint import load_model, save_checkpoint
-from gluon_ssdcl.evaluation.class_banks import embed_boxes, register_class
+from gluon_ssdcl.evaluation.class_banks import bank_scores, embed_boxes, register_class
 from gluon_ssdcl.evaluation.few_shot import example_pool, format_few_shot
 from gluon_ssdcl.evaluation.inference import ImageDetections, collect_positives, positive_loader
-from gluon_ssdcl.evaluation.open_set import match_detections
+from gluon_ssdcl.evaluation.open_set import match_detections, open_set_evaluation
 from gluon_ssdcl.utils.files import file_sha256
 
 CTX = [mx.cpu()]
@@ -204,6 +205,32 @@ def test_match_detections_takes_the_best_overlapping_detection():
     # best-scoring overlapping detection 3; object 2: not boxed
     assert match_detections(image, unknown=[2]) == ([1], [3])
     assert match_detections(image, unknown=[2], min_score=0.7) == ([1], [])
+
+
+def test_open_set_evaluation_of_hand_made_detections():
+    """Known digits a and b boxed near their centers, an unknown c boxed far from both and
+    labelled a with a higher score than a's true positive: every distance rule rejects it,
+    which lifts a's AP from 0.5 (VOC07) to 1."""
+    gallery = np.vstack([ring([0, 0], [1, 2, 1, 2]), ring([10, 0], [1, 2, 1, 2])])
+    bank = make_bank(['a', 'b', 'c'], gallery, np.repeat([0, 1], len(gallery) // 2))
+    head = np.zeros((4, 2)), np.zeros(4)
+    head[0][1:3] = np.eye(2)
+    scorer = fit_scores(bank, *head)
+    boxes = np.array([[0, 0, 10, 10], [20, 0, 30, 10], [40, 0, 50, 10]], np.float32)
+    image = ImageDetections(
+        ids=np.array([0, 1, 0], np.float32), scores=np.array([0.9, 0.9, 0.95], np.float32),
+        bboxes=boxes, embeddings=np.array([[0.1, 0], [10, 0.1], [5, 8]], np.float32),
+        gt_bboxes=boxes, gt_ids=np.array([0, 1, 2], np.float32), gt_difficult=None)
+    results = open_set_evaluation([image], bank, scorer, ['a', 'b', 'c'], [2], knn_k=1)
+    entry = results['by_min_score']['0']
+    assert (entry['num_known'], entry['num_unknown'], entry['num_unknown_objects']) == (2, 1, 1)
+    assert entry['unknown_labelled_as'] == {'a': 1.0, 'b': 0.0, 'c': 0.0}
+    for name in ('center', 'mahalanobis', 'gaussian', 'knn'):
+        assert entry[name]['auroc'] == 1.0, name
+    assert results['map_known'] == pytest.approx(0.75)
+    for rule in ('center', 'mahalanobis', 'gaussian'):
+        assert results['map_known_rejecting'][rule] == pytest.approx(1.0), rule
+    assert results['summary']['fpr95_mahalanobis'] == 0.0
 
 
 # ---------------------------------------------------------------- the held-out digits split
@@ -410,7 +437,8 @@ def test_format_few_shot_marks_missing_values():
     assert lines[2].split() == ['1', 'center', '–', '0.5000']
 
 
-def test_detect_reject_unknown_draws_unknowns_in_grey(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize('score', [[], ['--score', 'mahalanobis'], ['--score', 'gaussian']])
+def test_detect_reject_unknown_draws_unknowns_in_grey(tmp_path, capsys, monkeypatch, score):
     from gluon_ssdcl.commands import detect
     params, root = checkpoint(tmp_path)
     model = load_model(params, CTX)
@@ -427,10 +455,14 @@ def test_detect_reject_unknown_draws_unknowns_in_grey(tmp_path, capsys, monkeypa
     monkeypatch.setattr(detect, 'plot_detections', plot)
     image = os.path.join(root, 'JPEGImages', 'd.jpg')
     assert detect.main([image, '--params', params, '--reject-unknown', '--thresh', '0',
-                        '-o', str(tmp_path / 'out')]) == 0
+                        '-o', str(tmp_path / 'out')] + score) == 0
     assert drawn['classes'] == ['cat', 'dog', 'unknown'] and len(drawn['ids'])
     assert (drawn['ids'] == 2).all() and drawn['colors'] == {2: detect.UNKNOWN_COLOR}
     assert os.path.exists(tmp_path / 'out' / 'd_detections.png')
+    with pytest.raises(SystemExit) as exit_info:
+        detect.main([image, '--params', params, '--score', 'energy'])
+    assert exit_info.value.code == 2 and '--score is the rule of --reject-unknown' in \
+        capsys.readouterr().err
 
 
 def test_export_carries_the_radii(tmp_path):
@@ -443,6 +475,27 @@ def test_export_carries_the_radii(tmp_path):
     assert description['radii'][0] == pytest.approx(bank.radii[0]) and description['radii'][1] \
         is None  # no dog in the training images
     np.testing.assert_allclose(np.load(paths['openset_centers'])[0], bank.centers[0], rtol=1e-6)
+    # the scores, computed from the exported arrays alone as the description says
+    record = description['scores']
+    assert os.path.basename(paths['openset_scores']) == record['file']
+    arrays = dict(np.load(paths['openset_scores']))
+    embeddings = np.random.RandomState(0).randn(6, bank.centers.shape[1])
+    z = embeddings @ arrays['weight'].T + arrays['bias']
+    known = z[:, 1 + arrays['known']]
+    energy = -np.log(np.exp(known).sum(axis=1))
+    finite = [k for k in range(len(arrays['means'])) if np.isfinite(arrays['means'][k]).all()]
+    assert finite == [0]  # only cat has training positives
+    mahalanobis = np.min([[(e - arrays['means'][k]) @ arrays['precision'] @ (e - arrays['means'][k])
+                           for k in finite] for e in embeddings], axis=1)
+    gaussian = np.min([[((v - arrays['logit_means'][k]) @ arrays['logit_precisions'][k]
+                         @ (v - arrays['logit_means'][k]) + arrays['logit_logdets'][k]) / 2
+                        for k in finite] for v in z], axis=1)
+    model = load_model(params, CTX)
+    scorer = bank_scores(model.net, bank)
+    for name, expected in (('energy', energy), ('mahalanobis', mahalanobis),
+                           ('gaussian', gaussian)):
+        np.testing.assert_allclose(unknown_score(scorer, name, embeddings), expected, rtol=1e-6)
+        assert record['thresholds'][name] == pytest.approx(scorer.thresholds[name])
 
 
 def test_commands_refuse_a_damaged_bank_in_one_line_naming_it(tmp_path, capsys):

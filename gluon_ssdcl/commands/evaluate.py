@@ -23,7 +23,7 @@ from typing import Optional, Sequence
 from ..data.datasets import get_dataset
 from ..embeddings.class_bank import DEFAULT_QUANTILE
 from ..engine.checkpoint import load_model
-from ..evaluation.class_banks import checkpoint_bank
+from ..evaluation.class_banks import bank_scores, checkpoint_bank
 from ..evaluation.compare import compare_classifiers, format_table, save_results
 from ..evaluation.inference import validation_detections
 from ..evaluation.open_set import format_open_set, open_set_evaluation
@@ -101,7 +101,8 @@ def _evaluate_open_set(args: argparse.Namespace) -> dict:
                                  skip_bad=args.skip_bad)
     images = validation_detections(model.net, val_dataset, ctx, args.batch_size,
                                    args.num_workers, args.max_images)
-    return open_set_evaluation(images, bank, classes, unknown, args.knn_k)
+    return open_set_evaluation(images, bank, bank_scores(model.net, bank), classes, unknown,
+                               args.knn_k)
 
 
 def _evaluate_checkpoint(args: argparse.Namespace) -> dict:

@@ -12,9 +12,10 @@ import numpy as np
 from ..embeddings.class_bank import (DEFAULT_QUANTILE, ClassBank, bank_path, check_bank,
                                      class_radii, load_bank, make_bank, registration_index,
                                      save_bank, with_class)
+from ..embeddings.scores import ScoreModel, fit_scores
 from ..utils.files import file_sha256
 
-__all__ = ['fit_bank', 'checkpoint_bank', 'embed_boxes', 'register_class']
+__all__ = ['fit_bank', 'checkpoint_bank', 'bank_scores', 'embed_boxes', 'register_class']
 
 
 def fit_bank(model, train_dataset, ctx, batch_size: int = 16, gallery_size: int = 20000,
@@ -112,6 +113,13 @@ def checkpoint_bank(model, ctx, batch_size: int = 16, gallery_size: int = 20000,
     if save:
         save_bank(bank, path)
     return bank
+
+
+def bank_scores(net, bank: ClassBank) -> ScoreModel:
+    """The post-hoc open-set scores of ``bank`` with ``net``'s class head
+    (:func:`~gluon_ssdcl.embeddings.scores.fit_scores`)."""
+    dense = net.class_head[0]
+    return fit_scores(bank, dense.weight.data().asnumpy(), dense.bias.data().asnumpy())
 
 
 def _requantiled(bank: ClassBank, quantile: float) -> np.ndarray:
