@@ -3,7 +3,8 @@
 Usage::
 
     gluon-ssdcl detect --params runs/<run>_best.params IMAGE... [-o detections]
-        [--thresh 0.5] [--label-by softmax|knn|center] [--reject-unknown] [--gpus '']
+        [--thresh 0.5] [--label-by softmax|knn|center] [--reject-unknown [--score NAME]]
+        [--gpus '']
         [--knn-k 5] [--gallery-images 200]
 
 writes ``<OUT_DIR>/<image stem>_detections.png`` for each image and prints its path. Each image
@@ -18,9 +19,12 @@ trained embeddings.
 When the checkpoint has a class bank beside it (``<stem>.openset.npz``, written by
 ``gluon-ssdcl register`` or ``evaluate --open-set``), ``--label-by center|knn`` use
 it, registered classes included: the nearest center, or the k-NN vote over its gallery.
-``--reject-unknown`` labels a detection beyond its nearest center's radius "unknown" (drawn in
-grey), whatever the labelling (the bank is fitted on ``--gallery-images`` training images when
-there is none; see :mod:`gluon_ssdcl.embeddings.class_bank`). A damaged class bank (truncated,
+``--reject-unknown`` labels a detection "unknown" (drawn in grey), whatever the labelling, by
+``--score``: beyond its nearest center's radius (``center``, the default), or with an
+``energy``, ``mahalanobis`` or ``gaussian`` score above the one of 95% of the training
+positives (the bank's quantile; :mod:`gluon_ssdcl.embeddings.scores`). The bank is fitted on
+``--gallery-images`` training images when there is none (see
+:mod:`gluon_ssdcl.embeddings.class_bank`). A damaged class bank (truncated,
 or with NaN centers or radii) is refused in one line naming it.
 
 The model, its classes and its data set are read from the checkpoint. Exit codes: 0; 1 when
@@ -41,10 +45,11 @@ import numpy as np
 
 from ..deploy.detect import (GALLERY_BATCH_SIZE, GALLERY_SIZE, detect_image, read_image,
                              training_gallery)
-from ..embeddings.class_bank import UNKNOWN_ID, UNKNOWN_NAME, assign, bank_path
+from ..embeddings.class_bank import UNKNOWN_NAME, assign, bank_path
 from ..embeddings.knn import knn_classifier
+from ..embeddings.scores import REJECTION_RULES, rejection_rule
 from ..engine.checkpoint import load_model
-from ..evaluation.class_banks import checkpoint_bank
+from ..evaluation.class_banks import bank_scores, checkpoint_bank
 from ..losses.multibox import Mode
 from ..utils.files import atomic_path
 from ..viz import plot_detections
@@ -82,14 +87,16 @@ def _bank_relabeller(model, args: argparse.Namespace, ctx: Sequence[mx.Context]
     bank = checkpoint_bank(model, ctx, GALLERY_BATCH_SIZE, GALLERY_SIZE,
                            max_images=args.gallery_images)
     names = list(bank.classes) + [UNKNOWN_NAME]
-    threshold = 1.0 if args.reject_unknown else None
+    rejects = (rejection_rule(bank, None if args.score == 'center' else
+                              bank_scores(model.net, bank), args.score)
+               if args.reject_unknown else None)
 
     def relabel(ids: np.ndarray, embeddings: np.ndarray) -> np.ndarray:
-        if args.label_by == 'softmax':
-            labels = np.where(assign(bank, embeddings) == UNKNOWN_ID, UNKNOWN_ID, ids)
-        else:
-            labels = assign(bank, embeddings, threshold, by=args.label_by, k=args.knn_k)
-        return np.where(labels == UNKNOWN_ID, len(names) - 1, labels)
+        labels = ids if args.label_by == 'softmax' else assign(
+            bank, embeddings, None, by=args.label_by, k=args.knn_k)
+        if rejects is not None:
+            labels = np.where(rejects(embeddings), len(names) - 1, labels)
+        return labels
     return names, relabel
 
 
@@ -134,8 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
                              'center; knn and center use the class bank beside the checkpoint '
                              '(registered classes) when there is one (default: softmax)')
     parser.add_argument('--reject-unknown', action='store_true',
-                        help="label detections beyond their nearest center's radius "
-                             "'unknown', drawn in grey (default: off)")
+                        help="label detections 'unknown' by --score, drawn in grey "
+                             "(default: off)")
+    parser.add_argument('--score', choices=REJECTION_RULES, default=None,
+                        help="the rule of --reject-unknown: beyond the nearest center's "
+                             "radius (center), or an open-set score above the one of 95%% of "
+                             "the training positives (default: center)")
     add_gpus_flag(parser)
     add_knn_flag(parser)
     parser.add_argument('--gallery-images', type=positive_int, default=200,
@@ -147,6 +158,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.score is not None and not args.reject_unknown:
+        parser.error("--score is the rule of --reject-unknown")
+    args.score = args.score or 'center'
     outputs = [_output_path(args.output_dir, path) for path in args.images]
     clashes = sorted({path for path in outputs if outputs.count(path) > 1})
     if clashes:

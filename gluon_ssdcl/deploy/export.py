@@ -20,7 +20,9 @@ is, in its folder:
   classes (the trained ones, then registered ones; NaN rows for classes without a center),
   whose radii, class names and unknown rule are in the description's ``open_set`` record (a
   detection whose distance to its nearest center exceeds that center's radius is unknown,
-  id -2).
+  id -2); and ``<name>-openset-scores.npz``: the arrays of the post-hoc open-set scores
+  (:mod:`gluon_ssdcl.embeddings.scores`: energy, Mahalanobis, logit Gaussians), whose formulas
+  and thresholds are in the ``open_set`` record's ``scores``.
 - ``<name>-meta.json``: the classes, embed_dim, training mode (``centers_trained`` is false for
   a softmax checkpoint, whose centers never moved), base_size, the input (name, shape, layout,
   normalisation, the helper that makes it), the outputs and the NMS settings.
@@ -47,15 +49,16 @@ from mxnet.gluon import nn
 
 from ..embeddings.class_bank import UNKNOWN_ID, UNKNOWN_NAME, bank_path
 from ..engine.checkpoint import load_model
-from ..evaluation.class_banks import checkpoint_bank
+from ..evaluation.class_banks import bank_scores, checkpoint_bank
 from ..evaluation.inference import NMS_THRESH, NMS_TOPK, POST_NMS
 from ..losses.multibox import Mode
 from ..model.ssd import SSDCenter
 from ..utils.files import TMP_SUFFIX, naming_failures
 from .inputs import IMAGE_MEAN, IMAGE_STD
 
-__all__ = ['Preprocess', 'deployable_block', 'input_shape', 'describe_bank', 'write_graph',
-           'write_onnx', 'nms', 'describe', 'check_exportable', 'export_paths', 'export_model']
+__all__ = ['Preprocess', 'deployable_block', 'input_shape', 'describe_bank', 'describe_scores',
+           'write_graph', 'write_onnx', 'nms', 'describe', 'check_exportable', 'export_paths',
+           'export_model']
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +66,7 @@ EPOCH = 0  # the number in <name>-0000.params
 # the files of an export by key, in the order they are moved into place (the description last)
 EXPORT_FILES = {'symbol': '-symbol.json', 'params': f'-{EPOCH:04d}.params', 'onnx': '.onnx',
                 'centers': '-centers.npy', 'openset_centers': '-openset-centers.npy',
-                'meta': '-meta.json'}
+                'openset_scores': '-openset-scores.npz', 'meta': '-meta.json'}
 
 
 class Preprocess(nn.HybridBlock):
@@ -269,6 +272,27 @@ def describe_bank(bank) -> dict:
                     "distance exceeds that center's radius"}
 
 
+SCORE_ARRAYS = ('weight', 'bias', 'known', 'means', 'precision', 'logit_means',
+                'logit_precisions', 'logit_logdets')
+
+
+def describe_scores(scorer) -> dict:
+    """The ``open_set.scores`` record of ``<name>-meta.json``: the thresholds of a
+    :class:`~gluon_ssdcl.embeddings.scores.ScoreModel` and how a deployment computes each score
+    from a detection's embedding ``e`` with the arrays of ``<name>-openset-scores.npz``."""
+    logits = 'z = weight @ e + bias (the class head; index 0 is the background)'
+    return {'thresholds': dict(scorer.thresholds), 'arrays': list(SCORE_ARRAYS),
+            'rule': 'unknown when the score exceeds its threshold (the score of the bank\'s '
+                    'quantile of the training positives)',
+            'formulas': {
+                'energy': f'-logsumexp(z[1 + known]), {logits}',
+                'mahalanobis': 'min over the classes k whose means[k] is finite of '
+                               '(e - means[k]) @ precision @ (e - means[k])',
+                'gaussian': 'min over the classes k whose logit_means[k] is finite of '
+                            '((z - logit_means[k]) @ logit_precisions[k] @ (z - logit_means[k])'
+                            f' + logit_logdets[k]) / 2, {logits}'}}
+
+
 def describe(meta: dict, base_size: int, embeddings: bool, preprocess: bool) -> dict:
     """The ``<name>-meta.json`` record of an export (see the module docstring).
 
@@ -359,7 +383,7 @@ def _write_files(model, bank, out_dir: str, staging: str, embeddings: bool, prep
     name = checkpoint.meta['network']
     final, paths = export_paths(out_dir, name), export_paths(staging, name)
     keys = (['symbol', 'params'] + (['onnx'] if onnx else []) + ['centers']
-            + (['openset_centers'] if bank is not None else []) + ['meta'])
+            + (['openset_centers', 'openset_scores'] if bank is not None else []) + ['meta'])
 
     def writing(key: str):
         return naming_failures(final[key], (mx.base.MXNetError,))
@@ -377,8 +401,13 @@ def _write_files(model, bank, out_dir: str, staging: str, embeddings: bool, prep
     if bank is not None:
         with writing('openset_centers'):
             np.save(paths['openset_centers'], bank.centers.astype(np.float32))
+        scorer = bank_scores(net, bank)
+        with writing('openset_scores'), open(paths['openset_scores'], 'wb') as f:
+            np.savez(f, **{key: getattr(scorer, key) for key in SCORE_ARRAYS})
         description['open_set'] = describe_bank(bank)
         description['open_set']['centers'] = os.path.basename(paths['openset_centers'])
+        description['open_set']['scores'] = describe_scores(scorer)
+        description['open_set']['scores']['file'] = os.path.basename(paths['openset_scores'])
     with writing('meta'), open(paths['meta'], 'w') as f:
         json.dump(description, f, indent=1, allow_nan=False)
     return {key: paths[key] for key in keys}
