@@ -164,6 +164,13 @@ def _add_center_loss_flags(p):
                    help='λ, weight of the center loss (default: 1)')
     p.add_argument('--alpha', type=float, default=0.5,
                    help='center update rate in (0, 1] (default: %(default)s)')
+    p.add_argument('--push-margin', type=number(0), default=0.0,
+                   help='Δ of a push-away term (ORE\'s hinge, weighted by λ): positive embeddings '
+                        'are pushed beyond Δ from the other classes\' centers; center modes '
+                        'only (default: 0, off)')
+    p.add_argument('--push-negatives', action='store_true',
+                   help='with --push-margin, push the hard-negative (background) embeddings '
+                        'beyond Δ from every center too (default: off)')
     p.add_argument('--embed-dim', type=integer(1, 4096), default=16,
                    help='dimension of the embeddings, at most 4096 (default: %(default)s)')
     p.add_argument('--embed-hidden', type=integer(0, 4096), default=None,
@@ -200,8 +207,8 @@ INIT_FROM_DEFAULTS = {'lr': 0.001, 'warmup_iters': 0}
 RESUMED_FLAGS = ('network', 'data_shape', 'batch_size', 'dataset', 'dataset_root', 'classes',
                  'digits_train', 'digits_val', 'digits_exclude', 'skip_bad', 'augment', 'epochs',
                  'lr', 'lr_mode', 'lr_decay', 'lr_decay_epoch', 'warmup_iters', 'momentum', 'wd',
-                 'clip_gradient', 'center_loss', 'center_only', 'lmbd',
-                 'alpha', 'embed_dim', 'embed_hidden', 'seed')
+                 'clip_gradient', 'center_loss', 'center_only', 'lmbd', 'push_margin',
+                 'push_negatives', 'alpha', 'embed_dim', 'embed_hidden', 'seed')
 
 
 def _given_flags(parser, argv):
@@ -214,8 +221,8 @@ def _given_flags(parser, argv):
 def _default_prefix(args, parser):
     """``runs/<model>_<mode>``, plus ``_d<embed_dim>``, ``_h<embed_hidden>`` and
     ``_n<train>-<val>`` (digits) when they are not the defaults (the network's, for
-    ``embed_hidden``) and ``_without<classes>`` for ``--digits-exclude``, so that different runs
-    do not share files."""
+    ``embed_hidden``), ``_without<classes>`` for ``--digits-exclude`` and ``_push<Δ>[-neg]`` for
+    ``--push-margin``, so that different runs do not share files."""
     prefix = f'{args.model}_{args.mode.value}'
     if args.embed_dim != parser.get_default('embed_dim'):
         prefix += f'_d{args.embed_dim}'
@@ -227,6 +234,8 @@ def _default_prefix(args, parser):
         prefix += f'_n{sizes[0]}-{sizes[1]}'
     if args.dataset == 'digits' and args.digits_exclude:
         prefix += '_without' + '-'.join(map(str, args.digits_exclude))
+    if args.push_margin:
+        prefix += f'_push{args.push_margin:g}' + ('-neg' if args.push_negatives else '')
     return os.path.join('runs', prefix)
 
 
@@ -255,6 +264,11 @@ def parse_args(argv=None):
         parser.error("--overwrite replaces the run of a prefix and --resume continues it: "
                      "give one")
     args.mode = _mode(args)
+    if args.push_margin and not args.mode.uses_center:
+        parser.error("--push-margin pushes from the centers: train with --center-loss or "
+                     "--center-only")
+    if args.push_negatives and not args.push_margin:
+        parser.error("--push-negatives needs --push-margin")
     args.applied_defaults = _stage_defaults(args)
     for flag, value in args.applied_defaults.items():
         setattr(args, flag, value)
@@ -445,6 +459,8 @@ def _train(args, ctx, workers=None):
                                               targets_ctx=ctx[0] if ctx[0].device_type == 'gpu'
                                               else None)
     loss_fn = MultiBoxCenterLoss(len(classes), args.embed_dim, args.mode, args.lmbd,
+                                 push_margin=args.push_margin,
+                                 push_negatives=args.push_negatives,
                                  sum_counts=workers.sum if workers else None)
     loss_fn.initialize(ctx=ctx)
     centers = loss_fn.center_loss.centers.weight

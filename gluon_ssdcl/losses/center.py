@@ -1,9 +1,12 @@
-"""CenterLoss: class-balanced center loss with learned centers in a ``gluon.nn.Embedding``."""
+"""CenterLoss: class-balanced center loss with learned centers in a ``gluon.nn.Embedding``;
+CenterPush: the hinge pushing embeddings a margin away from the other classes' centers."""
 import numpy as np
 from mxnet import gluon, nd
 from mxnet.gluon import nn
 
-__all__ = ['CenterLoss', 'class_histogram', 'sum_over_devices']
+__all__ = ['CenterLoss', 'CenterPush', 'class_histogram', 'sum_over_devices']
+
+EPS = 1e-12  # inside CenterPush's square root: a finite gradient at distance 0
 
 
 def _selected_one_hot(F, labels, num_classes, mask):
@@ -123,3 +126,67 @@ class CenterLoss(gluon.HybridBlock):
         weight = F.dot(one_hot, 1.0 / F.maximum(counts, 1.0))
         distance = 0.5 * F.sum(F.square(features - self.centers(labels)), axis=1)
         return distance * weight
+
+
+class CenterPush(gluon.HybridBlock):
+    r"""The push-away half of ORE's prototype loss (Joseph et al. 2021, "Towards Open World
+    Object Detection"), beside the center loss's pull.
+
+    For every selected sample ``i`` of class ``y_i`` (-1: background, whose samples are pushed
+    from every center) and every center ``c_j`` of another class that is present:
+    :math:`w_i \max(0, \Delta - \lVert x_i - c_j\rVert)`. With ``w_i = 1 / n_{y_i}`` (the
+    samples of ``i``'s class, background counted as one) the sum over a batch is
+    :math:`\sum_k \mathrm{mean}_{i: y_i=k} \sum_{j \ne k} \max(0, \Delta - d_{ij})`. The
+    centers get no gradient: they follow the center loss alone.
+
+    Parameters
+    ----------
+    num_classes : int
+        C, the number of centers.
+    margin : float
+        Δ > 0.
+
+    Inputs
+    ------
+    features : (M, D)
+    labels : (M,) class ids in [0, C), or -1 (background).
+    weights : (M,) ``w_i``; 0 drops a sample.
+    centers : (C, D)
+    present : (C,) 1 for the centers that push, 0 for the others (e.g. classes absent from the
+        batch, whose centers may never have been trained).
+
+    Outputs
+    -------
+    (M,) per-sample loss.
+
+    Notes
+    -----
+    Called on NDArrays, the block computes only the samples of non-zero weight (read on the
+    host, padded as :class:`CenterLoss` does) and scatters their loss back to the M samples.
+    """
+
+    def __init__(self, num_classes, margin, **kwargs):
+        super().__init__(**kwargs)
+        if num_classes < 1 or not margin > 0:
+            raise ValueError(f"need num_classes >= 1 and margin > 0, got {num_classes} and "
+                             f"{margin}")
+        self.num_classes = num_classes
+        self.margin = float(margin)
+
+    # pylint: disable=arguments-differ
+    def forward(self, features, labels, weights, centers, present):
+        if not isinstance(weights, nd.NDArray):
+            return super().forward(features, labels, weights, centers, present)
+        rows = nd.array(_selected_rows(weights.asnumpy().reshape(-1)), ctx=features.context,
+                        dtype='int32')
+        values = super().forward(nd.take(features, rows), nd.take(labels, rows),
+                                 nd.take(weights, rows), centers, present)
+        return nd.scatter_nd(values, rows.reshape((1, -1)), shape=(weights.shape[0],))
+
+    def hybrid_forward(self, F, features, labels, weights, centers, present):
+        centers = F.BlockGrad(centers)
+        diff = F.broadcast_sub(features.expand_dims(1), centers.expand_dims(0))  # (M, C, D)
+        distance = F.sqrt(F.sum(F.square(diff), axis=2) + EPS)  # (M, C)
+        others = F.broadcast_mul(1 - F.one_hot(labels, self.num_classes),
+                                 present.reshape((1, -1)))
+        return F.sum(F.relu(self.margin - distance) * others, axis=1) * weights

@@ -4,7 +4,7 @@ from enum import Enum
 
 from mxnet import gluon, nd
 
-from .center import CenterLoss, class_histogram, sum_over_devices
+from .center import CenterLoss, CenterPush, class_histogram, sum_over_devices
 
 __all__ = ['Mode', 'LossTerms', 'MultiBoxCenterLoss']
 
@@ -65,16 +65,18 @@ class _MultiBoxTerms(gluon.HybridBlock):
 
     Inputs: cls_pred (B,N,C+1), box_pred (B,N,4), cls_target (B,N), box_target (B,N,4),
     inv_num_pos (1,) = 1 / max(1, positives in the whole mini-batch).
-    Outputs: cls_loss (B,) over positives and hard negatives, box_loss (B,), and with
+    Outputs: cls_loss (B,) over positives and hard negatives, box_loss (B,), with
     ``objectness`` (center mode) objectness_loss (B,) over the same anchors as cls_loss (object
-    of any class against background).
+    of any class against background), and with ``negatives`` the hard-negative mask (B,N).
     """
 
-    def __init__(self, negative_mining_ratio=3, rho=1.0, objectness=False, **kwargs):
+    def __init__(self, negative_mining_ratio=3, rho=1.0, objectness=False, negatives=False,
+                 **kwargs):
         super().__init__(**kwargs)
         self._negative_mining_ratio = max(0, negative_mining_ratio)
         self._rho = rho
         self._objectness = objectness
+        self._negatives = negatives
 
     # pylint: disable=arguments-differ
     def hybrid_forward(self, F, cls_pred, box_pred, cls_target, box_target, inv_num_pos):
@@ -99,8 +101,9 @@ class _MultiBoxTerms(gluon.HybridBlock):
                                               axis=-1)))
             losses.append(F.where(selected, F.where(pos, object_loss, cls_loss),
                                   F.zeros_like(cls_loss)))
-        return tuple(F.broadcast_mul(F.sum(loss, axis=0, exclude=True), inv_num_pos)
-                     for loss in losses)
+        losses = tuple(F.broadcast_mul(F.sum(loss, axis=0, exclude=True), inv_num_pos)
+                       for loss in losses)
+        return losses + (hard_negative * (cls_target == 0),) if self._negatives else losses
 
 
 def _as_list(x):
@@ -131,6 +134,14 @@ class MultiBoxCenterLoss(gluon.Block):
         Weight λ > 0 of the center loss.
     negative_mining_ratio, rho : float
         As in ``SSDMultiBoxLoss``.
+    push_margin : float
+        Δ of the push-away term (:class:`~gluon_ssdcl.losses.center.CenterPush`, ORE's hinge):
+        each positive embedding is pushed beyond Δ from the centers of the other classes
+        present in the mini-batch, weighted like the center term (``λ L_push / N``,
+        class-balanced); 0 (default): no push. Center modes only.
+    push_negatives : bool
+        Push the hard negatives (background, counted as one class) beyond Δ from every present
+        center too; needs ``push_margin``.
     sum_counts : callable, optional
         ``sum_counts(name, values) -> sums``: the sum of per-device count arrays ('num_pos' (1,),
         'histogram' (C,)) over the whole mini-batch, one copy per device. Default: over the
@@ -148,9 +159,16 @@ class MultiBoxCenterLoss(gluon.Block):
     """
 
     def __init__(self, num_classes, embed_dim, mode=Mode.SOFTMAX, lmbd=1.0,
-                 negative_mining_ratio=3, rho=1.0, sum_counts=None, **kwargs):
+                 negative_mining_ratio=3, rho=1.0, push_margin=0.0, push_negatives=False,
+                 sum_counts=None, **kwargs):
         super().__init__(**kwargs)
         self.mode = Mode(mode)
+        if push_margin < 0 or (push_margin and not self.mode.uses_center):
+            raise ValueError(f"push_margin must be >= 0, and 0 in softmax mode (no centers), "
+                             f"got {push_margin} in {self.mode.value} mode")
+        if push_negatives and not push_margin:
+            raise ValueError("push_negatives needs push_margin > 0")
+        self.push_negatives = push_negatives
         self.sum_counts = sum_counts or (lambda name, values: sum_over_devices(values))
         if not lmbd > 0:
             raise ValueError(f"lmbd (the center-loss weight) must be > 0, got {lmbd}")
@@ -158,13 +176,16 @@ class MultiBoxCenterLoss(gluon.Block):
         self.num_classes = num_classes
         with self.name_scope():
             self.multibox = _MultiBoxTerms(negative_mining_ratio, rho,
-                                           objectness=not self.mode.trains_class_head)
+                                           objectness=not self.mode.trains_class_head,
+                                           negatives=push_negatives)
             self.center_loss = CenterLoss(num_classes, embed_dim)
+            self.push = CenterPush(num_classes, push_margin) if push_margin else None
 
     def hybridize(self, active=True, **kwargs):
         """Hybridize the per-device parts (the cross-device sums stay imperative)."""
-        self.multibox.hybridize(active, **kwargs)
-        self.center_loss.hybridize(active, **kwargs)
+        for block in (self.multibox, self.center_loss, self.push):
+            if block is not None:
+                block.hybridize(active, **kwargs)
 
     # pylint: disable=arguments-differ
     def forward(self, cls_pred, box_pred, cls_target, box_target, embeddings=None):
@@ -172,10 +193,11 @@ class MultiBoxCenterLoss(gluon.Block):
             _as_list(x) for x in (cls_pred, box_pred, cls_target, box_target)]
         num_pos = self.sum_counts('num_pos', [(ct > 0).sum() for ct in cls_target])
         inv_num_pos = [1.0 / nd.maximum(n, 1.0) for n in num_pos]
-        # (cls, box[, objectness]) per device
-        cls_losses, box_losses, *objectness_losses = zip(*[
+        # (cls, box[, objectness][, hard-negative mask]) per device
+        cls_losses, box_losses, *others = zip(*[
             self.multibox(*inputs)
             for inputs in zip(cls_pred, box_pred, cls_target, box_target, inv_num_pos)])
+        negatives = others.pop() if self.push_negatives else None
         if not self.mode.uses_center:
             totals = [c + b for c, b in zip(cls_losses, box_losses)]
             zeros = [b.zeros_like() for b in box_losses]
@@ -193,7 +215,29 @@ class MultiBoxCenterLoss(gluon.Block):
                 .reshape_like(ct).sum(axis=1), self.lmbd * inv)
             for emb, lab, mask, cnt, ct, inv in zip(embeddings, labels, masks, counts, cls_target,
                                                     inv_num_pos)]
+        if self.push is not None:
+            center_losses = [c + p for c, p in zip(center_losses, self._push_losses(
+                embeddings, labels, masks, counts, negatives, cls_target, inv_num_pos))]
         totals = [b + c for b, c in zip(box_losses, center_losses)]
         totals = [t + c for t, c in zip(totals, cls_losses if self.mode.trains_class_head
-                                        else objectness_losses[0])]
+                                        else others[0])]
         return LossTerms(totals, list(cls_losses), list(box_losses), center_losses, num_pos)
+
+    def _push_losses(self, embeddings, labels, masks, counts, negatives, cls_target,
+                     inv_num_pos):
+        """Per device, ``λ L_push / N`` (B,): positives weighted ``1 / n_{y_i}``, hard negatives
+        (with ``push_negatives``) ``1 / n_negatives``, both counted over the mini-batch."""
+        if negatives is not None:
+            negatives = [n.reshape(-1) for n in negatives]
+            num_neg = self.sum_counts('num_neg', [n.sum() for n in negatives])
+        losses = []
+        for d, (emb, lab, mask, cnt, ct, inv) in enumerate(zip(
+                embeddings, labels, masks, counts, cls_target, inv_num_pos)):
+            weights = nd.take(1.0 / nd.maximum(cnt, 1.0), nd.relu(lab)) * mask
+            if negatives is not None:
+                weights = weights + negatives[d] / nd.maximum(num_neg[d], 1.0)
+            centers = self.center_loss.centers.weight.data(emb.context)
+            values = self.push(emb.reshape((-1, emb.shape[-1])), lab, weights, centers, cnt > 0)
+            losses.append(nd.broadcast_mul(values.reshape_like(ct).sum(axis=1),
+                                           self.lmbd * inv))
+        return losses
