@@ -23,8 +23,9 @@ from gluon_ssdcl.embeddings.knn import center_distances, knn_distances
 from gluon_ssdcl.embeddings.metrics import auroc, rejected_at_recall
 from gluon_ssdcl.embeddings.scores import fit_scores, unknown_score
 from gluon_ssdcl.engine.checkpoint import load_model, save_checkpoint
+from gluon_ssdcl.engine.head_tuning import initial_rows
 from gluon_ssdcl.evaluation.class_banks import bank_scores, embed_boxes, register_class
-from gluon_ssdcl.evaluation.few_shot import example_pool, format_few_shot
+from gluon_ssdcl.evaluation.few_shot import example_pool, fine_tuned_head, format_few_shot
 from gluon_ssdcl.evaluation.inference import ImageDetections, collect_positives, positive_loader
 from gluon_ssdcl.evaluation.open_set import match_detections, open_set_evaluation
 from gluon_ssdcl.utils.files import file_sha256
@@ -337,6 +338,30 @@ def test_registered_center_is_the_mean_and_the_next_detection_gets_its_label(tmp
     assert assign(registered, found.embeddings[best:best + 1], threshold=None).tolist() == [2]
 
 
+def test_fine_tuned_head_changes_only_the_registered_row(tmp_path):
+    params, root = checkpoint(tmp_path)
+    model = load_model(params, CTX)
+    image = cv2.imread(os.path.join(root, 'JPEGImages', 'd.jpg'))[:, :, ::-1].copy()
+    box = np.array([[4, 4, 40, 44]], np.float32)
+    cat = np.random.RandomState(0).randn(6, 2)
+    bank = register_class(model, make_bank(['cat', 'dog'], cat, np.zeros(6, np.int64)), 'dog',
+                          [image], [box], CTX)
+    dense = model.net.class_head[0]
+    weight, bias = dense.weight.data().asnumpy(), dense.bias.data().asnumpy()
+    tuned_weight, tuned_bias = fine_tuned_head(model.net, bank, [1], [image], [box], CTX)
+    np.testing.assert_array_equal(tuned_weight[:2], weight[:2])  # background and cat
+    np.testing.assert_array_equal(tuned_bias[:2], bias[:2])
+    start, _ = initial_rows(weight, bias, [2], bank.centers[1:2], [1])
+    assert not np.allclose(tuned_weight[2], start[2]) and not np.allclose(tuned_weight[2],
+                                                                           weight[2])
+    # the dog's positive anchors now score higher for dog than before
+    positives = embed_boxes(model.net, [image], [box], CTX)
+    before = positives @ weight[2] + bias[2] - (positives @ weight[1] + bias[1])
+    after = positives @ tuned_weight[2] + tuned_bias[2] - (positives @ weight[1] + bias[1])
+    assert after.mean() > before.mean()
+    np.testing.assert_array_equal(dense.weight.data().asnumpy(), weight)  # the net's own head
+
+
 def test_evaluate_open_set_runs_on_a_tiny_model(tmp_path, capsys):
     params, _ = checkpoint(tmp_path)
     output = tmp_path / 'openset.json'
@@ -405,10 +430,12 @@ def test_few_shot_evaluation_on_tiny_digits(tmp_path, monkeypatch, capsys):
                            classes=CLASSES, root=held)
     output = tmp_path / 'fewshot.json'
     assert register_main(['--params', params, '--evaluate', '--classes', '8,9', '--shots', '1,2',
-                          '--draws', '1', '--output', str(output), '--batch-size', '4']) == 0
+                          '--draws', '1', '--output', str(output), '--batch-size', '4',
+                          '--fine-tune']) == 0
     results = json.loads(output.read_text())
     assert results['classes'] == ['8', '9'] and set(results['by_shots']) == {'1', '2'}
-    for labelling in ('center', 'knn', 'hybrid'):
+    assert set(results['by_shots']['2']) == {'center', 'knn', 'hybrid', 'finetune'}
+    for labelling in ('center', 'knn', 'hybrid', 'finetune'):
         value = results['summary'][f'ap_registered_{labelling}_k2']
         assert value is None or 0 <= value <= 1
     assert 'AP registered' in capsys.readouterr().out

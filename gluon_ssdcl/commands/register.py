@@ -15,7 +15,10 @@ center and gallery embeddings are replaced).
 ``--evaluate --classes 8,9 --shots 1,5,20`` measures instead, on a digits model trained without
 those classes (``gluon-ssdcl train --digits-exclude 8,9``), how well classes registered from K
 examples are detected (:func:`~gluon_ssdcl.evaluation.few_shot.few_shot_evaluation`); an AP
-that does not exist (few images) is written as null.
+that does not exist (few images) is written as null. With ``--fine-tune`` it also measures
+registration by fine-tuning: the class head's rows of the registered classes start from their
+centers and are fine-tuned on the examples (with replayed training positives and the examples'
+background anchors), the other rows unchanged, and the detector runs again with that head.
 """
 from __future__ import annotations
 
@@ -109,6 +112,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help='--evaluate: examples per class (default: 1,5,20)')
     parser.add_argument('--draws', type=positive_int, default=3,
                         help='--evaluate: draws of the examples per K (default: 3)')
+    parser.add_argument('--fine-tune', action='store_true',
+                        help="--evaluate: also fine-tune the class head's rows of the "
+                             "registered classes on the examples and detect again (one "
+                             "detector pass per draw and K; default: off)")
     parser.add_argument('--examples-root', default=None,
                         help="--evaluate: folder of the digits set the examples come from: the "
                              "model's set without exclusion, generated there on first use "
@@ -186,9 +193,11 @@ def _evaluate(args) -> int:
     _, val_dataset = get_dataset('digits', meta['dataset_root'])
     images = validation_detections(model.net, val_dataset, ctx, args.batch_size,
                                    args.num_workers, args.max_images)
+    if args.max_images:
+        val_dataset = val_dataset.take(args.max_images)
     results = few_shot_evaluation(model, bank, example_dataset, images, args.classes,
                                   args.shots, ctx, args.draws, meta.get('seed', 0), args.knn_k,
-                                  args.batch_size)
+                                  args.batch_size, val_dataset if args.fine_tune else None)
     output = args.output or os.path.splitext(model.checkpoint.path)[0] + '_fewshot.json'
     save_results(results, output)
     print(format_few_shot(results))
@@ -203,6 +212,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     """
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.fine_tune and not args.evaluate:
+        parser.error("--fine-tune is for --evaluate")
     if args.evaluate:
         if not args.classes:
             parser.error("--evaluate needs --classes (the held-out digits, e.g. 8,9)")

@@ -5,7 +5,7 @@ new classes registered from a few example boxes (the bank itself:
 from __future__ import annotations
 
 import os
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -15,7 +15,8 @@ from ..embeddings.class_bank import (DEFAULT_QUANTILE, ClassBank, bank_path, che
 from ..embeddings.scores import ScoreModel, fit_scores
 from ..utils.files import file_sha256
 
-__all__ = ['fit_bank', 'checkpoint_bank', 'bank_scores', 'embed_boxes', 'register_class']
+__all__ = ['fit_bank', 'checkpoint_bank', 'bank_scores', 'embed_anchors', 'embed_boxes',
+           'register_class']
 
 
 def fit_bank(model, train_dataset, ctx, batch_size: int = 16, gallery_size: int = 20000,
@@ -134,10 +135,10 @@ def _requantiled(bank: ClassBank, quantile: float) -> np.ndarray:
     return radii
 
 
-def embed_boxes(net, images: Sequence, boxes: Sequence, ctx, batch_size: int = 16
-                ) -> np.ndarray:
-    """Embeddings of the positive anchors matched to given boxes, as in training
-    (:func:`~gluon_ssdcl.evaluation.inference.positive_loader`, no augmentation).
+def embed_anchors(net, images: Sequence, boxes: Sequence, ctx, batch_size: int = 16
+                  ) -> Tuple[np.ndarray, np.ndarray]:
+    """Every anchor's embedding and training class target on images with given boxes, as in
+    training (:func:`~gluon_ssdcl.evaluation.inference.positive_loader`, no augmentation).
 
     Parameters
     ----------
@@ -151,13 +152,15 @@ def embed_boxes(net, images: Sequence, boxes: Sequence, ctx, batch_size: int = 1
 
     Returns
     -------
-    numpy.ndarray of float32, (P, D)
-        One row per positive anchor of the boxes.
+    embeddings : numpy.ndarray of float32, (A, D)
+        The anchors of every image, image after image.
+    targets : numpy.ndarray of int64, (A,)
+        1 for an anchor matched to a box, 0 for background, -1 for ignored.
     """
     import mxnet as mx  # pylint: disable=import-outside-toplevel
     from mxnet.gluon.data import SimpleDataset  # pylint: disable=import-outside-toplevel
 
-    from .inference import collect_positives, positive_loader  # pylint: disable=C0415
+    from .inference import positive_loader  # pylint: disable=import-outside-toplevel
     if len(images) != len(boxes):
         raise ValueError(f"{len(images)} images but {len(boxes)} box lists")
     items = []
@@ -166,10 +169,22 @@ def embed_boxes(net, images: Sequence, boxes: Sequence, ctx, batch_size: int = 1
         label = np.hstack([image_boxes, np.zeros((len(image_boxes), 2), np.float32)])
         image = image if isinstance(image, mx.nd.NDArray) else mx.nd.array(image, dtype='uint8')
         items.append((image, label))
-    if not items:
-        return np.zeros((0, net.embed_dim), np.float32)
-    loader = positive_loader(SimpleDataset(items), net, batch_size)
-    return collect_positives(net, loader, ctx)[0]
+    embeddings, targets = [np.zeros((0, net.embed_dim), np.float32)], [np.zeros(0, np.int64)]
+    if items:
+        with mx.autograd.predict_mode():
+            for batch in positive_loader(SimpleDataset(items), net, batch_size):
+                outputs = net.anchor_outputs(batch[0].as_in_context(ctx[0]))
+                embeddings.append(outputs[3].asnumpy().reshape(-1, net.embed_dim))
+                targets.append(batch[1].asnumpy().reshape(-1).astype(np.int64))
+    return np.concatenate(embeddings).astype(np.float32), np.concatenate(targets)
+
+
+def embed_boxes(net, images: Sequence, boxes: Sequence, ctx, batch_size: int = 16
+                ) -> np.ndarray:
+    """(P, D) float32 embeddings of the positive anchors matched to given boxes, as in training
+    (the anchors of :func:`embed_anchors` with target 1)."""
+    embeddings, targets = embed_anchors(net, images, boxes, ctx, batch_size)
+    return embeddings[targets > 0]
 
 
 def register_class(model, bank: ClassBank, name: str, images: Sequence, boxes: Sequence,

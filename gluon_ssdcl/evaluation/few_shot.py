@@ -5,17 +5,20 @@ from __future__ import annotations
 
 from typing import Dict, List, Optional, Sequence, Tuple
 
+import mxnet as mx
 import numpy as np
 
 from ..embeddings.class_bank import assign, unknown_scores
+from ..engine.head_tuning import fine_tune_rows, initial_rows
 from ..utils.arrays import finite_or_none, mean_or_none
-from .class_banks import register_class
+from .class_banks import embed_anchors, register_class
 from .compare import format_cell
-from .inference import detections_map
+from .inference import detections_map, validation_detections
 
-__all__ = ['LABELLINGS', 'example_pool', 'few_shot_evaluation', 'format_few_shot']
+__all__ = ['LABELLINGS', 'example_pool', 'fine_tuned_head', 'few_shot_evaluation',
+           'format_few_shot']
 
-LABELLINGS = ('center', 'knn', 'hybrid')
+LABELLINGS = ('center', 'knn', 'hybrid')  # relabelling the detections; 'finetune' re-detects
 
 
 def example_pool(dataset, class_ids: Sequence[int], per_class: int, seed: int = 0
@@ -59,6 +62,62 @@ def _relabeller(bank, labelling: str, registered: Sequence[int], knn_k: int):
     return relabel
 
 
+def fine_tuned_head(net, bank, class_ids: Sequence[int], images: Sequence, boxes: Sequence,
+                    ctx, batch_size: int = 16) -> Tuple[np.ndarray, np.ndarray]:
+    """The class head with the rows of registered classes fine-tuned (TFA-style), the others
+    unchanged.
+
+    Each registered class's row starts from its center (:func:`initial_rows`); then only those
+    rows train (:func:`fine_tune_rows`) on the bank's gallery (the registered examples' positive
+    anchors and the replayed training positives, each with its class) and the background
+    anchors of the example images (matched against every box of those images).
+
+    Parameters
+    ----------
+    net : SSDCenter
+    bank : ClassBank
+        With the classes of ``class_ids`` registered (:func:`register_class`).
+    class_ids : sequence of int
+        The registered model classes (their head rows are ``id + 1``).
+    images : sequence of (H, W, 3) uint8 arrays
+        The example images.
+    boxes : sequence of (M, 4) arrays
+        Every ground-truth box of each example image.
+    ctx : list of mx.Context
+    batch_size : int
+
+    Returns
+    -------
+    (weight (C + 1, D), bias (C + 1,)) : numpy.ndarray of float64
+    """
+    dense = net.class_head[0]
+    weight, bias = dense.weight.data().asnumpy(), dense.bias.data().asnumpy()
+    rows = [c + 1 for c in class_ids]
+    trained = [j + 1 for j in np.flatnonzero(bank.active[:len(weight) - 1])
+               if j not in class_ids]
+    weight, bias = initial_rows(weight, bias, rows, bank.centers[list(class_ids)], trained)
+    anchors, targets = embed_anchors(net, images, boxes, ctx, batch_size)
+    background = anchors[targets == 0]
+    embeddings = np.concatenate([bank.gallery, background])
+    labels = np.concatenate([bank.gallery_labels + 1, np.zeros(len(background), np.int64)])
+    return fine_tune_rows(weight, bias, rows, embeddings, labels, ctx=ctx[0])
+
+
+def _fine_tuned_map(model, head, val_dataset, ctx, batch_size):
+    """Per-class AP of the detector with the class head ``(weight, bias)``; the net's own head is
+    restored afterwards."""
+    dense = model.net.class_head[0]
+    saved = dense.weight.data().copy(), dense.bias.data().copy()
+    try:
+        dense.weight.set_data(mx.nd.array(head[0]))
+        dense.bias.set_data(mx.nd.array(head[1]))
+        return _map(validation_detections(model.net, val_dataset, ctx, batch_size),
+                    model.classes)
+    finally:
+        dense.weight.set_data(saved[0])
+        dense.bias.set_data(saved[1])
+
+
 def _map(images, classes, relabel=None):
     if relabel is not None:
         images = [image._replace(ids=np.asarray(relabel(image), np.float32)) for image in images]
@@ -72,14 +131,17 @@ def _mean_of(per_class: Dict[str, float], names: Sequence[str]) -> Optional[floa
 
 def few_shot_evaluation(model, bank, example_dataset, images, class_ids: Sequence[int],
                         shots: Sequence[int], ctx, draws: int = 3, seed: int = 0,
-                        knn_k: int = 5, batch_size: int = 16) -> dict:
+                        knn_k: int = 5, batch_size: int = 16, val_dataset=None) -> dict:
     """AP of classes registered from K examples each, and the known classes' AP beside them.
 
     For each draw and each K of ``shots``: K boxes of each class of ``class_ids`` are drawn
     from ``example_dataset`` (:func:`example_pool`), registered into ``bank``, and the
     validation detections ``images`` are relabelled: ``center`` (nearest center), ``knn``
     (k-NN vote over the gallery) or ``hybrid`` (the class head's label unless the nearest
-    center is a registered class). Scores stay the detector's.
+    center is a registered class). Scores stay the detector's. With ``val_dataset`` (the
+    images of ``images``), also ``finetune``: the class head's rows of the registered classes
+    fine-tuned on the examples (:func:`fine_tuned_head`) and the detector run again with it
+    (new scores, new detections).
 
     Parameters
     ----------
@@ -99,6 +161,8 @@ def few_shot_evaluation(model, bank, example_dataset, images, class_ids: Sequenc
         Independent draws of the examples per K (averaged).
     seed : int
     knn_k, batch_size : int
+    val_dataset : Dataset, optional
+        The validation images, to measure ``finetune``.
 
     Returns
     -------
@@ -125,21 +189,31 @@ def few_shot_evaluation(model, bank, example_dataset, images, class_ids: Sequenc
     summary = {'map_known_softmax': results['map_known_softmax'],
                'map_known_center_base': results['map_known_center_base']}
     rng = np.random.default_rng(seed)
+    labellings = LABELLINGS + (('finetune',) if val_dataset is not None else ())
     for k in shots:
-        runs = {labelling: [] for labelling in LABELLINGS}
+        runs = {labelling: [] for labelling in labellings}
         for _ in range(draws):
-            registered = bank
+            registered, examples = bank, []
             for c in class_ids:
                 chosen = rng.choice(len(pool[c]), size=k, replace=False)
-                examples = [pool[c][i] for i in chosen]
+                drawn = [pool[c][i] for i in chosen]
+                examples += [index for index, _ in drawn]
                 registered = register_class(
                     model, registered, classes[c],
-                    [example_dataset[index][0] for index, _ in examples],
-                    [box[None] for _, box in examples], ctx, batch_size)
+                    [example_dataset[index][0] for index, _ in drawn],
+                    [box[None] for _, box in drawn], ctx, batch_size)
             for labelling in LABELLINGS:
                 per_class = _map(images, classes,
                                  _relabeller(registered, labelling, list(class_ids), knn_k))
                 runs[labelling].append(per_class)
+            if val_dataset is not None:
+                items = [example_dataset[index] for index in sorted(set(examples))]
+                head = fine_tuned_head(model.net, registered, class_ids,
+                                       [image for image, _ in items],
+                                       [np.asarray(label)[:, :4] for _, label in items], ctx,
+                                       batch_size)
+                runs['finetune'].append(_fine_tuned_map(model, head, val_dataset, ctx,
+                                                        batch_size))
         entry = {}
         for labelling, per_draw in runs.items():
             ap = {name: mean_or_none(finite_or_none(p[name]) for p in per_draw)
