@@ -2,10 +2,14 @@
 classes, then evaluated on open-set rejection and few-shot registration of those classes.
 
     python benchmarks/open_set_study.py [--out runs/open_set_study] [--seeds 0,1,2]
-        [--unknown 8,9] [--digits-train 2000] [--epochs 5] [--shots 1,5,20]
-        [--draws 3] [--stages train,openset,fewshot] [--fast] [--dry-run]
+        [--modes softmax,center] [--unknown 8,9] [--digits-train 7000] [--epochs 4]
+        [--shots 1,5,20] [--draws 5] [--fine-tune] [--stages train,openset,fewshot] [--fast]
+        [--dry-run]
 
-Each run is ``train_ssd_center.py --digits-exclude <unknown>`` in a child process with
+The grid is every ``--modes`` setting (:data:`MODES`: softmax; softmax + center at λ 1 and
+0.1; with the push-away hinge, and with the hard negatives pushed too) over every seed, at the
+default run's budget. Each run is ``train_ssd_center.py --digits-exclude <unknown>`` in a
+child process with
 ``--save-prefix <out>/<run>``; its ``<run>_eval.json`` marks it trained (an interrupted run is
 continued with ``--resume``). Then, per run, ``python -m gluon_ssdcl.evaluate --open-set``
 writes ``<run>_openset.json`` and ``python -m gluon_ssdcl.register --evaluate`` writes
@@ -15,6 +19,7 @@ summary is rewritten: ``results.csv`` and ``results.json`` (one
 row per run) and ``results.md`` (mean ± std over seeds per mode). ``--fast`` runs a two-run grid
 on a tiny network in seconds (for the tests).
 """
+import argparse
 import os
 import subprocess
 import sys
@@ -29,8 +34,12 @@ from gluon_ssdcl.commands.common import (OneLineErrorParser, UsageError, classes
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TRAIN = os.path.join(ROOT, 'train_ssd_center.py')
 STAGES = ('train', 'openset', 'fewshot')
+CENTER = ['--center-loss', '--lmbd', '1', '--alpha', '0.5']
 MODES = OrderedDict([('softmax', []),
-                     ('center', ['--center-loss', '--lmbd', '1', '--alpha', '0.5'])])
+                     ('center', CENTER),
+                     ('lmbd01', ['--center-loss', '--lmbd', '0.1', '--alpha', '0.5']),
+                     ('push', CENTER + ['--push-margin', '5']),
+                     ('pushneg', CENTER + ['--push-margin', '5', '--push-negatives'])])
 FAST_FLAGS = ['--network', 'tiny', '--data-shape', '64', '--digits-val', '16',
               '--batch-size', '8', '--embed-dim', '4', '--warmup-iters', '2', '--knn-k', '1']
 
@@ -43,7 +52,8 @@ def plan(args):
         common += FAST_FLAGS + ['--dataset-root', os.path.join(args.out, 'digits')]
     grid = OrderedDict()
     for seed in args.seeds:  # both modes of a seed first: a grid stopped early stays paired
-        for mode, flags in MODES.items():
+        for mode in args.modes:
+            flags = MODES[mode]
             grid[f'{mode}_s{seed}'] = ({'mode': mode, 'seed': seed},
                                        common + flags + ['--seed', str(seed)])
     return grid
@@ -76,7 +86,8 @@ def stage_commands(name, flags, args):
                '--unknown-classes', unknown, '--output', prefix + '_openset.json'] + fast
     fewshot = [sys.executable, '-m', 'gluon_ssdcl.register', '--params', prefix, '--evaluate',
                '--classes', unknown, '--shots', ','.join(map(str, args.shots)),
-               '--draws', str(args.draws), '--output', prefix + '_fewshot.json'] + fast
+               '--draws', str(args.draws), '--output', prefix + '_fewshot.json'] + fast + (
+                   ['--fine-tune'] if args.fine_tune else [])
     if args.fast:
         fewshot += ['--examples-root', os.path.join(args.out, 'digits-full')]
     return OrderedDict([('train', (prefix + '_eval.json', train)),
@@ -166,6 +177,15 @@ def _numbers(text):
     return [int(part) for part in text.split(',') if part.strip()]
 
 
+def _modes(text):
+    modes = [part.strip() for part in text.split(',') if part.strip()]
+    bad = sorted(set(modes) - set(MODES))
+    if bad or not modes:
+        raise argparse.ArgumentTypeError(f"unknown mode {', '.join(bad) or text!r} (choose "
+                                         f"from {', '.join(MODES)})")
+    return modes
+
+
 def _stages(text):
     stages = [part.strip() for part in text.split(',') if part.strip()]
     bad = sorted(set(stages) - set(STAGES))
@@ -182,12 +202,18 @@ def main(argv=None):
     p.add_argument('--seeds', type=_numbers, default=[0, 1, 2])
     p.add_argument('--unknown', type=classes_flag, default=[8, 9],
                    help='digit classes held out of training (default: 8,9)')
-    p.add_argument('--digits-train', type=positive_int, default=2000)
-    p.add_argument('--epochs', type=positive_int, default=5)
+    p.add_argument('--modes', type=_modes, default=['softmax', 'center'],
+                   help=f"comma-separated training settings, of {', '.join(MODES)} "
+                        "(default: softmax,center)")
+    p.add_argument('--digits-train', type=positive_int, default=7000)
+    p.add_argument('--epochs', type=positive_int, default=4)
     p.add_argument('--shots', type=_numbers, default=[1, 5, 20],
                    help='examples per registered class (default: 1,5,20)')
-    p.add_argument('--draws', type=positive_int, default=3,
-                   help='draws of the examples per K in the few-shot evaluation (default: 3)')
+    p.add_argument('--draws', type=positive_int, default=5,
+                   help='draws of the examples per K in the few-shot evaluation (default: 5)')
+    p.add_argument('--fine-tune', action='store_true',
+                   help='also measure few-shot registration by fine-tuning the class head '
+                        '(register --evaluate --fine-tune)')
     p.add_argument('--stages', default=','.join(STAGES),
                    help=f"comma-separated stages to run (default: {','.join(STAGES)})")
     p.add_argument('--fast', action='store_true',
