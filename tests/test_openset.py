@@ -226,7 +226,7 @@ def test_open_set_evaluation_of_hand_made_detections():
     entry = results['by_min_score']['0']
     assert (entry['num_known'], entry['num_unknown'], entry['num_unknown_objects']) == (2, 1, 1)
     assert entry['unknown_labelled_as'] == {'a': 1.0, 'b': 0.0, 'c': 0.0}
-    for name in ('center', 'mahalanobis', 'gaussian', 'knn'):
+    for name in ('center', 'cosine', 'mahalanobis', 'gaussian', 'knn'):
         assert entry[name]['auroc'] == 1.0, name
     assert results['map_known'] == pytest.approx(0.75)
     for rule in ('center', 'mahalanobis', 'gaussian'):
@@ -464,7 +464,8 @@ def test_format_few_shot_marks_missing_values():
     assert lines[2].split() == ['1', 'center', '–', '0.5000']
 
 
-@pytest.mark.parametrize('score', [[], ['--score', 'mahalanobis'], ['--score', 'gaussian']])
+@pytest.mark.parametrize('score', [[], ['--score', 'mahalanobis'], ['--score', 'gaussian'],
+                                   ['--score', 'cosine']])
 def test_detect_reject_unknown_draws_unknowns_in_grey(tmp_path, capsys, monkeypatch, score):
     from gluon_ssdcl.commands import detect
     params, root = checkpoint(tmp_path)
@@ -514,13 +515,15 @@ def test_export_carries_the_radii(tmp_path):
     assert finite == [0]  # only cat has training positives
     mahalanobis = np.min([[(e - arrays['means'][k]) @ arrays['precision'] @ (e - arrays['means'][k])
                            for k in finite] for e in embeddings], axis=1)
+    unit = lambda rows: rows / np.linalg.norm(rows, axis=-1, keepdims=True)  # noqa: E731
+    cosine = 1 - np.max(unit(embeddings) @ unit(arrays['means'][finite]).T, axis=1)
     gaussian = np.min([[((v - arrays['logit_means'][k]) @ arrays['logit_precisions'][k]
                          @ (v - arrays['logit_means'][k]) + arrays['logit_logdets'][k]) / 2
                         for k in finite] for v in z], axis=1)
     model = load_model(params, CTX)
     scorer = bank_scores(model.net, bank)
-    for name, expected in (('energy', energy), ('mahalanobis', mahalanobis),
-                           ('gaussian', gaussian)):
+    for name, expected in (('energy', energy), ('cosine', cosine),
+                           ('mahalanobis', mahalanobis), ('gaussian', gaussian)):
         np.testing.assert_allclose(unknown_score(scorer, name, embeddings), expected, rtol=1e-6)
         assert record['thresholds'][name] == pytest.approx(scorer.thresholds[name])
 

@@ -5,7 +5,7 @@ import pytest
 from scipy.stats import multivariate_normal
 
 from gluon_ssdcl.embeddings.class_bank import make_bank, with_class
-from gluon_ssdcl.embeddings.scores import (SCORES, fit_scores, energy, gaussian, logits,
+from gluon_ssdcl.embeddings.scores import (SCORES, cosine, energy, fit_scores, gaussian, logits,
                                            mahalanobis, unknown_score)
 
 
@@ -52,6 +52,17 @@ def test_mahalanobis_uses_the_shared_within_class_covariance():
     expected = [1 / 2 + 1 / 0.5, 1 / 2 + 4 / 0.5, 25 / 2]
     np.testing.assert_allclose(mahalanobis(model, queries), expected)
     assert np.isnan(model.means[2]).all()
+
+
+def test_cosine_is_one_minus_the_best_cosine_to_a_class_mean():
+    # class means (1, 0) and (0, 2); the held-out class has none
+    bank = make_bank(['a', 'b', 'held out'],
+                     np.vstack([cross([1, 0], 1, 1), cross([0, 2], 1, 1)]), np.repeat([0, 1], 4))
+    model = fit_scores(bank, *identity_head(3, 2))
+    queries = np.array([[3.0, 3.0], [5.0, 0.0], [-1.0, 0.0], [0.0, -0.5]])
+    # nearest mean in angle: 45 degrees; along a's mean; opposite a, orthogonal to b; opposite b
+    expected = [1 - np.sqrt(0.5), 0, 1, 1]
+    np.testing.assert_allclose(cosine(model, queries), expected, atol=1e-12)
 
 
 def test_gaussian_is_minus_the_best_class_log_likelihood_of_the_logits():

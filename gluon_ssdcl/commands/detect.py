@@ -21,8 +21,8 @@ When the checkpoint has a class bank beside it (``<stem>.openset.npz``, written 
 it, registered classes included: the nearest center, or the k-NN vote over its gallery.
 ``--reject-unknown`` labels a detection "unknown" (drawn in grey), whatever the labelling, by
 ``--score``: beyond its nearest center's radius (``center``, the default), or with an
-``energy``, ``mahalanobis`` or ``gaussian`` score above the one of 95% of the training
-positives (the bank's quantile; :mod:`gluon_ssdcl.embeddings.scores`). The bank is fitted on
+``energy``, ``cosine``, ``mahalanobis`` or ``gaussian`` score above the one of 95% of the
+training positives (the bank's quantile; :mod:`gluon_ssdcl.embeddings.scores`). The bank is fitted on
 ``--gallery-images`` training images when there is none (see
 :mod:`gluon_ssdcl.embeddings.class_bank`). A damaged class bank (truncated,
 or with NaN centers or radii) is refused in one line naming it.

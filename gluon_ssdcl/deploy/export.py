@@ -21,8 +21,8 @@ is, in its folder:
   whose radii, class names and unknown rule are in the description's ``open_set`` record (a
   detection whose distance to its nearest center exceeds that center's radius is unknown,
   id -2); and ``<name>-openset-scores.npz``: the arrays of the post-hoc open-set scores
-  (:mod:`gluon_ssdcl.embeddings.scores`: energy, Mahalanobis, logit Gaussians), whose formulas
-  and thresholds are in the ``open_set`` record's ``scores``.
+  (:mod:`gluon_ssdcl.embeddings.scores`: energy, cosine, Mahalanobis, logit Gaussians), whose
+  formulas and thresholds are in the ``open_set`` record's ``scores``.
 - ``<name>-meta.json``: the classes, embed_dim, training mode (``centers_trained`` is false for
   a softmax checkpoint, whose centers never moved), base_size, the input (name, shape, layout,
   normalisation, the helper that makes it), the outputs and the NMS settings.
@@ -286,6 +286,8 @@ def describe_scores(scorer) -> dict:
                     'quantile of the training positives)',
             'formulas': {
                 'energy': f'-logsumexp(z[1 + known]), {logits}',
+                'cosine': '1 - max over the classes k whose means[k] is finite of '
+                          '(e @ means[k]) / (|e| |means[k]|)',
                 'mahalanobis': 'min over the classes k whose means[k] is finite of '
                                '(e - means[k]) @ precision @ (e - means[k])',
                 'gaussian': 'min over the classes k whose logit_means[k] is finite of '

@@ -7,6 +7,9 @@ positives (and registered examples):
 
 - ``energy`` (Liu et al. 2020): ``-logsumexp`` of the class head's logits of the known classes
   (background left out); the logits are ``weight @ e + bias``, the model's class head;
+- ``cosine``: one minus the largest cosine similarity of the embedding to a class mean (the
+  nearest class mean in angle: the embedding's direction, not its length, as in k-NN on
+  normalised features, Sun et al. 2022);
 - ``mahalanobis`` (Lee et al. 2018): the smallest squared Mahalanobis distance of the
   embedding to a class mean, with one covariance shared by the classes (the within-class
   scatter, scikit-learn's ``EmpiricalCovariance``);
@@ -28,10 +31,10 @@ import numpy as np
 from ..utils.arrays import as_numpy
 from .class_bank import ClassBank, class_means, unknown_scores
 
-__all__ = ['SCORES', 'ScoreModel', 'fit_scores', 'logits', 'energy', 'mahalanobis',
+__all__ = ['SCORES', 'ScoreModel', 'fit_scores', 'logits', 'energy', 'cosine', 'mahalanobis',
            'gaussian', 'unknown_score', 'is_unknown', 'REJECTION_RULES', 'rejection_rule']
 
-SCORES = ('energy', 'mahalanobis', 'gaussian')
+SCORES = ('energy', 'cosine', 'mahalanobis', 'gaussian')
 REJECTION_RULES = ('center',) + SCORES  # what may label a detection unknown
 MIN_CLASS_SAMPLES = 32  # fewer examples: the class's logit Gaussian uses the shared covariance
 
@@ -83,6 +86,17 @@ def energy(model: ScoreModel, embeddings) -> np.ndarray:
     return -(top[:, 0] + np.log(np.exp(known - top).sum(axis=1)))
 
 
+def _unit_rows(values: np.ndarray) -> np.ndarray:
+    return values / np.maximum(np.linalg.norm(values, axis=1, keepdims=True), 1e-12)
+
+
+def cosine(model: ScoreModel, embeddings) -> np.ndarray:
+    """(M,) one minus the largest cosine similarity to a class mean (in [0, 2])."""
+    embeddings = as_numpy(embeddings).astype(np.float64).reshape(-1, model.means.shape[1])
+    means = model.means[~np.isnan(model.means).any(axis=1)]
+    return 1 - (_unit_rows(embeddings) @ _unit_rows(means).T).max(axis=1, initial=-1)
+
+
 def _smallest_quadratic(values, means, precisions, offsets) -> np.ndarray:
     """(M,) ``min_k (v - m_k)^T P_k (v - m_k) + o_k`` over the rows ``k`` of ``means`` without
     NaN; ``precisions`` (K, E, E), ``offsets`` (K,)."""
@@ -111,7 +125,8 @@ def gaussian(model: ScoreModel, embeddings) -> np.ndarray:
                                      model.logit_precisions, model.logit_logdets)
 
 
-SCORE_FUNCTIONS = {'energy': energy, 'mahalanobis': mahalanobis, 'gaussian': gaussian}
+SCORE_FUNCTIONS = {'energy': energy, 'cosine': cosine, 'mahalanobis': mahalanobis,
+                   'gaussian': gaussian}
 
 
 def unknown_score(model: ScoreModel, name: str, embeddings) -> np.ndarray:

@@ -131,7 +131,7 @@ def open_set_evaluation(images, bank, scorer, classes: Sequence[str], unknown: S
     Scores, higher meaning more likely unknown: ``center`` (distance to the nearest center over
     its radius, the bank's centers), ``means`` (the same around the training class means),
     ``msp`` (1 - the detection's softmax probability), ``knn`` (mean distance to the k
-    nearest training embeddings), and the post-hoc ``energy``, ``mahalanobis`` and
+    nearest training embeddings), and the post-hoc ``energy``, ``cosine``, ``mahalanobis`` and
     ``gaussian`` (:mod:`gluon_ssdcl.embeddings.scores`).
 
     Parameters
