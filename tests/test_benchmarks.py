@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -219,11 +220,9 @@ def test_detector_errors_prints_its_tables_for_every_box(digits_root, tmp_path):
     assert len(heights) == 6 and sum(map(int, heights)) == boxes
 
 
-def test_feature_maps_draws_each_run_with_tsne_and_pca(digits_root, tmp_path):
-    """Two tiny digits checkpoints (softmax and softmax-center, 16-D) give one PNG; a run
-    without a title is bad usage."""
+def tiny_digits_checkpoints(digits_root, tmp_path):
+    """``{mode: path}`` of untrained tiny digits checkpoints, softmax and softmax-center."""
     import mxnet as mx
-    from PIL import Image
 
     from gluon_ssdcl import CenterLoss, get_model, initialize_params
     from gluon_ssdcl.engine.checkpoint import save_checkpoint
@@ -238,6 +237,41 @@ def test_feature_maps_draws_each_run_with_tsne_and_pca(digits_root, tmp_path):
             'network': 'ssd_64_tiny_center_digits', 'classes': list('0123456789'),
             'embed_dim': 16, 'mode': mode, 'dataset': 'digits', 'dataset_root': digits_root,
             'epoch': 0})
+    return paths
+
+
+def test_open_set_scores_draws_a_panel_per_run_and_score(benchmarks_module, digits_root,
+                                                         tmp_path):
+    """The figure from known scores; on untrained checkpoints (no true positive) one line, exit
+    1; an unknown score is bad usage."""
+    import open_set_scores
+    rng = np.random.RandomState(0)
+    rows = {run: {name: (rng.randn(50), rng.randn(20) + 2) for name in ('cosine', 'energy')}
+            for run in ('softmax', 'center')}
+    fig = open_set_scores.plot(rows, ['cosine', 'energy'])
+    axes = fig.get_axes()
+    assert len(axes) == 4 and all('AUROC 0.9' in ax.get_title() or 'AUROC 0.8' in ax.get_title()
+                                  or 'AUROC 1.0' in ax.get_title() for ax in axes)
+    assert len(axes[0].patches) == 2 * 39  # both histograms of 40 bin edges
+    paths = tiny_digits_checkpoints(digits_root, tmp_path)
+    script = os.path.join(ROOT, 'benchmarks', 'open_set_scores.py')
+    out = tmp_path / 'scores.png'
+    proc = subprocess.run(
+        [sys.executable, script, '--runs', f"softmax={paths['softmax']}", '--out', str(out)],
+        capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    assert proc.returncode == 1 and len(proc.stderr.strip().splitlines()) == 1
+    assert 'nothing to draw' in proc.stderr and not out.exists()
+    bad = subprocess.run([sys.executable, script, '--runs', f"a={paths['softmax']}", '--scores',
+                          'cosine,nope', '--out', str(out)], capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "unknown nope" in bad.stderr
+
+
+def test_feature_maps_draws_each_run_with_tsne_and_pca(digits_root, tmp_path):
+    """Two tiny digits checkpoints (softmax and softmax-center, 16-D) give one PNG; a run
+    without a title is bad usage."""
+    from PIL import Image
+    paths = tiny_digits_checkpoints(digits_root, tmp_path)
     out = tmp_path / 'maps.png'
     proc = subprocess.run(
         [sys.executable, os.path.join(ROOT, 'benchmarks', 'feature_maps.py'), '--runs',

@@ -19,7 +19,8 @@ from ..utils.arrays import finite_or_none, mean_or_none
 from .compare import format_cell
 from .inference import IOU_THRESH, detections_map
 
-__all__ = ['OPEN_SET_SCORES', 'match_detections', 'open_set_evaluation', 'format_open_set']
+__all__ = ['OPEN_SET_SCORES', 'match_detections', 'score_sets', 'open_set_evaluation',
+           'format_open_set']
 
 OPEN_SET_SCORES = ('center', 'means', 'msp', 'knn') + SCORES
 RADIUS_QUANTILES = (0.9, 0.95, 0.99)  # the radius rule measured at these quantiles
@@ -64,9 +65,31 @@ def match_detections(image, unknown: Sequence[int], min_score: float = 0.0
     return known_hits, unknown_hits
 
 
-def _score_sets(images, bank, scorer, means_bank, unknown, min_score, knn_k):
-    """``{score name: (known TP scores, unknown scores)}``, the matched embeddings and the
-    unknowns' class-head labels."""
+def score_sets(images, bank, scorer, unknown: Sequence[int], min_score: float = 0.0,
+               knn_k: int = 5):
+    """Every :data:`OPEN_SET_SCORES` score of the known true positives and of the unknown
+    objects' detections (:func:`match_detections`; the scores of :func:`open_set_evaluation`).
+
+    Parameters
+    ----------
+    images : list of ImageDetections
+        With embeddings.
+    bank : ClassBank
+    scorer : ScoreModel
+    unknown : sequence of int
+    min_score : float
+    knn_k : int
+
+    Returns
+    -------
+    scores : dict
+        ``{score name: (known TPs' scores (P,), unknowns' scores (Q,))}``.
+    embeddings : dict
+        ``{'known': (P, D), 'unknown': (Q, D)}``.
+    unknown_ids : numpy.ndarray of int64, (Q,)
+        The class head's labels of the unknowns' detections.
+    """
+    means_bank = make_bank(bank.classes, bank.gallery, bank.gallery_labels, None, bank.quantile)
     embeddings = {'known': [], 'unknown': []}
     det_scores = {'known': [], 'unknown': []}
     unknown_ids = []
@@ -163,14 +186,13 @@ def open_set_evaluation(images, bank, scorer, classes: Sequence[str], unknown: S
         unknown; ``summary``: the flat numbers of the study.
     """
     known_names = [name for j, name in enumerate(classes) if j not in unknown]
-    means_bank = make_bank(classes, bank.gallery, bank.gallery_labels, None, bank.quantile)
     results = {'unknown_classes': [classes[j] for j in unknown], 'quantile': bank.quantile,
                'center_source': bank.center_source, 'knn_k': knn_k, 'by_min_score': {}}
     summary = {}
     num_unknown_objects = int(sum(np.isin(image.gt_ids, unknown).sum() for image in images))
     for min_score in MIN_SCORES:
-        scores, embeddings, unknown_ids = _score_sets(images, bank, scorer, means_bank, unknown,
-                                                      min_score, knn_k)
+        scores, embeddings, unknown_ids = score_sets(images, bank, scorer, unknown, min_score,
+                                                     knn_k)
         entry = {'num_known': len(embeddings['known']), 'num_unknown': len(embeddings['unknown']),
                  'num_unknown_objects': num_unknown_objects}
         tag = '' if min_score == 0 else f'_s{min_score:g}'
