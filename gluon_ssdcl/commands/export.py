@@ -28,7 +28,9 @@ by its run's save prefix (then its best checkpoint, or its last). The command wr
   ``<name>-openset-centers.npy``: float32 ``(K, D)`` centers of the bank's K classes (the
   trained ones, then registered ones; NaN rows for classes without a center), whose radii,
   class names and unknown rule are in the description's ``open_set`` record (a detection whose
-  distance to its nearest center exceeds that center's radius is unknown, id -2).
+  distance to its nearest center exceeds that center's radius is unknown, id -2); and
+  ``<name>-openset-scores.npz``: the arrays of the energy, cosine, Mahalanobis and logit
+  Gaussian scores, whose formulas and thresholds are in the record's ``scores``.
 - ``<name>-meta.json``: the classes, embed_dim, training mode (``centers_trained`` is false for
   a softmax checkpoint, whose centers never moved), base_size, the input (name, shape, layout,
   normalisation, the helper that makes it), the outputs and the NMS settings.
