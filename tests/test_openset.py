@@ -24,9 +24,13 @@ from gluon_ssdcl.embeddings.metrics import auroc, rejected_at_recall
 from gluon_ssdcl.embeddings.scores import fit_scores, unknown_score
 from gluon_ssdcl.engine.checkpoint import load_model, save_checkpoint
 from gluon_ssdcl.engine.head_tuning import initial_rows
-from gluon_ssdcl.evaluation.class_banks import bank_scores, embed_boxes, register_class
+from gluon_ssdcl.evaluation.class_banks import (bank_scores, embed_anchors, embed_boxes,
+                                                register_class)
 from gluon_ssdcl.evaluation.few_shot import example_pool, fine_tuned_head, format_few_shot
-from gluon_ssdcl.evaluation.inference import ImageDetections, collect_positives, positive_loader
+from gluon_ssdcl.data.datasets import get_dataset
+from gluon_ssdcl.evaluation.inference import (ImageDetections, anchor_cache, cached_detections,
+                                              collect_positives, positive_loader,
+                                              validation_detections)
 from gluon_ssdcl.evaluation.open_set import match_detections, open_set_evaluation
 from gluon_ssdcl.utils.files import file_sha256
 
@@ -351,15 +355,41 @@ def test_fine_tuned_head_changes_only_the_registered_row(tmp_path):
     tuned_weight, tuned_bias = fine_tuned_head(model.net, bank, [1], [image], [box], CTX)
     np.testing.assert_array_equal(tuned_weight[:2], weight[:2])  # background and cat
     np.testing.assert_array_equal(tuned_bias[:2], bias[:2])
-    start, _ = initial_rows(weight, bias, [2], bank.centers[1:2], [1])
+    start_head = initial_rows(weight, bias, [2], bank.centers[1:2], [1])
+    start = start_head[0]
     assert not np.allclose(tuned_weight[2], start[2]) and not np.allclose(tuned_weight[2],
                                                                            weight[2])
-    # the dog's positive anchors now score higher for dog than before
-    positives = embed_boxes(model.net, [image], [box], CTX)
-    before = positives @ weight[2] + bias[2] - (positives @ weight[1] + bias[1])
-    after = positives @ tuned_weight[2] + tuned_bias[2] - (positives @ weight[1] + bias[1])
-    assert after.mean() > before.mean()
+    # its training loss (the gallery and the example's background anchors) fell from the start
+    anchors, targets = embed_anchors(model.net, [image], [box], CTX)
+    data = np.concatenate([bank.gallery, anchors[targets == 0]])
+    labels = np.concatenate([bank.gallery_labels + 1, np.zeros((targets == 0).sum(), int)])
+    counts = np.bincount(labels, minlength=3)
+
+    def loss(weight, bias):
+        z = data @ weight.T + bias
+        log_p = z - np.log(np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)) \
+            - z.max(1, keepdims=True)
+        return -np.sum(log_p[np.arange(len(z)), labels] / (counts[labels] * 3))
+    assert loss(tuned_weight, tuned_bias) < loss(*start_head)
     np.testing.assert_array_equal(dense.weight.data().asnumpy(), weight)  # the net's own head
+    imprinted = fine_tuned_head(model.net, bank, [1], [image], [box], CTX, steps=0)
+    np.testing.assert_array_equal(imprinted[0], start)
+
+
+def test_cached_detections_are_the_detectors(tmp_path):
+    """The detections of the kept per-anchor outputs equal those of the whole net."""
+    params, root = checkpoint(tmp_path)
+    model = load_model(params, CTX)
+    _, val = get_dataset('custom', root, classes=['cat', 'dog'])
+    cache = anchor_cache(model.net, val, CTX, 2)
+    cached = cached_detections(model.net, cache)
+    direct = validation_detections(model.net, val, CTX, 2)
+    assert len(cached) == len(direct) == 3 and sum(len(d.ids) for d in direct) > 0
+    for a, b in zip(cached, direct):
+        np.testing.assert_array_equal(a.ids, b.ids)
+        np.testing.assert_allclose(a.scores, b.scores, rtol=1e-5)
+        np.testing.assert_allclose(a.bboxes, b.bboxes, rtol=1e-4, atol=1e-3)
+        np.testing.assert_array_equal(a.gt_ids, b.gt_ids)
 
 
 def test_evaluate_open_set_runs_on_a_tiny_model(tmp_path, capsys):
@@ -434,8 +464,8 @@ def test_few_shot_evaluation_on_tiny_digits(tmp_path, monkeypatch, capsys):
                           '--fine-tune']) == 0
     results = json.loads(output.read_text())
     assert results['classes'] == ['8', '9'] and set(results['by_shots']) == {'1', '2'}
-    assert set(results['by_shots']['2']) == {'center', 'knn', 'hybrid', 'finetune'}
-    for labelling in ('center', 'knn', 'hybrid', 'finetune'):
+    assert set(results['by_shots']['2']) == {'center', 'knn', 'hybrid', 'imprint', 'finetune'}
+    for labelling in ('center', 'knn', 'hybrid', 'imprint', 'finetune'):
         value = results['summary'][f'ap_registered_{labelling}_k2']
         assert value is None or 0 <= value <= 1
     assert 'AP registered' in capsys.readouterr().out

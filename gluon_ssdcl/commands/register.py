@@ -16,9 +16,10 @@ center and gallery embeddings are replaced).
 those classes (``gluon-ssdcl train --digits-exclude 8,9``), how well classes registered from K
 examples are detected (:func:`~gluon_ssdcl.evaluation.few_shot.few_shot_evaluation`); an AP
 that does not exist (few images) is written as null. With ``--fine-tune`` it also measures
-registration by fine-tuning: the class head's rows of the registered classes start from their
-centers and are fine-tuned on the examples (with replayed training positives and the examples'
-background anchors), the other rows unchanged, and the detector runs again with that head.
+registration in the class head, the detector running again with the new head: the rows of the
+registered classes set from their centers (``imprint``), and those rows then fine-tuned on the
+examples (``finetune``: with replayed training positives and the examples' background
+anchors), the other rows unchanged.
 """
 from __future__ import annotations
 
@@ -113,9 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument('--draws', type=positive_int, default=3,
                         help='--evaluate: draws of the examples per K (default: 3)')
     parser.add_argument('--fine-tune', action='store_true',
-                        help="--evaluate: also fine-tune the class head's rows of the "
-                             "registered classes on the examples and detect again (one "
-                             "detector pass per draw and K; default: off)")
+                        help="--evaluate: also give the registered classes rows of the class "
+                             "head, set from their centers and then fine-tuned on the "
+                             "examples, and detect again (default: off)")
     parser.add_argument('--examples-root', default=None,
                         help="--evaluate: folder of the digits set the examples come from: the "
                              "model's set without exclusion, generated there on first use "

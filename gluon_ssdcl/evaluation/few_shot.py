@@ -13,12 +13,13 @@ from ..engine.head_tuning import fine_tune_rows, initial_rows
 from ..utils.arrays import finite_or_none, mean_or_none
 from .class_banks import embed_anchors, register_class
 from .compare import format_cell
-from .inference import detections_map, validation_detections
+from .inference import anchor_cache, cached_detections, detections_map
 
 __all__ = ['LABELLINGS', 'example_pool', 'fine_tuned_head', 'few_shot_evaluation',
            'format_few_shot']
 
-LABELLINGS = ('center', 'knn', 'hybrid')  # relabelling the detections; 'finetune' re-detects
+LABELLINGS = ('center', 'knn', 'hybrid')  # relabelling the detections
+HEAD_LABELLINGS = ('imprint', 'finetune')  # a new class head: the detector runs again
 
 
 def example_pool(dataset, class_ids: Sequence[int], per_class: int, seed: int = 0
@@ -63,14 +64,16 @@ def _relabeller(bank, labelling: str, registered: Sequence[int], knn_k: int):
 
 
 def fine_tuned_head(net, bank, class_ids: Sequence[int], images: Sequence, boxes: Sequence,
-                    ctx, batch_size: int = 16) -> Tuple[np.ndarray, np.ndarray]:
+                    ctx, batch_size: int = 16, steps: int = 50) -> Tuple[np.ndarray, np.ndarray]:
     """The class head with the rows of registered classes fine-tuned (TFA-style), the others
     unchanged.
 
-    Each registered class's row starts from its center (:func:`initial_rows`); then only those
-    rows train (:func:`fine_tune_rows`) on the bank's gallery (the registered examples' positive
-    anchors and the replayed training positives, each with its class) and the background
-    anchors of the example images (matched against every box of those images).
+    Each registered class's row starts from its center (:func:`initial_rows`: its direction,
+    scaled to the trained rows' norm, as weight imprinting does); then only those rows train
+    (:func:`fine_tune_rows`, ``steps`` steps; 0: the imprinted rows as they are) on the bank's
+    gallery (the registered examples' positive anchors and the replayed training positives,
+    each with its class) and the background anchors of the example images (matched against
+    every box of those images).
 
     Parameters
     ----------
@@ -96,23 +99,25 @@ def fine_tuned_head(net, bank, class_ids: Sequence[int], images: Sequence, boxes
     trained = [j + 1 for j in np.flatnonzero(bank.active[:len(weight) - 1])
                if j not in class_ids]
     weight, bias = initial_rows(weight, bias, rows, bank.centers[list(class_ids)], trained)
+    if not steps:
+        return weight, bias
     anchors, targets = embed_anchors(net, images, boxes, ctx, batch_size)
     background = anchors[targets == 0]
     embeddings = np.concatenate([bank.gallery, background])
     labels = np.concatenate([bank.gallery_labels + 1, np.zeros(len(background), np.int64)])
-    return fine_tune_rows(weight, bias, rows, embeddings, labels, ctx=ctx[0])
+    return fine_tune_rows(weight, bias, rows, embeddings, labels, steps=steps, ctx=ctx[0])
 
 
-def _fine_tuned_map(model, head, val_dataset, ctx, batch_size):
-    """Per-class AP of the detector with the class head ``(weight, bias)``; the net's own head is
-    restored afterwards."""
+def _head_map(model, head, cache):
+    """Per-class AP of the detector with the class head ``(weight, bias)`` over an
+    :func:`~gluon_ssdcl.evaluation.inference.anchor_cache`; the net's own head is restored
+    afterwards."""
     dense = model.net.class_head[0]
     saved = dense.weight.data().copy(), dense.bias.data().copy()
     try:
         dense.weight.set_data(mx.nd.array(head[0]))
         dense.bias.set_data(mx.nd.array(head[1]))
-        return _map(validation_detections(model.net, val_dataset, ctx, batch_size),
-                    model.classes)
+        return _map(cached_detections(model.net, cache), model.classes)
     finally:
         dense.weight.set_data(saved[0])
         dense.bias.set_data(saved[1])
@@ -139,9 +144,10 @@ def few_shot_evaluation(model, bank, example_dataset, images, class_ids: Sequenc
     validation detections ``images`` are relabelled: ``center`` (nearest center), ``knn``
     (k-NN vote over the gallery) or ``hybrid`` (the class head's label unless the nearest
     center is a registered class). Scores stay the detector's. With ``val_dataset`` (the
-    images of ``images``), also ``finetune``: the class head's rows of the registered classes
-    fine-tuned on the examples (:func:`fine_tuned_head`) and the detector run again with it
-    (new scores, new detections).
+    images of ``images``), also a new class head, with which the detector runs again (new
+    scores, new detections; the backbone's outputs are computed once): ``imprint``, the
+    registered classes' rows set from their centers, and ``finetune``, those rows then
+    fine-tuned on the examples (:func:`fine_tuned_head`).
 
     Parameters
     ----------
@@ -162,7 +168,7 @@ def few_shot_evaluation(model, bank, example_dataset, images, class_ids: Sequenc
     seed : int
     knn_k, batch_size : int
     val_dataset : Dataset, optional
-        The validation images, to measure ``finetune``.
+        The validation images, to measure ``imprint`` and ``finetune``.
 
     Returns
     -------
@@ -189,7 +195,9 @@ def few_shot_evaluation(model, bank, example_dataset, images, class_ids: Sequenc
     summary = {'map_known_softmax': results['map_known_softmax'],
                'map_known_center_base': results['map_known_center_base']}
     rng = np.random.default_rng(seed)
-    labellings = LABELLINGS + (('finetune',) if val_dataset is not None else ())
+    labellings = LABELLINGS + (HEAD_LABELLINGS if val_dataset is not None else ())
+    cache = (anchor_cache(model.net, val_dataset, ctx, batch_size)
+             if val_dataset is not None else None)
     for k in shots:
         runs = {labelling: [] for labelling in labellings}
         for _ in range(draws):
@@ -206,14 +214,14 @@ def few_shot_evaluation(model, bank, example_dataset, images, class_ids: Sequenc
                 per_class = _map(images, classes,
                                  _relabeller(registered, labelling, list(class_ids), knn_k))
                 runs[labelling].append(per_class)
-            if val_dataset is not None:
+            if cache is not None:
                 items = [example_dataset[index] for index in sorted(set(examples))]
-                head = fine_tuned_head(model.net, registered, class_ids,
-                                       [image for image, _ in items],
-                                       [np.asarray(label)[:, :4] for _, label in items], ctx,
-                                       batch_size)
-                runs['finetune'].append(_fine_tuned_map(model, head, val_dataset, ctx,
-                                                        batch_size))
+                for labelling, steps in zip(HEAD_LABELLINGS, (0, 50)):
+                    head = fine_tuned_head(model.net, registered, class_ids,
+                                           [image for image, _ in items],
+                                           [np.asarray(label)[:, :4] for _, label in items],
+                                           ctx, batch_size, steps)
+                    runs[labelling].append(_head_map(model, head, cache))
         entry = {}
         for labelling, per_draw in runs.items():
             ap = {name: mean_or_none(finite_or_none(p[name]) for p in per_draw)

@@ -20,7 +20,8 @@ from ..utils.progress import progress
 
 __all__ = ['NMS_THRESH', 'NMS_TOPK', 'POST_NMS', 'IOU_THRESH', 'net_anchors', 'positive_loader',
            'collect_positives', 'build_gallery', 'ImageDetections', 'collect_detections',
-           'validation_detections', 'detections_map', 'detection_map']
+           'anchor_cache', 'cached_detections', 'validation_detections', 'detections_map',
+           'detection_map']
 
 NMS_THRESH = 0.45  # GluonCV's train_ssd.py validate()
 NMS_TOPK = 400
@@ -160,6 +161,20 @@ class ImageDetections(NamedTuple):
     gt_difficult: Optional[np.ndarray]
 
 
+def _image_detections(ids, scores, bboxes, embedded, labels) -> List[ImageDetections]:
+    """One :class:`ImageDetections` per image of a batch's NumPy outputs (ids, scores (B, K),
+    boxes (B, K, 4), embeddings (B, K, D) or None) and labels (B, M, 6), padding removed."""
+    images = []
+    for i in range(len(ids)):
+        kept, real = ids[i] >= 0, labels[i, :, 4] >= 0
+        gt = labels[i][real]
+        images.append(ImageDetections(
+            ids[i][kept], scores[i][kept], bboxes[i][kept],
+            embedded[i][kept] if embedded is not None else None, gt[:, :4], gt[:, 4],
+            gt[:, 5] if gt.shape[1] > 5 else None))
+    return images
+
+
 def _net_detections(net, x: mx.nd.NDArray, embeddings: bool):
     """The net's outputs on ``x`` as NumPy: ids (B, K), scores (B, K), clipped boxes (B, K, 4)
     and, with ``embeddings``, (B, K, D) embeddings (else None)."""
@@ -202,18 +217,56 @@ def collect_detections(net, val_loader, ctx: Sequence[mx.Context], embeddings: b
         with autograd.predict_mode():
             for batch in _progress(val_loader, max_batches, 'detections'):
                 for x, y in zip(_split(batch[0], ctx), _split(batch[1], ctx)):
-                    ids, scores, bboxes, embedded = _net_detections(net, x, embeddings)
-                    labels = y.asnumpy()
-                    for i in range(len(ids)):
-                        kept, real = ids[i] >= 0, labels[i, :, 4] >= 0
-                        gt = labels[i][real]
-                        images.append(ImageDetections(
-                            ids[i][kept], scores[i][kept], bboxes[i][kept],
-                            embedded[i][kept] if embeddings else None, gt[:, :4], gt[:, 4],
-                            gt[:, 5] if gt.shape[1] > 5 else None))
+                    images += _image_detections(*_net_detections(net, x, embeddings),
+                                                y.asnumpy())
     finally:
         if net.infer_embeddings != infer_embeddings:
             net.set_embeddings(infer=infer_embeddings)
+    return images
+
+
+def anchor_cache(net, val_dataset, ctx: Sequence[mx.Context], batch_size: int,
+                 max_images: Optional[int] = None) -> list:
+    """The validation images' per-anchor embeddings and box predictions, kept so that other
+    class heads can be evaluated without the backbone (:func:`cached_detections`).
+
+    Parameters
+    ----------
+    net : SSDCenter
+    val_dataset : Dataset
+        Items ``(image (H, W, 3) uint8, label (M, 6))``.
+    ctx : list of mx.Context
+    batch_size : int
+    max_images : int, optional
+
+    Returns
+    -------
+    list
+        Per batch and device: ``(embeddings (B,N,D), box_preds (B,N,4), anchors (1,N,4),
+        labels (B,M,6) NumPy, input size)``.
+    """
+    if max_images:
+        val_dataset = val_dataset.take(max_images)
+    size = net.base_size
+    cache = []
+    with autograd.predict_mode():
+        for batch in _progress(get_val_loader(val_dataset, size, size, batch_size), None,
+                               'anchors'):
+            for x, y in zip(_split(batch[0], ctx), _split(batch[1], ctx)):
+                _, box_preds, anchors, embeddings = net.anchor_outputs(x)
+                cache.append((embeddings, box_preds, anchors, y.asnumpy(), x.shape[2]))
+    return cache
+
+
+def cached_detections(net, cache: list) -> List[ImageDetections]:
+    """Every image's detections (without embeddings) by the net's current class head over an
+    :func:`anchor_cache`, as :func:`collect_detections` finds them (its NMS settings)."""
+    net.set_nms(nms_thresh=NMS_THRESH, nms_topk=NMS_TOPK)
+    images = []
+    for embeddings, box_preds, anchors, labels, size in cache:
+        ids, scores, bboxes = net.detect_anchors(embeddings, box_preds, anchors)
+        images += _image_detections(ids.asnumpy()[..., 0], scores.asnumpy()[..., 0],
+                                    bboxes.clip(0, size).asnumpy(), None, labels)
     return images
 
 

@@ -157,6 +157,13 @@ class SSDCenter(SSD):
             return [cls_preds, box_preds, anchors, embeddings]
         return self._detect(F, cls_preds, box_preds, anchors, embeddings)
 
+    def detect_anchors(self, embeddings, box_preds, anchors):
+        """Inference outputs ``ids (B,K,1), scores (B,K,1), bboxes (B,K,4)`` from per-anchor
+        outputs of :meth:`anchor_outputs` (embeddings (B,N,D), box_preds (B,N,4), anchors
+        (1,N,4)): the class head on the embeddings, then decoding and NMS, as in inference. With
+        the backbone's outputs kept, another class head is evaluated without running it again."""
+        return self._detect(mx.nd, self.class_predictors(embeddings), box_preds, anchors, None)
+
     def _detect(self, F, cls_preds, box_preds, anchors, embeddings):
         """Decode boxes and run NMS. With embeddings, each row carries its anchor's index
         through NMS (one column, not D) and picks that anchor's embedding afterwards."""
